@@ -1,0 +1,545 @@
+//! When each message is due, and where the recipient is at that moment: at home before the trip
+//! and after it, in Malaysia during it. "19:00 the evening before" means 19:00 where the patient
+//! will be that evening. Also the patient's tasks with their windows (MDAC's three days), the
+//! online follow-up hour, and the warnings that come from the calendar.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc, Weekday};
+use chrono_tz::Tz;
+
+use crate::clinic::ClinicSetup;
+use crate::plan::{EventKind, IfLate, MessageDue, MessageKind, PatientTask, Plan, Recipient, TaskKind, Text, Warning, WarningKind};
+use crate::planner::{Frame, hm, when_en};
+use crate::request::{Language, PlanRequest};
+use crate::time::{Zoned, at_local, date_ja, zone_abbreviation};
+
+/// Where the patient is over time, from their flights.
+#[derive(Clone, Debug)]
+pub struct Whereabouts {
+    home: Tz,
+    /// (departs, lands, zone the patient is in after landing)
+    legs: Vec<(DateTime<Utc>, DateTime<Utc>, Tz)>,
+}
+
+/// Where someone is at an instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    At(Tz),
+    InFlight,
+}
+
+impl Whereabouts {
+    pub fn new(req: &PlanRequest) -> Self {
+        let home = req.patient.home_zone;
+        let mut legs = Vec::new();
+        for t in &req.trips {
+            legs.push((t.outbound.departs.utc(), t.outbound.arrives.utc(), t.outbound.arrives.zone()));
+            // After the flight home the patient is at home, even when it lands elsewhere first.
+            legs.push((t.return_flight.departs.utc(), t.return_flight.arrives.utc(), home));
+        }
+        Self { home, legs }
+    }
+
+    pub fn place(&self, t: DateTime<Utc>) -> Place {
+        let mut zone = self.home;
+        for (dep, arr, after) in &self.legs {
+            if t < *dep {
+                return Place::At(zone);
+            }
+            if t < *arr {
+                return Place::InFlight;
+            }
+            zone = *after;
+        }
+        Place::At(zone)
+    }
+
+    /// The instant in the zone the patient is in (in flight: the destination's).
+    pub fn at(&self, t: DateTime<Utc>) -> Zoned {
+        match self.place(t) {
+            Place::At(z) => Zoned::new(t, z),
+            Place::InFlight => {
+                let z = self.legs.iter().find(|(d, a, _)| *d <= t && t < *a).map_or(self.home, |l| l.2);
+                Zoned::new(t, z)
+            }
+        }
+    }
+
+    /// `time` on the date `date_in(zone)`, in the zone where the patient will be then; `None`
+    /// when that moment is in the air.
+    pub fn local(&self, date_in: impl Fn(Tz) -> NaiveDate, time: NaiveTime, guess: Tz) -> Option<Zoned> {
+        let mut zone = guess;
+        for _ in 0..3 {
+            let cand = at_local(date_in(zone), time, zone);
+            match self.place(cand.utc()) {
+                Place::At(z) if z == zone => return Some(cand),
+                Place::At(z) => zone = z,
+                Place::InFlight => return None,
+            }
+        }
+        None
+    }
+
+    /// The flight the patient is on at `t`, if any: (departs, lands).
+    fn leg_at(&self, t: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.legs.iter().find(|(d, a, _)| *d <= t && t < *a).map(|l| (l.0, l.1))
+    }
+}
+
+/// One local hour for the whole series of online follow-ups, so that 10:00 stays 10:00 across
+/// daylight-saving changes; each on the first day from its target that is not the patient's
+/// weekend or holiday and, when the rule says so, falls inside the clinic's hours.
+pub(crate) fn follow_up_times(setup: &ClinicSetup, home: Tz, home_regions: &[String], targets: &[NaiveDate]) -> (Vec<Zoned>, Option<Warning>) {
+    let rules = &setup.rules;
+    let len = Duration::minutes(i64::from(rules.followup_minutes));
+    let preferred = rules.followup_local_time;
+    let step = Duration::minutes(i64::from(rules.slot_minutes.max(1)));
+    let mut times = Vec::new();
+    let mut t = rules.quiet_hours_end;
+    while t + len <= rules.quiet_hours_start && t >= rules.quiet_hours_end {
+        times.push(t);
+        t += step;
+    }
+    times.sort_by_key(|t| ((*t - preferred).num_minutes().abs(), *t));
+    times.insert(0, preferred);
+    let fits = |d: NaiveDate, t: NaiveTime| -> Option<Zoned> {
+        if matches!(d.weekday(), Weekday::Sat | Weekday::Sun) || setup.holidays.any(home_regions, d).is_some() {
+            return None;
+        }
+        let start = at_local(d, t, home);
+        if start.time() != t {
+            return None; // inside a daylight-saving gap: not this hour
+        }
+        if rules.followup_within_clinic_hours {
+            let c = start.in_zone(setup.clinic.zone);
+            let e = start.add(len).in_zone(setup.clinic.zone);
+            if !setup.is_clinic_day(c.date()) || c.time() < setup.clinic.opens || e.time() > setup.clinic.closes || e.date() != c.date() {
+                return None;
+            }
+        }
+        Some(start)
+    };
+    for t in &times {
+        let found: Option<Vec<Zoned>> = targets.iter().map(|target| (0..21).find_map(|k| fits(*target + Duration::days(k), *t))).collect();
+        if let Some(found) = found {
+            let note = (*t != preferred).then(|| {
+                let sample = found.first().copied().unwrap_or_else(|| at_local(NaiveDate::MIN, *t, home));
+                Warning {
+                    kind: WarningKind::TightConnection,
+                    text: Text::new(
+                        format!(
+                            "オンライン診察は{}の{}に設定しました(希望の{}はクリニックの診療時間外のため)。",
+                            crate::time::zone_name_ja(home),
+                            t.format("%H:%M"),
+                            preferred.format("%H:%M")
+                        ),
+                        format!(
+                            "Online follow-ups are at {} {} ({} at the clinic): {} there is outside the clinic's hours.",
+                            t.format("%H:%M"),
+                            zone_abbreviation(&sample),
+                            hm(&sample.in_zone(setup.clinic.zone)),
+                            preferred.format("%H:%M")
+                        ),
+                    ),
+                }
+            });
+            return (found, note);
+        }
+    }
+    // No hour fits every follow-up (a zone far from the clinic's): keep the patient's hour.
+    let found = targets.iter().map(|d| at_local(*d, preferred, home)).collect();
+    let note = Warning {
+        kind: WarningKind::TightConnection,
+        text: Text::new(
+            "オンライン診察の時間がクリニックの診療時間と重なりません。個別に調整してください。",
+            "No hour suits both the patient's day and the clinic's hours for the online follow-ups: arrange them by hand.",
+        ),
+    };
+    (found, Some(note))
+}
+
+pub(crate) fn tight_connections(setup: &ClinicSetup, frames: &[Frame], events: &[crate::plan::Event], warnings: &mut Vec<Warning>) {
+    let r = &setup.rules;
+    for f in frames {
+        let first = events.iter().filter(|e| e.kind.at_clinic() && e.trip == Some(f.trip as u32 + 1)).filter_map(|e| e.start()).min();
+        if let Some(first) = first {
+            let gap = (first.utc() - f.arrives.utc()).num_minutes();
+            if gap < i64::from(r.landing_to_clinic_minutes + r.tight_connection_minutes) {
+                warnings.push(Warning {
+                    kind: WarningKind::TightConnection,
+                    text: Text::new(
+                        format!("旅程{}:着陸から最初の通院まで{}分しかありません。便の遅れに注意してください。", f.trip + 1, gap),
+                        format!("Trip {}: the first clinic appointment is {} minutes after landing; a late flight would miss it.", f.trip + 1, gap),
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// Tentative (moon-sighting) holidays within a day of any clinic date or inside a stay.
+pub(crate) fn tentative_holidays(setup: &ClinicSetup, frames: &[Frame], clinic_dates: &[NaiveDate], warnings: &mut Vec<Warning>) -> Vec<(NaiveDate, String)> {
+    let zone = setup.clinic.zone;
+    let regions = &setup.clinic.holiday_regions;
+    let mut found: Vec<(NaiveDate, String)> = Vec::new();
+    for f in frames {
+        let from = f.arrives.in_zone(zone).date() - Duration::days(1);
+        let to = f.departs.in_zone(zone).date() + Duration::days(1);
+        for h in setup.holidays.between(regions, from, to).filter(|h| h.tentative) {
+            if !found.iter().any(|(d, _)| *d == h.date) {
+                found.push((h.date, h.name.clone()));
+            }
+        }
+    }
+    for d in clinic_dates {
+        for h in setup.holidays.between(regions, *d - Duration::days(1), *d + Duration::days(1)).filter(|h| h.tentative) {
+            if !found.iter().any(|(x, _)| *x == h.date) {
+                found.push((h.date, h.name.clone()));
+            }
+        }
+    }
+    found.sort();
+    for (d, name) in &found {
+        warnings.push(Warning {
+            kind: WarningKind::TentativeHoliday,
+            text: Text::new(
+                format!("{}の「{}」は月の観測で前後する暫定の祝日です。渡航の{}日前に再確認してください。", date_ja(*d, None), name, setup.rules.tentative_holiday_recheck_days),
+                format!("{name} on {d} is tentative (moon sighting) and may move by a day; re-check {} days before travel.", setup.rules.tentative_holiday_recheck_days),
+            ),
+        });
+    }
+    found
+}
+
+pub(crate) fn holiday_coverage(setup: &ClinicSetup, events: &[crate::plan::Event], home_regions: &[String], warnings: &mut Vec<Warning>) {
+    let mut check = |region: &str, last: Option<NaiveDate>| {
+        let Some(last) = last else { return };
+        match setup.holidays.coverage(region) {
+            Some((_, end)) if last <= end => {}
+            _ => warnings.push(Warning {
+                kind: WarningKind::HolidayTableEnds,
+                text: Text::new(
+                    format!("祝日表({region})が{}までの予定をカバーしていません。祝日を確認してください。", date_ja(last, None)),
+                    format!("The holiday table for {region} does not reach {last}: check that day's holidays by hand."),
+                ),
+            }),
+        }
+    };
+    let zone = setup.clinic.zone;
+    let last_clinic = events.iter().filter(|e| e.kind.at_clinic()).filter_map(|e| e.start()).map(|s| s.in_zone(zone).date()).max();
+    for r in &setup.clinic.holiday_regions {
+        check(r, last_clinic);
+    }
+    let last_online = events.iter().filter(|e| e.online).filter_map(|e| e.start()).map(|s| s.date()).max();
+    for r in home_regions {
+        check(r, last_online);
+    }
+}
+
+struct Scheduler<'a> {
+    setup: &'a ClinicSetup,
+    wb: Whereabouts,
+    now: DateTime<Utc>,
+    lang: Language,
+    messages: Vec<MessageDue>,
+    warnings: Vec<Warning>,
+}
+
+impl Scheduler<'_> {
+    /// Moves a message out of the recipient's night, earlier: to the evening before the night.
+    fn wake(&self, at: Zoned) -> Zoned {
+        let r = &self.setup.rules;
+        let local = at.local();
+        if !r.is_quiet(local.time()) {
+            return at;
+        }
+        let evening = r.quiet_hours_start - Duration::hours(1);
+        let day = if local.time() >= r.quiet_hours_start { local.date_naive() } else { local.date_naive() - Duration::days(1) };
+        let moved = at_local(day, evening, at.zone());
+        Zoned::new(moved.utc(), at.zone())
+    }
+
+    /// `time` on the day `days` before `anchor`'s date, where the patient is then. If that moment
+    /// is in the air, three hours before that flight departs.
+    fn patient_local(&self, anchor: Zoned, days: i64, time: NaiveTime) -> Zoned {
+        let guess = self.wb.at(anchor.utc()).zone();
+        if let Some(z) = self.wb.local(|z| anchor.in_zone(z).date() - Duration::days(days), time, guess) {
+            return z;
+        }
+        let cand = at_local(anchor.in_zone(guess).date() - Duration::days(days), time, guess);
+        let dep = self.wb.leg_at(cand.utc()).map_or(cand.utc(), |l| l.0);
+        self.wb.at(dep - Duration::hours(3))
+    }
+
+    /// In the morning of `before`'s day if that leaves three hours, else the evening before.
+    fn morning_or_evening_before(&self, before: Zoned) -> Zoned {
+        let r = &self.setup.rules;
+        let morning = self.patient_local(before, 0, r.morning_message_time);
+        if morning.utc() + Duration::hours(3) <= before.utc() {
+            morning
+        } else {
+            self.patient_local(before, 1, r.evening_reminder_time)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(&mut self, key: String, kind: MessageKind, recipient: Recipient, at: Zoned, about: Option<&str>, before: Option<Zoned>, why: String, if_late: IfLate) {
+        let lang = match recipient {
+            Recipient::Patient => self.lang,
+            _ => Language::En,
+        };
+        let mut at = self.wake(at);
+        if let Some(b) = before
+            && at.utc() >= b.utc()
+        {
+            at = Zoned::new(b.utc() - Duration::minutes(30), at.zone());
+        }
+        let mut why = why;
+        if at.utc() < self.now {
+            let still_ahead = before.is_none_or(|b| b.utc() > self.now);
+            if if_late == IfLate::SendNow && still_ahead {
+                at = match recipient {
+                    Recipient::Patient => self.wb.at(self.now),
+                    _ => Zoned::new(self.now, at.zone()),
+                };
+                why = format!("{why}; that time had passed when the plan was made, so it goes now");
+                self.warnings.push(Warning {
+                    kind: WarningKind::LateMessage,
+                    text: Text::new(format!("「{key}」の送信予定時刻は過ぎているため、すぐに送信します。"), format!("The message {key} was due before the plan was made: it is sent now.")),
+                });
+            } else {
+                self.warnings.push(Warning {
+                    kind: WarningKind::LateMessage,
+                    text: Text::new(format!("「{key}」の送信予定時刻は過ぎているため、送信しません。"), format!("The message {key} was due before the plan was made and is no longer useful: it is not sent.")),
+                });
+                return;
+            }
+        }
+        self.messages.push(MessageDue { key, kind, recipient, language: lang, at, about: about.map(str::to_owned), before, why, if_late });
+    }
+}
+
+/// Fills the plan's tasks and messages.
+pub(crate) fn schedule(setup: &ClinicSetup, req: &PlanRequest, frames: &[Frame], tentative: &[(NaiveDate, String)], plan: &mut Plan) {
+    let r = &setup.rules;
+    let zone = setup.clinic.zone;
+    let wb = Whereabouts::new(req);
+    let mut s = Scheduler { setup, wb: wb.clone(), now: plan.planned_at.utc(), lang: req.patient.language, messages: Vec::new(), warnings: Vec::new() };
+    let mut tasks = Vec::new();
+    let first_event = plan.events.iter().filter_map(|e| e.start()).min();
+
+    let now = s.wb.at(s.now);
+    s.push("booking_confirmation".into(), MessageKind::BookingConfirmation, Recipient::Patient, now, None, first_event, "as soon as the itinerary is booked".into(), IfLate::SendNow);
+
+    if let Some(first) = req.trips.first() {
+        let dep = first.outbound.departs;
+        let at = s.patient_local(dep, i64::from(r.passport_recheck_days_before_travel), r.morning_message_time);
+        tasks.push(PatientTask {
+            key: "passport_check".into(),
+            kind: TaskKind::PassportCheck,
+            trip: Some(1),
+            title: Text::new("パスポートの有効期限の確認", "Check the passport's expiry"),
+            opens: at,
+            closes: dep,
+        });
+        s.push(
+            "passport_check.reminder".into(),
+            MessageKind::PassportRecheck,
+            Recipient::Patient,
+            at,
+            Some("passport_check"),
+            Some(dep),
+            format!("{} days before the first flight, {} where the patient is", r.passport_recheck_days_before_travel, r.morning_message_time.format("%H:%M")),
+            IfLate::SendNow,
+        );
+        if let Some((first_date, _)) = tentative.first() {
+            let at = at_local(dep.in_zone(zone).date() - Duration::days(i64::from(r.tentative_holiday_recheck_days)), r.morning_message_time, zone);
+            let names: Vec<String> = tentative.iter().map(|(d, n)| format!("{n} ({d})")).collect();
+            let before = plan.events.iter().filter(|e| e.kind.at_clinic()).filter_map(|e| e.start()).min().unwrap_or(dep);
+            s.push(
+                "tentative_holiday_recheck".into(),
+                MessageKind::TentativeHolidayRecheck,
+                Recipient::Coordinator,
+                at,
+                None,
+                Some(before),
+                format!("{} days before travel: re-check the tentative holiday(s) {} (first {first_date})", r.tentative_holiday_recheck_days, names.join(", ")),
+                IfLate::SendNow,
+            );
+        }
+    }
+
+    for (f, trip) in frames.iter().zip(&req.trips) {
+        let t = f.trip + 1;
+        let pre = format!("trip{t}");
+        let out = &trip.outbound;
+        // MDAC: the `mdac_window_days` days up to arrival, arrival day included, in Malaysia's dates.
+        let arrival_day = out.arrives.date();
+        let opens = at_local(arrival_day - Duration::days(i64::from(r.mdac_window_days.max(1)) - 1), NaiveTime::MIN, out.arrives.zone());
+        tasks.push(PatientTask {
+            key: format!("{pre}.mdac"),
+            kind: TaskKind::Mdac,
+            trip: Some(t as u32),
+            title: Text::new("マレーシアデジタル到着カード(MDAC)の提出", "Submit the Malaysia Digital Arrival Card (MDAC)"),
+            opens,
+            closes: out.arrives,
+        });
+        let first_morning = {
+            let home = s.wb.at(opens.utc()).zone();
+            let mut at = at_local(opens.in_zone(home).date(), r.morning_message_time, home);
+            if at.utc() < opens.utc() {
+                at = at_local(opens.in_zone(home).date() + Duration::days(1), r.morning_message_time, home);
+            }
+            if at.utc() + Duration::hours(3) > out.departs.utc() { s.wb.at(opens.utc().max(out.departs.utc() - Duration::hours(6))) } else { at }
+        };
+        s.push(
+            format!("{pre}.mdac.reminder"),
+            MessageKind::MdacReminder,
+            Recipient::Patient,
+            first_morning,
+            Some(&format!("{pre}.mdac")),
+            Some(out.departs),
+            format!("the first morning of the MDAC window (opens {} in Malaysia), before the flight", opens.local().format("%Y-%m-%d %H:%M")),
+            IfLate::SendNow,
+        );
+        tasks.push(PatientTask {
+            key: format!("{pre}.medication"),
+            kind: TaskKind::Medication,
+            trip: Some(t as u32),
+            title: Text::new("常用薬の準備(1か月分以内・元の包装・処方箋の写し・機内持ち込み)", "Pack medication: up to one month's supply, original labelled packs, a copy of the prescription, in hand luggage"),
+            opens: s.wb.at(out.departs.utc() - Duration::days(7)),
+            closes: out.departs,
+        });
+        let at = s.patient_local(out.departs, i64::from(r.medication_reminder_days_before), r.evening_reminder_time);
+        s.push(
+            format!("{pre}.medication.reminder"),
+            MessageKind::MedicationReminder,
+            Recipient::Patient,
+            at,
+            Some(&format!("{pre}.medication")),
+            Some(out.departs),
+            format!("{} days before the flight, {} where the patient is", r.medication_reminder_days_before, r.evening_reminder_time.format("%H:%M")),
+            IfLate::SendNow,
+        );
+        let peak = r.is_peak(out.departs.date()).is_some();
+        let airport_by = out.departs.add(-Duration::minutes(i64::from(if peak { r.airport_before_departure_peak_minutes } else { r.airport_before_departure_minutes })));
+        let at = s.morning_or_evening_before(airport_by);
+        s.push(
+            format!("{pre}.departure_day"),
+            MessageKind::DepartureDay,
+            Recipient::Patient,
+            at,
+            Some(&format!("{pre}.outbound")),
+            Some(airport_by),
+            format!("be at {} by {} for {}: that morning, or the evening before when the flight is early", out.from.iata, hm(&airport_by), out.number),
+            IfLate::SendNow,
+        );
+        let stay_events: Vec<(String, Zoned, EventKind)> =
+            plan.events.iter().filter(|e| e.trip == Some(t as u32) && e.kind.at_clinic()).filter_map(|e| e.start().map(|st| (e.key.clone(), st, e.kind))).collect();
+        for (key, start, _) in stay_events {
+            let lobby = start.add(-Duration::minutes(i64::from(r.hotel_to_clinic_minutes)));
+            let at = s.patient_local(lobby, 1, r.evening_reminder_time);
+            s.push(
+                format!("{key}.evening_before"),
+                MessageKind::EveningBefore,
+                Recipient::Patient,
+                at,
+                Some(&key),
+                Some(lobby),
+                format!("{} the evening before, where the patient is: lobby at {}", r.evening_reminder_time.format("%H:%M"), hm(&lobby)),
+                IfLate::SendNow,
+            );
+        }
+        let ret = &trip.return_flight;
+        let at = s.morning_or_evening_before(f.transfer.0);
+        s.push(
+            format!("{pre}.return_advice"),
+            MessageKind::ReturnFlightAdvice,
+            Recipient::Patient,
+            at,
+            Some(&format!("{pre}.return")),
+            Some(f.transfer.0),
+            format!("before the hotel pick-up at {} for {}: airport time and advice against clots on a long flight", hm(&f.transfer.0), ret.number),
+            IfLate::SendNow,
+        );
+        if r.visit_japan_web_reminder && ret.to.country == "JP" {
+            let at = s.patient_local(ret.departs, 1, r.evening_reminder_time);
+            tasks.push(PatientTask {
+                key: format!("{pre}.visit_japan_web"),
+                kind: TaskKind::VisitJapanWeb,
+                trip: Some(t as u32),
+                title: Text::new("Visit Japan Web の登録(税関申告QRコード)", "Register on Visit Japan Web (customs QR code)"),
+                opens: at,
+                closes: ret.arrives,
+            });
+            s.push(
+                format!("{pre}.visit_japan_web.reminder"),
+                MessageKind::VisitJapanWeb,
+                Recipient::Patient,
+                at,
+                Some(&format!("{pre}.visit_japan_web")),
+                Some(f.transfer.0),
+                format!("the evening before the flight home to {}, where the patient is", ret.to.iata),
+                IfLate::Skip,
+            );
+        }
+    }
+
+    let last_infusion = plan.events.iter().filter(|e| e.kind == EventKind::Infusion).filter_map(|e| e.end()).max();
+    if let Some(last) = last_infusion {
+        let anchor = last.add(Duration::days(i64::from(r.adverse_event_checkin_days)));
+        let at = s.patient_local(anchor, 0, r.morning_message_time);
+        s.push(
+            "checkin_7d".into(),
+            MessageKind::AdverseEventCheckin,
+            Recipient::Patient,
+            at,
+            None,
+            None,
+            format!("{} days after the last infusion ({}), {} where the patient is", r.adverse_event_checkin_days, when_en(&last.in_zone(zone)), r.morning_message_time.format("%H:%M")),
+            IfLate::SendNow,
+        );
+    }
+    let online: Vec<(String, Zoned, EventKind)> = plan.events.iter().filter(|e| e.online).filter_map(|e| e.start().map(|st| (e.key.clone(), st, e.kind))).collect();
+    for (key, start, kind) in online {
+        let at = s.patient_local(start, 1, r.evening_reminder_time);
+        let kind = if kind == EventKind::Reevaluation { MessageKind::ReevaluationReminder } else { MessageKind::FollowUpReminder };
+        s.push(
+            format!("{key}.reminder"),
+            kind,
+            Recipient::Patient,
+            at,
+            Some(&key),
+            Some(start),
+            format!("{} the evening before the online appointment, where the patient is", r.evening_reminder_time.format("%H:%M")),
+            IfLate::SendNow,
+        );
+    }
+
+    // Each escort: the evening before a working day, that day's duties.
+    let mut days: Vec<(String, NaiveDate, Zoned, String)> = Vec::new();
+    for a in &plan.escorts {
+        let d = a.start.in_zone(zone).date();
+        if !days.iter().any(|(e, dd, _, _)| *e == a.escort && *dd == d) {
+            days.push((a.escort.clone(), d, a.start, a.event.clone()));
+        }
+    }
+    for (escort, d, first, event) in days {
+        let at = at_local(d - Duration::days(1), r.evening_reminder_time, zone);
+        s.push(
+            format!("escort.{escort}.{d}"),
+            MessageKind::EscortDayPlan,
+            Recipient::Escort { id: escort },
+            at,
+            Some(&event),
+            Some(first),
+            format!("{} the evening before the escort's duties on {d}", r.evening_reminder_time.format("%H:%M")),
+            IfLate::SendNow,
+        );
+    }
+
+    s.messages.sort_by(|a, b| a.at.utc().cmp(&b.at.utc()).then_with(|| a.key.cmp(&b.key)));
+    tasks.sort_by(|a, b| a.opens.utc().cmp(&b.opens.utc()).then_with(|| a.key.cmp(&b.key)));
+    plan.messages = s.messages;
+    plan.tasks = tasks;
+    plan.warnings.extend(s.warnings);
+}

@@ -1,0 +1,385 @@
+//! What a coordinator asks for: a patient, a protocol and real flights. `RawPlanRequest` is the
+//! file or JSON body as written; `PlanRequest::parse` turns it into checked types, or into every
+//! problem found, each naming its field and value.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::clinic::ClinicSetup;
+use crate::reference::Airport;
+use crate::time::{LocalTimeError, Zoned, resolve_strict};
+
+/// A request as written, before any check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlanRequest {
+    pub patient: RawPatient,
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_days: Option<u16>,
+    /// `one-stay` or `trip-per-infusion`; needed when the protocol has more than one infusion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trip_mode: Option<String>,
+    pub trips: Vec<RawTrip>,
+    /// Preferred infusion dates (clinic's zone), `YYYY-MM-DD`, tried first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred_dates: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPatient {
+    pub name: String,
+    pub email: String,
+    pub birth_date: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    pub passport_expiry: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrip {
+    pub outbound: RawFlight,
+    #[serde(rename = "return")]
+    pub return_flight: RawFlight,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlight {
+    pub flight: String,
+    pub from: String,
+    /// Local time at `from`: `YYYY-MM-DD HH:MM`.
+    pub depart: String,
+    pub to: String,
+    /// Local time at `to`.
+    pub arrive: String,
+}
+
+/// One problem with a request: which field, what it held, what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{field}: `{value}`: {problem}")]
+pub struct FieldError {
+    pub field: String,
+    pub value: String,
+    pub problem: String,
+}
+
+/// Every problem found in a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("the request has {} problem(s): {}", errors.len(), errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct InvalidRequest {
+    pub errors: Vec<FieldError>,
+}
+
+/// A patient's language for messages and invites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Ja,
+    En,
+}
+
+impl Language {
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::Ja => "ja",
+            Language::En => "en",
+        }
+    }
+}
+
+/// How a protocol of several infusions is travelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TripMode {
+    /// One long stay holding every infusion.
+    OneStay,
+    /// One 3–5 day trip per infusion.
+    TripPerInfusion,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patient {
+    /// Exactly as written (山田 太郎): never reordered, trimmed inside or transliterated.
+    pub name: String,
+    pub email: String,
+    pub birth_date: NaiveDate,
+    pub home_zone: Tz,
+    pub language: Language,
+    pub passport_expiry: NaiveDate,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flight {
+    pub number: String,
+    pub from: Airport,
+    pub to: Airport,
+    pub departs: Zoned,
+    pub arrives: Zoned,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trip {
+    pub outbound: Flight,
+    pub return_flight: Flight,
+}
+
+/// A checked request: every value exists and is consistent on its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRequest {
+    pub patient: Patient,
+    pub protocol: String,
+    pub interval_days: Option<u16>,
+    pub trip_mode: Option<TripMode>,
+    pub trips: Vec<Trip>,
+    pub preferred_dates: Vec<NaiveDate>,
+}
+
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, value: impl Into<String>, problem: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), value: value.into(), problem: problem.into() });
+    }
+}
+
+fn parse_date(p: &mut Problems, field: &str, value: &str) -> Option<NaiveDate> {
+    match NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d") {
+        Ok(d) => Some(d),
+        Err(_) => {
+            p.add(field, value, "not a date as YYYY-MM-DD");
+            None
+        }
+    }
+}
+
+fn parse_local(p: &mut Problems, field: &str, value: &str) -> Option<NaiveDateTime> {
+    let v = value.trim();
+    for f in ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(v, f) {
+            return Some(t);
+        }
+    }
+    p.add(field, value, "not a local date and time as YYYY-MM-DD HH:MM");
+    None
+}
+
+/// A plausible mailbox: one `@`, a non-empty local part, a dotted domain, no spaces or controls.
+/// Deliverability is the mail server's to judge; this catches typing mistakes.
+pub fn check_email(email: &str) -> Result<(), &'static str> {
+    if email.len() > 254 {
+        return Err("longer than 254 characters");
+    }
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains spaces or control characters");
+    }
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return Err("has no @");
+    };
+    if local.is_empty() || local.contains('@') && !local.starts_with('"') {
+        return Err("the part before @ is empty or holds another @");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 || labels.iter().any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-')) {
+        return Err("the domain after @ is not a dotted host name");
+    }
+    if !domain.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '.') {
+        return Err("the domain after @ holds characters a host name cannot");
+    }
+    Ok(())
+}
+
+fn check_name(p: &mut Problems, field: &str, name: &str) {
+    if name.trim().is_empty() {
+        p.add(field, name, "is empty");
+    } else if name.chars().count() > 200 {
+        p.add(field, name, "is longer than 200 characters");
+    } else if name.chars().any(char::is_control) {
+        p.add(field, name.escape_default().to_string(), "contains a line break or control character");
+    }
+}
+
+fn parse_flight(p: &mut Problems, field: &str, raw: &RawFlight, setup: &ClinicSetup) -> Option<Flight> {
+    let number = raw.flight.trim();
+    let number_ok = (3..=8).contains(&number.len()) && number.chars().all(|c| c.is_ascii_alphanumeric()) && number.chars().any(|c| c.is_ascii_digit());
+    if !number_ok {
+        p.add(format!("{field}.flight"), &raw.flight, "not a flight number such as MH71 or D7523");
+    }
+    let from = setup.airports.get(&raw.from);
+    if from.is_none() {
+        p.add(format!("{field}.from"), &raw.from, "unknown airport code (IATA, three letters)");
+    }
+    let to = setup.airports.get(&raw.to);
+    if to.is_none() {
+        p.add(format!("{field}.to"), &raw.to, "unknown airport code (IATA, three letters)");
+    }
+    let depart = parse_local(p, &format!("{field}.depart"), &raw.depart);
+    let arrive = parse_local(p, &format!("{field}.arrive"), &raw.arrive);
+    let (from, to, depart, arrive) = (from?, to?, depart?, arrive?);
+    if from.iata == to.iata {
+        p.add(format!("{field}.to"), &raw.to, format!("the flight departs from {} and lands there too", from.iata));
+    }
+    let mut resolve = |sub: &str, raw_value: &str, t: NaiveDateTime, zone: Tz| match resolve_strict(t, zone) {
+        Ok(t) => Some(Zoned::from_local(t)),
+        Err(e @ LocalTimeError::Nonexistent { .. }) | Err(e @ LocalTimeError::Ambiguous { .. }) => {
+            p.add(format!("{field}.{sub}"), raw_value, e.to_string());
+            None
+        }
+    };
+    let departs = resolve("depart", &raw.depart, depart, from.zone);
+    let arrives = resolve("arrive", &raw.arrive, arrive, to.zone);
+    let (departs, arrives) = (departs?, arrives?);
+    let hours = (arrives.utc() - departs.utc()).num_minutes() as f64 / 60.0;
+    if arrives.utc() <= departs.utc() {
+        p.add(
+            format!("{field}.arrive"),
+            &raw.arrive,
+            format!(
+                "lands before it departs: {} {} is {} UTC, departure {} {} is {} UTC",
+                raw.arrive.trim(),
+                to.zone,
+                arrives.utc().format("%Y-%m-%d %H:%M"),
+                raw.depart.trim(),
+                from.zone,
+                departs.utc().format("%Y-%m-%d %H:%M")
+            ),
+        );
+        return None;
+    }
+    if hours > 30.0 {
+        p.add(format!("{field}.arrive"), &raw.arrive, format!("a flight of {hours:.1} hours: check the dates"));
+        return None;
+    }
+    Some(Flight { number: number.to_ascii_uppercase(), from: from.clone(), to: to.clone(), departs, arrives })
+}
+
+impl PlanRequest {
+    /// Checks a raw request against the clinic's airports and protocols.
+    pub fn parse(raw: &RawPlanRequest, setup: &ClinicSetup) -> Result<PlanRequest, InvalidRequest> {
+        let mut p = Problems(Vec::new());
+        let rp = &raw.patient;
+        check_name(&mut p, "patient.name", &rp.name);
+        if let Err(why) = check_email(rp.email.trim()) {
+            p.add("patient.email", &rp.email, format!("not an email address: {why}"));
+        }
+        let birth_date = parse_date(&mut p, "patient.birth_date", &rp.birth_date);
+        let passport_expiry = parse_date(&mut p, "patient.passport_expiry", &rp.passport_expiry);
+        let home_zone = match rp.home_zone.as_deref().map(str::trim) {
+            None | Some("") => Some(Tz::Asia__Tokyo),
+            Some(z) => match z.parse::<Tz>() {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    p.add("patient.home_zone", z, "not an IANA time zone such as Asia/Tokyo or America/Los_Angeles");
+                    None
+                }
+            },
+        };
+        let language = match rp.language.as_deref().map(str::trim) {
+            None | Some("") | Some("ja") => Some(Language::Ja),
+            Some("en") => Some(Language::En),
+            Some(other) => {
+                p.add("patient.language", other, "must be `ja` or `en`");
+                None
+            }
+        };
+        let protocol = setup.protocol(raw.protocol.trim());
+        if protocol.is_none() {
+            let known: Vec<&str> = setup.protocols.iter().map(|p| p.id.as_str()).collect();
+            p.add("protocol", &raw.protocol, format!("unknown protocol; known: {}", known.join(", ")));
+        }
+        if let (Some(proto), Some(days)) = (protocol, raw.interval_days)
+            && !proto.allowed_interval_days.contains(&days)
+        {
+            let allowed = if proto.allowed_interval_days.is_empty() {
+                format!("{} has a single infusion and no interval", proto.id)
+            } else {
+                format!("{} allows {:?} days", proto.id, proto.allowed_interval_days)
+            };
+            p.add("interval_days", days.to_string(), allowed);
+        }
+        let trip_mode = match raw.trip_mode.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some("one-stay") => Some(TripMode::OneStay),
+            Some("trip-per-infusion") => Some(TripMode::TripPerInfusion),
+            Some(other) => {
+                p.add("trip_mode", other, "must be `one-stay` or `trip-per-infusion`");
+                None
+            }
+        };
+        if raw.trips.is_empty() {
+            p.add("trips", "[]", "at least one trip (outbound and return flight) is needed");
+        }
+        let mut trips = Vec::new();
+        for (i, t) in raw.trips.iter().enumerate() {
+            let out = parse_flight(&mut p, &format!("trips[{i}].outbound"), &t.outbound, setup);
+            let ret = parse_flight(&mut p, &format!("trips[{i}].return"), &t.return_flight, setup);
+            if let (Some(out), Some(ret)) = (out, ret) {
+                let clinic_country = setup.airports.get("KUL").map(|a| a.country.clone()).unwrap_or_else(|| "MY".to_owned());
+                if out.to.country != clinic_country {
+                    p.add(format!("trips[{i}].outbound.to"), &out.to.iata, format!("lands in {}, not in Malaysia where the clinic is", out.to.country));
+                }
+                if ret.from.country != clinic_country {
+                    p.add(format!("trips[{i}].return.from"), &ret.from.iata, format!("departs from {}, not from Malaysia", ret.from.country));
+                }
+                if ret.departs.utc() <= out.arrives.utc() {
+                    p.add(
+                        format!("trips[{i}].return.depart"),
+                        &t.return_flight.depart,
+                        format!("the flight home departs before the outbound flight lands ({})", t.outbound.arrive.trim()),
+                    );
+                } else if let Some(prev) = trips.last().map(|t: &Trip| t.return_flight.arrives)
+                    && out.departs.utc() < prev.utc()
+                {
+                    p.add(format!("trips[{i}].outbound.depart"), &t.outbound.depart, format!("departs before trip {} has returned", i));
+                } else {
+                    trips.push(Trip { outbound: out, return_flight: ret });
+                }
+            }
+        }
+        let mut preferred_dates = Vec::new();
+        for (i, d) in raw.preferred_dates.iter().enumerate() {
+            if let Some(d) = parse_date(&mut p, &format!("preferred_dates[{i}]"), d) {
+                preferred_dates.push(d);
+            }
+        }
+        if let (Some(b), Some(first)) = (birth_date, trips.first()) {
+            if b >= first.outbound.departs.date() {
+                p.add("patient.birth_date", &rp.birth_date, "is not before the first flight");
+            }
+        }
+        if !p.0.is_empty() {
+            return Err(InvalidRequest { errors: p.0 });
+        }
+        match (birth_date, passport_expiry, home_zone, language, protocol) {
+            (Some(birth_date), Some(passport_expiry), Some(home_zone), Some(language), Some(protocol)) => Ok(PlanRequest {
+                patient: Patient { name: rp.name.clone(), email: rp.email.trim().to_owned(), birth_date, home_zone, language, passport_expiry },
+                protocol: protocol.id.clone(),
+                interval_days: raw.interval_days,
+                trip_mode,
+                trips,
+                preferred_dates,
+            }),
+            // Every None above has recorded a problem, so this arm is not reached; stay total anyway.
+            _ => Err(InvalidRequest { errors: vec![FieldError { field: "request".into(), value: String::new(), problem: "incomplete".into() }] }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert!(check_email("taro.yamada@example.jp").is_ok());
+        assert!(check_email("taro@例え.jp").is_ok());
+        for bad in ["", "taro", "taro@", "@example.jp", "taro@example", "ta ro@example.jp", "taro@exa mple.jp", "taro@ex..jp", "a@b.c\r\nBcc: x@y.z"] {
+            assert!(check_email(bad).is_err(), "{bad:?} passed");
+        }
+    }
+}

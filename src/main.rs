@@ -1,0 +1,91 @@
+//! `itinerary`: the command. `plan FILE.toml` plans a stay and prints the timeline (or, with
+//! `--json`, the Plan in the schema of docs/plan-schema.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use itinerary_core::{Ledger, PlanRequest, RawPlanRequest, display};
+
+#[derive(Parser, Debug)]
+#[command(name = "itinerary", version, about = "Itinerary scheduler for medical travel between Japan and Malaysia")]
+struct Cli {
+    /// Directory with clinic.toml, protocols.toml, resources.toml, holidays.csv, airports.csv.
+    #[arg(long, global = true, env = "ITINERARY_CONFIG_DIR", default_value = "config")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Plan one patient's stay from a request file and print it.
+    Plan {
+        /// The request, as TOML (see examples/).
+        file: PathBuf,
+        /// Print the Plan (or the reasons it is infeasible) as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Plan as if it were this instant (RFC 3339), instead of the clock: for reproducible output.
+        #[arg(long)]
+        now: Option<DateTime<Utc>>,
+    },
+}
+
+/// Exit codes: 0 planned, 1 infeasible, 2 bad request or configuration.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plan { file, json, now } => {
+            let setup = itinerary_config::load(&cli.config).with_context(|| format!("loading the configuration from {}", cli.config.display()))?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let raw: RawPlanRequest = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a valid request: {}", file.display(), e.to_string().trim_end()))?;
+            let req = match PlanRequest::parse(&raw, &setup) {
+                Ok(r) => r,
+                Err(invalid) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "invalid_request": invalid }))?);
+                    } else {
+                        eprintln!("{}: the request has {} problem(s):", file.display(), invalid.errors.len());
+                        for e in &invalid.errors {
+                            eprintln!("  - {e}");
+                        }
+                    }
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let now = now.unwrap_or_else(Utc::now);
+            let ledger = Ledger::new(setup.rules.slot_minutes);
+            match itinerary_core::plan(&setup, &req, now, &ledger) {
+                Ok(plan) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&plan)?);
+                    } else {
+                        print!("{}", display::timeline(&plan, &req.patient.name));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(inf) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "infeasible": inf }))?);
+                    } else {
+                        eprint!("{}", display::infeasible(&inf));
+                    }
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
