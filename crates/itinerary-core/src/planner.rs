@@ -108,6 +108,8 @@ struct Search<'s> {
     /// Per infusion: for each day tried, the furthest stage reached.
     diagnosis: Vec<BTreeMap<NaiveDate, Stage>>,
     deepest: usize,
+    /// What was placed when the search first reached `deepest`, to explain the failure there.
+    deepest_placed: Vec<Placed>,
 }
 
 /// Plans one request. Pure: the same arguments give the same result.
@@ -231,11 +233,12 @@ pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: 
         budget: SEARCH_BUDGET,
         diagnosis: vec![BTreeMap::new(); slots.len()],
         deepest: 0,
+        deepest_placed: Vec::new(),
     };
     let mut placed = Vec::new();
     let found = search.place(0, &mut avail, &mut placed);
     if !found {
-        violations.extend(search.explain(&placed));
+        violations.extend(search.explain());
     }
 
     // Eligibility: age on the first treatment day (or on arrival, when none could be placed).
@@ -411,7 +414,10 @@ impl Search<'_> {
         if j == self.slots.len() {
             return true;
         }
-        self.deepest = self.deepest.max(j);
+        if j > self.deepest || self.deepest_placed.len() < j {
+            self.deepest = j;
+            self.deepest_placed = placed.clone();
+        }
         let rules = &self.setup.rules;
         let clinic = &self.setup.clinic;
         let frame = self.frames[self.slots[j]].clone();
@@ -532,8 +538,9 @@ impl Search<'_> {
     }
 
     /// Violations for the infusion the search could not get past, day by day.
-    fn explain(&self, placed: &[Placed]) -> Vec<Violation> {
+    fn explain(&self) -> Vec<Violation> {
         let j = self.deepest;
+        let placed = &self.deepest_placed;
         let n = self.slots.len();
         let f = &self.frames[self.slots[j]];
         let (lo, hi, target) = self.window(j, placed);
