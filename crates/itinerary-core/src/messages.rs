@@ -288,6 +288,18 @@ impl Scheduler<'_> {
             _ => Language::En,
         };
         let mut at = self.wake(at);
+        // Never while the patient is in the air: after landing if that is still in time, else
+        // three hours before take-off.
+        if recipient == Recipient::Patient
+            && let Some((dep, land)) = self.wb.leg_at(at.utc())
+        {
+            let after = self.wake(self.wb.at(land + Duration::hours(1)));
+            at = if before.is_none_or(|b| after.utc() < b.utc()) && self.wb.leg_at(after.utc()).is_none() {
+                after
+            } else {
+                self.wake(self.wb.at(dep - Duration::hours(3)))
+            };
+        }
         if let Some(b) = before
             && at.utc() >= b.utc()
         {
@@ -383,14 +395,14 @@ pub(crate) fn schedule(setup: &ClinicSetup, req: &PlanRequest, frames: &[Frame],
             opens,
             closes: out.arrives,
         });
-        let first_morning = {
-            let home = s.wb.at(opens.utc()).zone();
-            let mut at = at_local(opens.in_zone(home).date(), r.morning_message_time, home);
-            if at.utc() < opens.utc() {
-                at = at_local(opens.in_zone(home).date() + Duration::days(1), r.morning_message_time, home);
-            }
-            if at.utc() + Duration::hours(3) > out.departs.utc() { s.wb.at(opens.utc().max(out.departs.utc() - Duration::hours(6))) } else { at }
-        };
+        // The first morning inside the window when the patient is on the ground.
+        let first_morning = (0..=i64::from(r.mdac_window_days))
+            .filter_map(|k| {
+                let guess = s.wb.at(opens.utc()).zone();
+                s.wb.local(|z| opens.in_zone(z).date() + Duration::days(k), r.morning_message_time, guess)
+            })
+            .find(|at| at.utc() >= opens.utc() && at.utc() + Duration::hours(3) <= out.departs.utc())
+            .unwrap_or_else(|| s.wb.at(opens.utc().max(out.departs.utc() - Duration::hours(6))));
         s.push(
             format!("{pre}.mdac.reminder"),
             MessageKind::MdacReminder,

@@ -1,0 +1,234 @@
+//! Properties over random valid requests (on real schedules, any date of the holiday table's
+//! span, patients in four zones, every protocol), and over arbitrary input: nothing panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::HashMap;
+
+use chrono::{Duration, NaiveDate};
+use chrono_tz::Tz;
+use itinerary_core::clinic::ClinicSetup;
+use itinerary_core::messages::{Place, Whereabouts};
+use itinerary_core::plan::{EventKind, MessageKind, Recipient};
+use itinerary_core::request::{RawFlight, RawPatient, RawTrip};
+use itinerary_core::{Ledger, Plan, PlanRequest, RawPlanRequest, plan};
+use proptest::prelude::*;
+use support::*;
+
+const ZONES: &[&str] = &["Asia/Tokyo", "America/Los_Angeles", "Europe/London", "Australia/Sydney"];
+
+fn request_strategy() -> impl Strategy<Value = RawPlanRequest> {
+    (0..OUTBOUND.len(), 0..RETURN.len(), 0i64..320, 2i64..5, 0..ZONES.len(), 0u8..4, prop::bool::ANY).prop_map(
+        |(o, r, offset, stay, z, protocol, en)| {
+            let out = OUTBOUND[o];
+            let ret = RETURN[r];
+            let day = date("2026-12-01") + Duration::days(offset);
+            let land = day + Duration::days(out.5);
+            let mut req = single(trip(out, day, ret, land + Duration::days(stay)));
+            req.patient.home_zone = Some(ZONES[z].into());
+            if en {
+                req.patient.language = Some("en".into());
+            }
+            match protocol {
+                0 | 1 => {}
+                2 => {
+                    let interval: i64 = if offset % 2 == 0 { 7 } else { 14 };
+                    req.protocol = "set-of-3".into();
+                    req.interval_days = Some(interval as u16);
+                    req.trip_mode = Some("trip-per-infusion".into());
+                    req.trips = (0..3).map(|k| trip(out, day + Duration::days(k * interval), ret, land + Duration::days(k * interval + stay))).collect();
+                }
+                _ => {
+                    req.protocol = "set-of-3".into();
+                    req.interval_days = Some(7);
+                    req.trip_mode = Some("one-stay".into());
+                    req.trips = vec![trip(out, day, ret, land + Duration::days(16 + stay))];
+                }
+            }
+            req
+        },
+    )
+}
+
+fn check(setup: &ClinicSetup, raw: &RawPlanRequest, req: &PlanRequest, p: &Plan) {
+    let c = setup.clinic.zone;
+    // Clinic appointments: inside hours on clinic days.
+    for e in p.events.iter().filter(|e| e.kind.at_clinic()) {
+        let (s, t) = (e.start().unwrap().in_zone(c), e.end().unwrap().in_zone(c));
+        assert!(setup.is_clinic_day(s.date()), "{} on {}", e.key, s.date());
+        assert!(s.time() >= setup.clinic.opens && t.time() <= setup.clinic.closes && s.date() == t.date(), "{} at {:?}", e.key, s.local());
+    }
+    for e in &p.events {
+        if let (Some(s), Some(t)) = (e.start(), e.end()) {
+            assert!(s.utc() < t.utc(), "{} ends before it starts", e.key);
+        }
+    }
+    // Each infusion: a blood test on an earlier clinic day of the same trip, and 24 h before the flight home.
+    for inf in p.events_of(EventKind::Infusion) {
+        let n = inf.key.rsplit("infusion").next().unwrap();
+        let bt = p.events.iter().find(|e| e.kind == EventKind::BloodTest && e.key.ends_with(&format!("blood_test{n}"))).expect("blood test");
+        assert_eq!(bt.trip, inf.trip);
+        assert!(bt.start().unwrap().in_zone(c).date() < inf.start().unwrap().in_zone(c).date());
+        let ret = p.event(&format!("trip{}.return", inf.trip.unwrap())).unwrap();
+        assert!(ret.start().unwrap().utc() - inf.end().unwrap().utc() >= Duration::hours(24));
+    }
+    // Flights: the instants are the typed local times in the airports' zones.
+    for (k, t) in raw.trips.iter().enumerate() {
+        for (key, f) in [("outbound", &t.outbound), ("return", &t.return_flight)] {
+            let e = p.event(&format!("trip{}.{key}", k + 1)).unwrap();
+            let (s, a) = (e.start().unwrap(), e.end().unwrap());
+            assert_eq!(s.zone(), setup.airports.get(&f.from).unwrap().zone);
+            assert_eq!(a.zone(), setup.airports.get(&f.to).unwrap().zone);
+            assert_eq!(s.local().format("%Y-%m-%d %H:%M").to_string(), f.depart);
+            assert_eq!(a.local().format("%Y-%m-%d %H:%M").to_string(), f.arrive);
+        }
+    }
+    // Messages: before what they remind of, in the recipient's zone, never in the night.
+    let wb = Whereabouts::new(req);
+    for m in &p.messages {
+        if let Some(b) = m.before {
+            assert!(m.at.utc() < b.utc(), "{} at {:?} is not before {:?}", m.key, m.at, b);
+        }
+        let sent_now = m.at.utc() == p.planned_at.utc();
+        if !sent_now {
+            assert!(!setup.rules.is_quiet(m.at.local().time()), "{} in the recipient's night: {:?}", m.key, m.at.local());
+        }
+        match &m.recipient {
+            Recipient::Patient => match wb.place(m.at.utc()) {
+                Place::At(z) => assert_eq!(m.at.zone(), z, "{} is not in the patient's zone", m.key),
+                Place::InFlight => panic!("{} is sent while the patient is flying", m.key),
+            },
+            Recipient::Escort { .. } => assert_eq!(m.at.zone(), c),
+            Recipient::Coordinator => {}
+        }
+        if m.kind == MessageKind::EscortDayPlan {
+            assert_eq!(m.language, itinerary_core::request::Language::En);
+        }
+    }
+    for t in &p.tasks {
+        assert!(t.opens.utc() < t.closes.utc(), "{}", t.key);
+    }
+}
+
+fn no_double_booking(setup: &ClinicSetup, plans: &[Plan]) {
+    let duties: Vec<_> = plans.iter().flat_map(|p| p.escorts.iter()).collect();
+    let buffer = Duration::minutes(i64::from(setup.rules.escort_buffer_minutes));
+    for (i, a) in duties.iter().enumerate() {
+        for b in &duties[i + 1..] {
+            if a.escort == b.escort {
+                assert!(a.end.utc() + buffer <= b.start.utc() || b.end.utc() + buffer <= a.start.utc(), "{} double-booked", a.escort);
+            }
+        }
+    }
+    let mut chairs: HashMap<i64, u16> = HashMap::new();
+    let mut lab: HashMap<i64, u16> = HashMap::new();
+    for e in plans.iter().flat_map(|p| p.events.iter()) {
+        let map = match e.kind {
+            EventKind::Infusion => &mut chairs,
+            EventKind::BloodTest => &mut lab,
+            _ => continue,
+        };
+        let mut t = e.start().unwrap().utc().timestamp();
+        while t < e.end().unwrap().utc().timestamp() {
+            *map.entry(t / 1800).or_default() += 1;
+            t += 1800;
+        }
+    }
+    assert!(chairs.values().all(|n| *n <= setup.resources.chairs), "chairs overfilled");
+    assert!(lab.values().all(|n| *n <= setup.resources.lab_draws_per_slot), "lab overfilled");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_plan_keeps_the_rules(raws in prop::collection::vec(request_strategy(), 1..8)) {
+        let setup = setup();
+        let mut ledger = Ledger::new(setup.rules.slot_minutes);
+        let mut plans = Vec::new();
+        for raw in &raws {
+            let req = PlanRequest::parse(raw, &setup).expect("valid");
+            if let Ok(p) = plan(&setup, &req, now(), &ledger) {
+                check(&setup, raw, &req, &p);
+                ledger.book_plan(&p);
+                plans.push(p);
+            }
+        }
+        no_double_booking(&setup, &plans);
+    }
+
+    #[test]
+    fn most_sensible_requests_are_planned(raw in request_strategy()) {
+        // Not every random request fits (a weekend, a holiday, a 15:00 flight home), but the
+        // planner must explain itself in both languages when it does not.
+        let setup = setup();
+        let req = PlanRequest::parse(&raw, &setup).expect("valid");
+        if let Err(e) = plan(&setup, &req, now(), &Ledger::new(30)) {
+            prop_assert!(!e.violations.is_empty());
+            for v in &e.violations {
+                prop_assert!(!v.text.ja.is_empty() && !v.text.en.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn no_input_panics(
+        name in ".{0,40}", email in ".{0,40}", birth in "[0-9-]{0,12}|.{0,12}", zone in "[A-Za-z/_+-]{0,30}",
+        lang in "ja|en|.{0,3}", passport in "[0-9-]{0,12}", protocol in "single-infusion|set-of-3|.{0,10}",
+        interval in prop::option::of(any::<u16>()), mode in prop::option::of("one-stay|trip-per-infusion|.{0,5}"),
+        from in "[A-Z]{3}|.{0,4}", to in "[A-Z]{3}|.{0,4}", dep in "20[0-9]{2}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}|.{0,20}",
+        arr in "20[0-9]{2}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}|.{0,20}", trips in 0usize..4,
+        preferred in prop::collection::vec(".{0,12}", 0..3),
+    ) {
+        let setup = setup();
+        let f = RawFlight { flight: "MH71".into(), from: from.clone(), depart: dep.clone(), to: to.clone(), arrive: arr.clone() };
+        let back = RawFlight { flight: "MH88".into(), from: to, depart: arr, to: from, arrive: dep };
+        let raw = RawPlanRequest {
+            patient: RawPatient { name, email, birth_date: birth, home_zone: Some(zone), language: Some(lang), passport_expiry: passport },
+            protocol,
+            interval_days: interval,
+            trip_mode: mode,
+            trips: vec![RawTrip { outbound: f, return_flight: back }; trips],
+            preferred_dates: preferred,
+        };
+        if let Ok(req) = PlanRequest::parse(&raw, &setup) {
+            let _ = plan(&setup, &req, now(), &Ledger::new(30));
+        }
+    }
+
+    #[test]
+    fn no_flight_time_panics_around_daylight_saving_changes(
+        day in 0i64..730, minute in 0u32..1440, stay in 1i64..8, zone_airport in prop::sample::select(vec!["LAX", "LHR", "SYD", "NRT", "JFK"]),
+    ) {
+        // A patient flying from a DST zone at any minute of any day, the change days included.
+        let setup = setup();
+        let d = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + Duration::days(day);
+        let dep = format!("{d} {:02}:{:02}", minute / 60, minute % 60);
+        let arr = format!("{} 06:00", d + Duration::days(1));
+        let back_d = d + Duration::days(1 + stay);
+        let mut raw = red_eye("2026-12-01");
+        raw.trips[0].outbound = RawFlight { flight: "MH1".into(), from: zone_airport.into(), depart: dep, to: "KUL".into(), arrive: arr };
+        raw.trips[0].return_flight = RawFlight { flight: "MH2".into(), from: "KUL".into(), depart: format!("{back_d} 23:35"), to: zone_airport.into(), arrive: format!("{} 07:15", back_d + Duration::days(1)) };
+        match PlanRequest::parse(&raw, &setup) {
+            Ok(req) => { let _ = plan(&setup, &req, now(), &Ledger::new(30)); }
+            Err(e) => prop_assert!(e.errors.iter().all(|x| x.field.starts_with("trips[0]")), "{e}"),
+        }
+    }
+}
+
+#[test]
+fn a_message_is_never_planned_in_the_air_or_the_night_for_a_patient_in_sydney_in_april() {
+    // Sydney leaves daylight time on 4 Apr 2027 (03:00 → 02:00), between the flight home and
+    // the 7-day check-in.
+    let s = setup();
+    let mut raw = red_eye("2027-03-28");
+    raw.patient.home_zone = Some("Australia/Sydney".into());
+    let req = PlanRequest::parse(&raw, &s).unwrap();
+    let p = plan(&s, &req, now(), &Ledger::new(30)).unwrap();
+    check(&s, &raw, &req, &p);
+    let abbr: Vec<String> = p.messages.iter().filter(|m| m.at.zone() == Tz::Australia__Sydney).map(|m| itinerary_core::time::zone_abbreviation(&m.at)).collect();
+    assert!(abbr.contains(&"AEDT".to_owned()) && abbr.contains(&"AEST".to_owned()), "{abbr:?}");
+    let checkin = p.messages.iter().find(|m| m.kind == MessageKind::AdverseEventCheckin).unwrap();
+    assert_eq!(checkin.at.local().format("%H:%M %Z").to_string(), "10:00 AEST");
+}
