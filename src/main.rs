@@ -49,9 +49,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plan { file, json, now } => {
-            let setup = itinerary_config::load(&cli.config).with_context(|| format!("loading the configuration from {}", cli.config.display()))?;
+            let setup =
+                itinerary_config::load(&cli.config).with_context(|| format!("loading the configuration from {}", cli.config.display()))?;
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let raw: RawPlanRequest = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a valid request: {}", file.display(), e.to_string().trim_end()))?;
+            let raw: RawPlanRequest = toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: not a valid request: {}", file.display(), e.to_string().trim_end()))?;
             let req = match PlanRequest::parse(&raw, &setup) {
                 Ok(r) => r,
                 Err(invalid) => {

@@ -49,7 +49,7 @@ struct ProtocolsFile {
 #[derive(Deserialize)]
 struct AirportRow {
     iata: String,
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "a column of the table, kept for readers of the file")]
     icao: String,
     name: String,
     city: String,
@@ -84,7 +84,8 @@ pub fn parse_holidays(path: &Path, text: &str) -> Result<HolidayCalendar, Config
     let mut cal = HolidayCalendar::new();
     for (i, row) in rdr.deserialize::<HolidayRow>().enumerate() {
         let row = row.map_err(|e| invalid(path, format!("row {}: {e}", i + 2)))?;
-        let date = NaiveDate::parse_from_str(&row.date, "%Y-%m-%d").map_err(|_| invalid(path, format!("row {}: date `{}` is not YYYY-MM-DD", i + 2, row.date)))?;
+        let date = NaiveDate::parse_from_str(&row.date, "%Y-%m-%d")
+            .map_err(|_| invalid(path, format!("row {}: date `{}` is not YYYY-MM-DD", i + 2, row.date)))?;
         let tentative = match row.tentative.as_str() {
             "yes" => true,
             "no" | "" => false,
@@ -109,7 +110,10 @@ pub fn load(dir: &Path) -> Result<ClinicSetup, ConfigError> {
     let ProtocolsFile { protocol: protocols } = toml_file(&dir.join("protocols.toml"))?;
     for p in &protocols {
         if p.infusions == 0 || (p.infusions > 1 && (p.interval_days == 0 || !p.allowed_interval_days.contains(&p.interval_days))) {
-            return Err(invalid(&dir.join("protocols.toml"), format!("protocol {}: needs infusions ≥ 1 and, for a set, an interval_days among allowed_interval_days", p.id)));
+            return Err(invalid(
+                &dir.join("protocols.toml"),
+                format!("protocol {}: needs infusions ≥ 1 and, for a set, an interval_days among allowed_interval_days", p.id),
+            ));
         }
     }
     let resources: Resources = toml_file(&dir.join("resources.toml"))?;

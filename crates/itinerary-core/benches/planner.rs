@@ -24,7 +24,14 @@ fn one_plan(c: &mut Criterion) {
             r.trip_mode = Some("trip-per-infusion".into());
             let d = support::date("2027-01-05");
             r.trips = (0..3)
-                .map(|k| support::trip(support::OUTBOUND[0], d + chrono::Duration::days(14 * k), support::RETURN[0], d + chrono::Duration::days(14 * k + 3)))
+                .map(|k| {
+                    support::trip(
+                        support::OUTBOUND[0],
+                        d + chrono::Duration::days(14 * k),
+                        support::RETURN[0],
+                        d + chrono::Duration::days(14 * k + 3),
+                    )
+                })
                 .collect();
             r
         },

@@ -320,7 +320,10 @@ impl Rules {
             out.push(("slot_minutes", format!("{} does not divide a day", self.slot_minutes)));
         }
         if self.single_trip_min_days > self.single_trip_max_days {
-            out.push(("single_trip_min_days", format!("{} is above single_trip_max_days {}", self.single_trip_min_days, self.single_trip_max_days)));
+            out.push((
+                "single_trip_min_days",
+                format!("{} is above single_trip_max_days {}", self.single_trip_min_days, self.single_trip_max_days),
+            ));
         }
         if self.infusion_block_minutes == 0 || self.blood_test_minutes == 0 {
             out.push(("infusion_block_minutes", "appointments need a length".to_owned()));

@@ -43,15 +43,23 @@ pub fn timeline(plan: &Plan, patient_name: &str) -> String {
                 format!("{} → {}", both_zones(start, c, p), both_zones(end, c, p))
             }
             When::Timed { start, end } => format!("{} – {}", both_zones(start, c, p), end.in_zone(c).local().format("%H:%M")),
-            When::Dates { start, end } => format!("{} – {} ({} nights)", date_ja(*start, None), date_ja(*end, None), (*end - *start).num_days()),
+            When::Dates { start, end } => {
+                format!("{} – {} ({} nights)", date_ja(*start, None), date_ja(*end, None), (*end - *start).num_days())
+            }
         };
-        let escort = e.escort.as_ref().and_then(|id| plan.escorts.iter().find(|a| &a.escort == id)).map(|a| format!("  [escort {}]", a.escort_name)).unwrap_or_default();
+        let escort = e
+            .escort
+            .as_ref()
+            .and_then(|id| plan.escorts.iter().find(|a| &a.escort == id))
+            .map(|a| format!("  [escort {}]", a.escort_name))
+            .unwrap_or_default();
         let _ = writeln!(s, "  {when}\n      {} / {}{escort}", e.title.ja, e.title.en);
     }
     if !plan.tasks.is_empty() {
         let _ = writeln!(s, "\n準備 / Tasks");
         for t in &plan.tasks {
-            let _ = writeln!(s, "  {} / {}\n      {} → {}", t.title.ja, t.title.en, both_zones(&t.opens, c, p), both_zones(&t.closes, c, p));
+            let _ =
+                writeln!(s, "  {} / {}\n      {} → {}", t.title.ja, t.title.en, both_zones(&t.opens, c, p), both_zones(&t.closes, c, p));
         }
     }
     if !plan.messages.is_empty() {

@@ -88,7 +88,12 @@ impl Whereabouts {
 /// One local hour for the whole series of online follow-ups, so that 10:00 stays 10:00 across
 /// daylight-saving changes; each on the first day from its target that is not the patient's
 /// weekend or holiday and, when the rule says so, falls inside the clinic's hours.
-pub(crate) fn follow_up_times(setup: &ClinicSetup, home: Tz, home_regions: &[String], targets: &[NaiveDate]) -> (Vec<Zoned>, Option<Warning>) {
+pub(crate) fn follow_up_times(
+    setup: &ClinicSetup,
+    home: Tz,
+    home_regions: &[String],
+    targets: &[NaiveDate],
+) -> (Vec<Zoned>, Option<Warning>) {
     let rules = &setup.rules;
     let len = Duration::minutes(i64::from(rules.followup_minutes));
     let preferred = rules.followup_local_time;
@@ -168,7 +173,11 @@ pub(crate) fn tight_connections(setup: &ClinicSetup, frames: &[Frame], events: &
                     kind: WarningKind::TightConnection,
                     text: Text::new(
                         format!("旅程{}:着陸から最初の通院まで{}分しかありません。便の遅れに注意してください。", f.trip + 1, gap),
-                        format!("Trip {}: the first clinic appointment is {} minutes after landing; a late flight would miss it.", f.trip + 1, gap),
+                        format!(
+                            "Trip {}: the first clinic appointment is {} minutes after landing; a late flight would miss it.",
+                            f.trip + 1,
+                            gap
+                        ),
                     ),
                 });
             }
@@ -177,7 +186,12 @@ pub(crate) fn tight_connections(setup: &ClinicSetup, frames: &[Frame], events: &
 }
 
 /// Tentative (moon-sighting) holidays within a day of any clinic date or inside a stay.
-pub(crate) fn tentative_holidays(setup: &ClinicSetup, frames: &[Frame], clinic_dates: &[NaiveDate], warnings: &mut Vec<Warning>) -> Vec<(NaiveDate, String)> {
+pub(crate) fn tentative_holidays(
+    setup: &ClinicSetup,
+    frames: &[Frame],
+    clinic_dates: &[NaiveDate],
+    warnings: &mut Vec<Warning>,
+) -> Vec<(NaiveDate, String)> {
     let zone = setup.clinic.zone;
     let regions = &setup.clinic.holiday_regions;
     let mut found: Vec<(NaiveDate, String)> = Vec::new();
@@ -202,8 +216,16 @@ pub(crate) fn tentative_holidays(setup: &ClinicSetup, frames: &[Frame], clinic_d
         warnings.push(Warning {
             kind: WarningKind::TentativeHoliday,
             text: Text::new(
-                format!("{}の「{}」は月の観測で前後する暫定の祝日です。渡航の{}日前に再確認してください。", date_ja(*d, None), name, setup.rules.tentative_holiday_recheck_days),
-                format!("{name} on {d} is tentative (moon sighting) and may move by a day; re-check {} days before travel.", setup.rules.tentative_holiday_recheck_days),
+                format!(
+                    "{}の「{}」は月の観測で前後する暫定の祝日です。渡航の{}日前に再確認してください。",
+                    date_ja(*d, None),
+                    name,
+                    setup.rules.tentative_holiday_recheck_days
+                ),
+                format!(
+                    "{name} on {d} is tentative (moon sighting) and may move by a day; re-check {} days before travel.",
+                    setup.rules.tentative_holiday_recheck_days
+                ),
             ),
         });
     }
@@ -274,15 +296,21 @@ impl Scheduler<'_> {
     fn morning_or_evening_before(&self, before: Zoned) -> Zoned {
         let r = &self.setup.rules;
         let morning = self.patient_local(before, 0, r.morning_message_time);
-        if morning.utc() + Duration::hours(3) <= before.utc() {
-            morning
-        } else {
-            self.patient_local(before, 1, r.evening_reminder_time)
-        }
+        if morning.utc() + Duration::hours(3) <= before.utc() { morning } else { self.patient_local(before, 1, r.evening_reminder_time) }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, key: String, kind: MessageKind, recipient: Recipient, at: Zoned, about: Option<&str>, before: Option<Zoned>, why: String, if_late: IfLate) {
+    #[expect(clippy::too_many_arguments, reason = "the parts of a plan, each needed once")]
+    fn push(
+        &mut self,
+        key: String,
+        kind: MessageKind,
+        recipient: Recipient,
+        at: Zoned,
+        about: Option<&str>,
+        before: Option<Zoned>,
+        why: String,
+        if_late: IfLate,
+    ) {
         let lang = match recipient {
             Recipient::Patient => self.lang,
             _ => Language::En,
@@ -316,12 +344,18 @@ impl Scheduler<'_> {
                 why = format!("{why}; that time had passed when the plan was made, so it goes now");
                 self.warnings.push(Warning {
                     kind: WarningKind::LateMessage,
-                    text: Text::new(format!("「{key}」の送信予定時刻は過ぎているため、すぐに送信します。"), format!("The message {key} was due before the plan was made: it is sent now.")),
+                    text: Text::new(
+                        format!("「{key}」の送信予定時刻は過ぎているため、すぐに送信します。"),
+                        format!("The message {key} was due before the plan was made: it is sent now."),
+                    ),
                 });
             } else {
                 self.warnings.push(Warning {
                     kind: WarningKind::LateMessage,
-                    text: Text::new(format!("「{key}」の送信予定時刻は過ぎているため、送信しません。"), format!("The message {key} was due before the plan was made and is no longer useful: it is not sent.")),
+                    text: Text::new(
+                        format!("「{key}」の送信予定時刻は過ぎているため、送信しません。"),
+                        format!("The message {key} was due before the plan was made and is no longer useful: it is not sent."),
+                    ),
                 });
                 return;
             }
@@ -335,12 +369,28 @@ pub(crate) fn schedule(setup: &ClinicSetup, req: &PlanRequest, frames: &[Frame],
     let r = &setup.rules;
     let zone = setup.clinic.zone;
     let wb = Whereabouts::new(req);
-    let mut s = Scheduler { setup, wb: wb.clone(), now: plan.planned_at.utc(), lang: req.patient.language, messages: Vec::new(), warnings: Vec::new() };
+    let mut s = Scheduler {
+        setup,
+        wb: wb.clone(),
+        now: plan.planned_at.utc(),
+        lang: req.patient.language,
+        messages: Vec::new(),
+        warnings: Vec::new(),
+    };
     let mut tasks = Vec::new();
     let first_event = plan.events.iter().filter_map(|e| e.start()).min();
 
     let now = s.wb.at(s.now);
-    s.push("booking_confirmation".into(), MessageKind::BookingConfirmation, Recipient::Patient, now, None, first_event, "as soon as the itinerary is booked".into(), IfLate::SendNow);
+    s.push(
+        "booking_confirmation".into(),
+        MessageKind::BookingConfirmation,
+        Recipient::Patient,
+        now,
+        None,
+        first_event,
+        "as soon as the itinerary is booked".into(),
+        IfLate::SendNow,
+    );
 
     if let Some(first) = req.trips.first() {
         let dep = first.outbound.departs;
@@ -360,11 +410,19 @@ pub(crate) fn schedule(setup: &ClinicSetup, req: &PlanRequest, frames: &[Frame],
             at,
             Some("passport_check"),
             Some(dep),
-            format!("{} days before the first flight, {} where the patient is", r.passport_recheck_days_before_travel, r.morning_message_time.format("%H:%M")),
+            format!(
+                "{} days before the first flight, {} where the patient is",
+                r.passport_recheck_days_before_travel,
+                r.morning_message_time.format("%H:%M")
+            ),
             IfLate::SendNow,
         );
         if let Some((first_date, _)) = tentative.first() {
-            let at = at_local(dep.in_zone(zone).date() - Duration::days(i64::from(r.tentative_holiday_recheck_days)), r.morning_message_time, zone);
+            let at = at_local(
+                dep.in_zone(zone).date() - Duration::days(i64::from(r.tentative_holiday_recheck_days)),
+                r.morning_message_time,
+                zone,
+            );
             let names: Vec<String> = tentative.iter().map(|(d, n)| format!("{n} ({d})")).collect();
             let before = plan.events.iter().filter(|e| e.kind.at_clinic()).filter_map(|e| e.start()).min().unwrap_or(dep);
             s.push(
@@ -374,7 +432,11 @@ pub(crate) fn schedule(setup: &ClinicSetup, req: &PlanRequest, frames: &[Frame],
                 at,
                 None,
                 Some(before),
-                format!("{} days before travel: re-check the tentative holiday(s) {} (first {first_date})", r.tentative_holiday_recheck_days, names.join(", ")),
+                format!(
+                    "{} days before travel: re-check the tentative holiday(s) {} (first {first_date})",
+                    r.tentative_holiday_recheck_days,
+                    names.join(", ")
+                ),
                 IfLate::SendNow,
             );
         }
@@ -410,14 +472,20 @@ pub(crate) fn schedule(setup: &ClinicSetup, req: &PlanRequest, frames: &[Frame],
             first_morning,
             Some(&format!("{pre}.mdac")),
             Some(out.departs),
-            format!("the first morning of the MDAC window (opens {} in Malaysia), before the flight", opens.local().format("%Y-%m-%d %H:%M")),
+            format!(
+                "the first morning of the MDAC window (opens {} in Malaysia), before the flight",
+                opens.local().format("%Y-%m-%d %H:%M")
+            ),
             IfLate::SendNow,
         );
         tasks.push(PatientTask {
             key: format!("{pre}.medication"),
             kind: TaskKind::Medication,
             trip: Some(t as u32),
-            title: Text::new("常用薬の準備(1か月分以内・元の包装・処方箋の写し・機内持ち込み)", "Pack medication: up to one month's supply, original labelled packs, a copy of the prescription, in hand luggage"),
+            title: Text::new(
+                "常用薬の準備(1か月分以内・元の包装・処方箋の写し・機内持ち込み)",
+                "Pack medication: up to one month's supply, original labelled packs, a copy of the prescription, in hand luggage",
+            ),
             opens: s.wb.at(out.departs.utc() - Duration::days(7)),
             closes: out.departs,
         });
@@ -429,11 +497,19 @@ pub(crate) fn schedule(setup: &ClinicSetup, req: &PlanRequest, frames: &[Frame],
             at,
             Some(&format!("{pre}.medication")),
             Some(out.departs),
-            format!("{} days before the flight, {} where the patient is", r.medication_reminder_days_before, r.evening_reminder_time.format("%H:%M")),
+            format!(
+                "{} days before the flight, {} where the patient is",
+                r.medication_reminder_days_before,
+                r.evening_reminder_time.format("%H:%M")
+            ),
             IfLate::SendNow,
         );
         let peak = r.is_peak(out.departs.date()).is_some();
-        let airport_by = out.departs.add(-Duration::minutes(i64::from(if peak { r.airport_before_departure_peak_minutes } else { r.airport_before_departure_minutes })));
+        let airport_by = out.departs.add(-Duration::minutes(i64::from(if peak {
+            r.airport_before_departure_peak_minutes
+        } else {
+            r.airport_before_departure_minutes
+        })));
         let at = s.morning_or_evening_before(airport_by);
         s.push(
             format!("{pre}.departure_day"),
@@ -442,11 +518,20 @@ pub(crate) fn schedule(setup: &ClinicSetup, req: &PlanRequest, frames: &[Frame],
             at,
             Some(&format!("{pre}.outbound")),
             Some(airport_by),
-            format!("be at {} by {} for {}: that morning, or the evening before when the flight is early", out.from.iata, hm(&airport_by), out.number),
+            format!(
+                "be at {} by {} for {}: that morning, or the evening before when the flight is early",
+                out.from.iata,
+                hm(&airport_by),
+                out.number
+            ),
             IfLate::SendNow,
         );
-        let stay_events: Vec<(String, Zoned, EventKind)> =
-            plan.events.iter().filter(|e| e.trip == Some(t as u32) && e.kind.at_clinic()).filter_map(|e| e.start().map(|st| (e.key.clone(), st, e.kind))).collect();
+        let stay_events: Vec<(String, Zoned, EventKind)> = plan
+            .events
+            .iter()
+            .filter(|e| e.trip == Some(t as u32) && e.kind.at_clinic())
+            .filter_map(|e| e.start().map(|st| (e.key.clone(), st, e.kind)))
+            .collect();
         for (key, start, _) in stay_events {
             let lobby = start.add(-Duration::minutes(i64::from(r.hotel_to_clinic_minutes)));
             let at = s.patient_local(lobby, 1, r.evening_reminder_time);
@@ -470,7 +555,11 @@ pub(crate) fn schedule(setup: &ClinicSetup, req: &PlanRequest, frames: &[Frame],
             at,
             Some(&format!("{pre}.return")),
             Some(f.transfer.0),
-            format!("before the hotel pick-up at {} for {}: airport time and advice against clots on a long flight", hm(&f.transfer.0), ret.number),
+            format!(
+                "before the hotel pick-up at {} for {}: airport time and advice against clots on a long flight",
+                hm(&f.transfer.0),
+                ret.number
+            ),
             IfLate::SendNow,
         );
         if r.visit_japan_web_reminder && ret.to.country == "JP" {
@@ -507,11 +596,17 @@ pub(crate) fn schedule(setup: &ClinicSetup, req: &PlanRequest, frames: &[Frame],
             at,
             None,
             None,
-            format!("{} days after the last infusion ({}), {} where the patient is", r.adverse_event_checkin_days, when_en(&last.in_zone(zone)), r.morning_message_time.format("%H:%M")),
+            format!(
+                "{} days after the last infusion ({}), {} where the patient is",
+                r.adverse_event_checkin_days,
+                when_en(&last.in_zone(zone)),
+                r.morning_message_time.format("%H:%M")
+            ),
             IfLate::SendNow,
         );
     }
-    let online: Vec<(String, Zoned, EventKind)> = plan.events.iter().filter(|e| e.online).filter_map(|e| e.start().map(|st| (e.key.clone(), st, e.kind))).collect();
+    let online: Vec<(String, Zoned, EventKind)> =
+        plan.events.iter().filter(|e| e.online).filter_map(|e| e.start().map(|st| (e.key.clone(), st, e.kind))).collect();
     for (key, start, kind) in online {
         let at = s.patient_local(start, 1, r.evening_reminder_time);
         let kind = if kind == EventKind::Reevaluation { MessageKind::ReevaluationReminder } else { MessageKind::FollowUpReminder };

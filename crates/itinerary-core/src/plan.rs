@@ -58,9 +58,15 @@ impl EventKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum When {
-    Timed { start: Zoned, end: Zoned },
+    Timed {
+        start: Zoned,
+        end: Zoned,
+    },
     /// `start` is the first night; `end` is the check-out date, exclusive, as iCalendar's DTEND.
-    Dates { start: NaiveDate, end: NaiveDate },
+    Dates {
+        start: NaiveDate,
+        end: NaiveDate,
+    },
 }
 
 /// One appointment of the itinerary.

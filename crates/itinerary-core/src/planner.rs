@@ -14,7 +14,9 @@ use chrono_tz::Tz;
 use crate::clinic::{ClinicSetup, Escort, Protocol};
 use crate::ledger::{Availability, Booking, Ledger};
 use crate::messages;
-use crate::plan::{EscortAssignment, Event, EventKind, Infeasible, Plan, Rule, SCHEMA_VERSION, Text, TripSummary, Violation, Warning, WarningKind, When};
+use crate::plan::{
+    EscortAssignment, Event, EventKind, Infeasible, Plan, Rule, SCHEMA_VERSION, Text, TripSummary, Violation, Warning, WarningKind, When,
+};
 use crate::request::{PlanRequest, Trip, TripMode};
 use crate::time::{Zoned, add_months, at_local, date_en, date_ja, zone_abbreviation};
 
@@ -143,7 +145,11 @@ pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: 
             violations.push(violation(
                 Rule::PassportValidity,
                 Some("patient.passport_expiry"),
-                [("passport_expiry", req.patient.passport_expiry.to_string()), ("arrival", arrival.to_string()), ("valid_until_at_least", needed.to_string())],
+                [
+                    ("passport_expiry", req.patient.passport_expiry.to_string()),
+                    ("arrival", arrival.to_string()),
+                    ("valid_until_at_least", needed.to_string()),
+                ],
                 format!(
                     "パスポートの有効期限({})が足りません。マレーシア入国日({})から{}か月以上({}以降)必要です。",
                     date_ja(req.patient.passport_expiry, None),
@@ -153,10 +159,7 @@ pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: 
                 ),
                 format!(
                     "The passport expires on {}; Malaysia needs it valid for {} months after arrival ({}), so until at least {}.",
-                    req.patient.passport_expiry,
-                    rules.passport_valid_months_after_arrival,
-                    arrival,
-                    needed
+                    req.patient.passport_expiry, rules.passport_valid_months_after_arrival, arrival, needed
                 ),
             ));
         }
@@ -171,14 +174,23 @@ pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: 
                 Some(&field),
                 [("days", f.days.to_string()), ("visa_free_days", rules.visa_free_days.to_string())],
                 format!("旅程{}の滞在は{}日間で、ビザなし滞在の上限{}日を超えます。", f.trip + 1, f.days, rules.visa_free_days),
-                format!("Trip {} stays {} days in Malaysia, over the {} days allowed without a visa.", f.trip + 1, f.days, rules.visa_free_days),
+                format!(
+                    "Trip {} stays {} days in Malaysia, over the {} days allowed without a visa.",
+                    f.trip + 1,
+                    f.days,
+                    rules.visa_free_days
+                ),
             ));
         }
         if infusions_here == 1 && (f.days < rules.single_trip_min_days || f.days > rules.single_trip_max_days) {
             violations.push(violation(
                 Rule::StayLength,
                 Some(&field),
-                [("days", f.days.to_string()), ("min_days", rules.single_trip_min_days.to_string()), ("max_days", rules.single_trip_max_days.to_string())],
+                [
+                    ("days", f.days.to_string()),
+                    ("min_days", rules.single_trip_min_days.to_string()),
+                    ("max_days", rules.single_trip_max_days.to_string()),
+                ],
                 format!(
                     "旅程{}の滞在は{}日間です。1回の点滴の滞在は{}〜{}日間です(到着日・出発日を含む)。",
                     f.trip + 1,
@@ -203,12 +215,18 @@ pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: 
     for f in &frames {
         for (what, (s, e), ja, en) in [
             ("pickup", (f.pickup.0.add(-minutes(rules.airport_to_hotel_minutes)), f.pickup.1), "空港お出迎え", "airport pick-up"),
-            ("transfer", (f.transfer.0, f.airport_by.add(minutes(rules.hotel_to_airport_minutes))), "空港へのお送り", "transfer to the airport"),
+            (
+                "transfer",
+                (f.transfer.0, f.airport_by.add(minutes(rules.hotel_to_airport_minutes))),
+                "空港へのお送り",
+                "transfer to the airport",
+            ),
         ] {
             match pick_escort(setup, req, &avail, s.utc(), e.utc()) {
                 Some(esc) => {
                     avail.take(Booking::escort(&esc.id, s.utc(), e.utc()));
-                    let (start, end) = if what == "pickup" { (f.pickup.0.utc(), f.pickup.1.utc()) } else { (f.transfer.0.utc(), f.airport_by.utc()) };
+                    let (start, end) =
+                        if what == "pickup" { (f.pickup.0.utc(), f.pickup.1.utc()) } else { (f.transfer.0.utc(), f.airport_by.utc()) };
                     duties.push((f.trip, what, Appointment { start, end, escort: esc.id.clone(), duty: (s.utc(), e.utc()) }));
                 }
                 None => violations.push(violation(
@@ -242,7 +260,10 @@ pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: 
     }
 
     // Eligibility: age on the first treatment day (or on arrival, when none could be placed).
-    let first_day = placed.first().map(|p| p.infusion.start.with_timezone(&zone).date_naive()).or_else(|| frames.first().map(|f| f.arrives.in_zone(zone).date()));
+    let first_day = placed
+        .first()
+        .map(|p| p.infusion.start.with_timezone(&zone).date_naive())
+        .or_else(|| frames.first().map(|f| f.arrives.in_zone(zone).date()));
     if let Some(day) = first_day {
         let age = age_on(req.patient.birth_date, day);
         if age < rules.minimum_age_years as i32 {
@@ -251,20 +272,28 @@ pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: 
                 Some("patient.birth_date"),
                 [("birth_date", req.patient.birth_date.to_string()), ("first_treatment_day", day.to_string()), ("age", age.to_string())],
                 format!("治療初日({})の年齢が{}歳です。対象は{}歳以上の方です。", date_ja(day, None), age, rules.minimum_age_years),
-                format!("The patient is {} on the first treatment day ({}); treatment is for adults of {} and over.", age, day, rules.minimum_age_years),
+                format!(
+                    "The patient is {} on the first treatment day ({}); treatment is for adults of {} and over.",
+                    age, day, rules.minimum_age_years
+                ),
             ));
         }
     }
 
     if !violations.is_empty() {
-        violations.sort_by(|a, b| a.rule.cmp(&b.rule));
+        violations.sort_by_key(|v| v.rule);
         return Err(Infeasible { violations });
     }
     Ok(build(setup, req, proto, interval, now, &frames, &duties, &placed))
 }
 
 fn violation<const N: usize>(rule: Rule, field: Option<&str>, values: [(&str, String); N], ja: String, en: String) -> Violation {
-    Violation { rule, field: field.map(str::to_owned), values: values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), text: Text::new(ja, en) }
+    Violation {
+        rule,
+        field: field.map(str::to_owned),
+        values: values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        text: Text::new(ja, en),
+    }
 }
 
 /// Completed years on `day`.
@@ -287,7 +316,11 @@ fn trip_slots(proto: &Protocol, req: &PlanRequest, interval: u16, max_days: u32)
         return if trips == 1 {
             Ok(vec![0])
         } else {
-            Err(count(1, format!("{}は1回の渡航です。旅程が{}件あります。", proto.name_ja, trips), format!("{} is one trip; the request has {}.", proto.name_en, trips)))
+            Err(count(
+                1,
+                format!("{}は1回の渡航です。旅程が{}件あります。", proto.name_ja, trips),
+                format!("{} is one trip; the request has {}.", proto.name_en, trips),
+            ))
         };
     }
     let span = (n as u32 - 1) * u32::from(interval) + 1;
@@ -306,7 +339,11 @@ fn trip_slots(proto: &Protocol, req: &PlanRequest, interval: u16, max_days: u32)
             ),
         )),
         Some(TripMode::OneStay) if trips == 1 => Ok(vec![0; n]),
-        Some(TripMode::OneStay) => Err(count(1, format!("one-stay は1回の渡航です。旅程が{trips}件あります。"), format!("one-stay is a single trip; the request has {trips}."))),
+        Some(TripMode::OneStay) => Err(count(
+            1,
+            format!("one-stay は1回の渡航です。旅程が{trips}件あります。"),
+            format!("one-stay is a single trip; the request has {trips}."),
+        )),
         Some(TripMode::TripPerInfusion) if trips == n => Ok((0..n).collect()),
         Some(TripMode::TripPerInfusion) => Err(count(
             n,
@@ -353,7 +390,13 @@ fn frame(setup: &ClinicSetup, i: usize, t: &Trip) -> Frame {
 
 /// The escort for a duty: speaks the patient's language (if the rule says so), works then, is
 /// free; the one already on this plan first, then the least loaded, then by id.
-fn pick_escort<'e>(setup: &'e ClinicSetup, req: &PlanRequest, avail: &Availability<'_>, start: DateTime<Utc>, end: DateTime<Utc>) -> Option<&'e Escort> {
+fn pick_escort<'e>(
+    setup: &'e ClinicSetup,
+    req: &PlanRequest,
+    avail: &Availability<'_>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Option<&'e Escort> {
     let zone = setup.clinic.zone;
     let (ls, le) = (start.with_timezone(&zone), end.with_timezone(&zone));
     let buffer = minutes(setup.rules.escort_buffer_minutes);
@@ -362,7 +405,9 @@ fn pick_escort<'e>(setup: &'e ClinicSetup, req: &PlanRequest, avail: &Availabili
         .escorts
         .iter()
         .filter(|e| !setup.rules.escort_must_speak_patient_language || e.speaks(req.patient.language.code()))
-        .filter(|e| e.works_on(ls.date_naive()) && ls.date_naive() == le.date_naive() && e.works_from <= ls.time() && le.time() <= e.works_until)
+        .filter(|e| {
+            e.works_on(ls.date_naive()) && ls.date_naive() == le.date_naive() && e.works_from <= ls.time() && le.time() <= e.works_until
+        })
         .filter(|e| avail.escort_free(&e.id, start, end, buffer))
         .min_by_key(|e| (!avail.escort_in_plan(&e.id), avail.escort_load(&e.id), e.id.as_str()))
 }
@@ -489,7 +534,13 @@ impl Search<'_> {
     /// The blood test for an infusion at `inf_start` on `inf_day`: on the latest clinic day that
     /// leaves enough clinic days for the results (or the same day, hours before, with an in-house
     /// lab), at the earliest slot with lab capacity and an escort.
-    fn blood_test(&mut self, inf_day: NaiveDate, inf_start: DateTime<Utc>, lower: DateTime<Utc>, avail: &mut Availability<'_>) -> Option<Appointment> {
+    fn blood_test(
+        &mut self,
+        inf_day: NaiveDate,
+        inf_start: DateTime<Utc>,
+        lower: DateTime<Utc>,
+        avail: &mut Availability<'_>,
+    ) -> Option<Appointment> {
         let rules = &self.setup.rules;
         let clinic = &self.setup.clinic;
         let len = minutes(rules.blood_test_minutes);
@@ -514,7 +565,8 @@ impl Search<'_> {
         for day in days {
             let mut t = at_local(day, clinic.opens, self.zone).utc();
             let close = at_local(day, clinic.closes, self.zone).utc();
-            let latest_end = if day == inf_day { inf_start - Duration::hours(i64::from(rules.same_day_blood_test_hours_before)) + len } else { close };
+            let latest_end =
+                if day == inf_day { inf_start - Duration::hours(i64::from(rules.same_day_blood_test_hours_before)) + len } else { close };
             while t + len <= close.min(latest_end) {
                 if self.budget == 0 {
                     return None;
@@ -552,7 +604,12 @@ impl Search<'_> {
             out.push(violation(
                 Rule::InfusionInterval,
                 Some(&format!("trips[{}]", f.trip)),
-                [("due", t.to_string()), ("tolerance_days", self.tolerance.to_string()), ("trip_arrives", f.arrives.date().to_string()), ("trip_departs", f.departs.date().to_string())],
+                [
+                    ("due", t.to_string()),
+                    ("tolerance_days", self.tolerance.to_string()),
+                    ("trip_arrives", f.arrives.date().to_string()),
+                    ("trip_departs", f.departs.date().to_string()),
+                ],
                 format!(
                     "{}は前回から{}日後({}、前後{}日)の予定ですが、旅程{}の滞在({}〜{})と重なりません。",
                     which_ja,
@@ -581,7 +638,8 @@ impl Search<'_> {
             by_rule.entry(s.rule()).or_default().push((*d, s));
         }
         for (rule, days) in by_rule {
-            let list_en: Vec<String> = days.iter().map(|(d, s)| format!("{} ({})", date_en(*d, None), stage_en(s, f, self.setup))).collect();
+            let list_en: Vec<String> =
+                days.iter().map(|(d, s)| format!("{} ({})", date_en(*d, None), stage_en(s, f, self.setup))).collect();
             let list_ja: Vec<String> = days.iter().map(|(d, s)| format!("{}({})", date_ja(*d, None), stage_ja(s, f, self.setup))).collect();
             out.push(violation(
                 rule,
@@ -608,9 +666,13 @@ fn stage_en(s: &Stage, f: &Frame, setup: &ClinicSetup) -> String {
     let r = &setup.rules;
     match s {
         Stage::NotClinicDay(why) => why.clone(),
-        Stage::TooSoonAfterLanding if f.red_eye => format!("arrival day of a red-eye landing at {}", hm(&f.arrives.in_zone(setup.clinic.zone))),
+        Stage::TooSoonAfterLanding if f.red_eye => {
+            format!("arrival day of a red-eye landing at {}", hm(&f.arrives.in_zone(setup.clinic.zone)))
+        }
         Stage::TooSoonAfterLanding => format!("within {} min of landing or before the previous infusion ends", r.landing_to_clinic_minutes),
-        Stage::TooCloseToDeparture => format!("an infusion must end {} h before the flight home at {}", r.infusion_to_departure_hours, when_en(&f.departs)),
+        Stage::TooCloseToDeparture => {
+            format!("an infusion must end {} h before the flight home at {}", r.infusion_to_departure_hours, when_en(&f.departs))
+        }
         Stage::ChairsFull => format!("all {} infusion chairs taken", setup.resources.chairs),
         Stage::NoEscort => "no escort free".to_owned(),
         Stage::NoBloodTest => format!("no blood test slot {} clinic day(s) before", r.blood_test_clinic_days_before),
@@ -624,14 +686,16 @@ fn stage_ja(s: &Stage, f: &Frame, setup: &ClinicSetup) -> String {
         Stage::NotClinicDay(_) => "休診日".to_owned(),
         Stage::TooSoonAfterLanding if f.red_eye => format!("深夜便で{}に到着する日", hm(&f.arrives.in_zone(setup.clinic.zone))),
         Stage::TooSoonAfterLanding => format!("到着後{}分以内、または前回の点滴の前", r.landing_to_clinic_minutes),
-        Stage::TooCloseToDeparture => format!("点滴は帰国便({})の{}時間前までに終える必要があります", when_ja(&f.departs), r.infusion_to_departure_hours),
+        Stage::TooCloseToDeparture => {
+            format!("点滴は帰国便({})の{}時間前までに終える必要があります", when_ja(&f.departs), r.infusion_to_departure_hours)
+        }
         Stage::ChairsFull => format!("点滴チェア{}台がすべて予約済み", setup.resources.chairs),
         Stage::NoEscort => "対応できるエスコートがいません".to_owned(),
         Stage::NoBloodTest => format!("{}診療日前に血液検査の枠がありません", r.blood_test_clinic_days_before),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "the parts of a plan, each needed once")]
 fn build(
     setup: &ClinicSetup,
     req: &PlanRequest,
@@ -678,13 +742,17 @@ fn build(
             });
         }
         let local_arrival = f.arrives.in_zone(zone);
-        let check_in = if f.red_eye && rules.red_eye_books_previous_night { local_arrival.date() - Duration::days(1) } else { local_arrival.date() };
+        let check_in =
+            if f.red_eye && rules.red_eye_books_previous_night { local_arrival.date() - Duration::days(1) } else { local_arrival.date() };
         let check_out = f.transfer.0.date().max(check_in + Duration::days(1));
         events.push(Event {
             key: format!("{pre}.hotel"),
             kind: EventKind::Hotel,
             trip: Some(t),
-            title: Text::new(format!("ホテル宿泊({}泊)", (check_out - check_in).num_days()), format!("Hotel ({} nights)", (check_out - check_in).num_days())),
+            title: Text::new(
+                format!("ホテル宿泊({}泊)", (check_out - check_in).num_days()),
+                format!("Hotel ({} nights)", (check_out - check_in).num_days()),
+            ),
             location: None,
             when: When::Dates { start: check_in, end: check_out },
             escort: None,
@@ -697,14 +765,20 @@ fn build(
                     format!("{pre}.pickup"),
                     EventKind::AirportPickup,
                     Text::new("空港お出迎え・ホテルへ送迎", "Airport pick-up and drive to the hotel"),
-                    Text::new("空港でお出迎え", format!("Meet the patient in the arrival hall ({}) and drive to the hotel", trip.outbound.to.iata)),
+                    Text::new(
+                        "空港でお出迎え",
+                        format!("Meet the patient in the arrival hall ({}) and drive to the hotel", trip.outbound.to.iata),
+                    ),
                 )
             } else {
                 (
                     format!("{pre}.transfer"),
                     EventKind::AirportTransfer,
                     Text::new("ホテルから空港へ送迎", "Hotel to airport transfer"),
-                    Text::new("空港へお送り", format!("Drive the patient from the hotel to {} for {}", trip.return_flight.from.iata, trip.return_flight.number)),
+                    Text::new(
+                        "空港へお送り",
+                        format!("Drive the patient from the hotel to {} for {}", trip.return_flight.from.iata, trip.return_flight.number),
+                    ),
                 )
             };
             assign(&mut escorts, a, &key, duty);
@@ -713,7 +787,11 @@ fn build(
                 kind,
                 trip: Some(t),
                 title,
-                location: Some(if kind == EventKind::AirportPickup { format!("{} ({})", trip.outbound.to.name, trip.outbound.to.iata) } else { "Hotel lobby".to_owned() }),
+                location: Some(if kind == EventKind::AirportPickup {
+                    format!("{} ({})", trip.outbound.to.name, trip.outbound.to.iata)
+                } else {
+                    "Hotel lobby".to_owned()
+                }),
                 when: When::Timed { start: Zoned::new(a.start, zone), end: Zoned::new(a.end, zone) },
                 escort: Some(a.escort.clone()),
                 online: false,
@@ -723,16 +801,31 @@ fn build(
             warnings.push(Warning {
                 kind: WarningKind::EarlyCheckIn,
                 text: Text::new(
-                    format!("旅程{t}:{}着の深夜便のため、ホテルは前夜({})から予約してください。", hm(&local_arrival), date_ja(check_in, None)),
-                    format!("Trip {t}: red-eye landing at {}; the hotel is booked from the night before ({check_in}) so the room is ready.", hm(&local_arrival)),
+                    format!(
+                        "旅程{t}:{}着の深夜便のため、ホテルは前夜({})から予約してください。",
+                        hm(&local_arrival),
+                        date_ja(check_in, None)
+                    ),
+                    format!(
+                        "Trip {t}: red-eye landing at {}; the hotel is booked from the night before ({check_in}) so the room is ready.",
+                        hm(&local_arrival)
+                    ),
                 ),
             });
         } else if local_arrival.time() < setup.clinic.hotel_check_in {
             warnings.push(Warning {
                 kind: WarningKind::EarlyCheckIn,
                 text: Text::new(
-                    format!("旅程{t}:{}着、ホテルのチェックインは{}です。アーリーチェックインを手配してください。", hm(&local_arrival), setup.clinic.hotel_check_in.format("%H:%M")),
-                    format!("Trip {t}: lands {}, hotel check-in is {}: arrange an early check-in.", hm(&local_arrival), setup.clinic.hotel_check_in.format("%H:%M")),
+                    format!(
+                        "旅程{t}:{}着、ホテルのチェックインは{}です。アーリーチェックインを手配してください。",
+                        hm(&local_arrival),
+                        setup.clinic.hotel_check_in.format("%H:%M")
+                    ),
+                    format!(
+                        "Trip {t}: lands {}, hotel check-in is {}: arrange an early check-in.",
+                        hm(&local_arrival),
+                        setup.clinic.hotel_check_in.format("%H:%M")
+                    ),
                 ),
             });
         }
@@ -740,8 +833,14 @@ fn build(
             warnings.push(Warning {
                 kind: WarningKind::PeakSeason,
                 text: Text::new(
-                    format!("旅程{t}:帰国日は繁忙期({season})のため、空港には{}分前に到着する計画です。", rules.airport_before_departure_peak_minutes),
-                    format!("Trip {t}: the flight home is in a peak season ({season}); the plan is at the airport {} minutes before departure.", rules.airport_before_departure_peak_minutes),
+                    format!(
+                        "旅程{t}:帰国日は繁忙期({season})のため、空港には{}分前に到着する計画です。",
+                        rules.airport_before_departure_peak_minutes
+                    ),
+                    format!(
+                        "Trip {t}: the flight home is in a peak season ({season}); the plan is at the airport {} minutes before departure.",
+                        rules.airport_before_departure_peak_minutes
+                    ),
                 ),
             });
         }
@@ -753,12 +852,36 @@ fn build(
         let nth_en = if n > 1 { format!(" ({} of {})", j + 1, n) } else { String::new() };
         if let Some(bt) = &p.blood_test {
             let key = format!("{pre}.blood_test{}", j + 1);
-            assign(&mut escorts, bt, &key, Text::new("通院の付き添い(血液検査)", "Accompany the patient to the clinic for the blood test and back"));
-            events.push(clinic_event(&key, EventKind::BloodTest, t, Text::new(format!("血液検査{nth_ja}"), format!("Blood test{nth_en}")), bt, setup));
+            assign(
+                &mut escorts,
+                bt,
+                &key,
+                Text::new("通院の付き添い(血液検査)", "Accompany the patient to the clinic for the blood test and back"),
+            );
+            events.push(clinic_event(
+                &key,
+                EventKind::BloodTest,
+                t,
+                Text::new(format!("血液検査{nth_ja}"), format!("Blood test{nth_en}")),
+                bt,
+                setup,
+            ));
         }
         let key = format!("{pre}.infusion{}", j + 1);
-        assign(&mut escorts, &p.infusion, &key, Text::new("通院の付き添い(点滴)", "Accompany the patient to the clinic for the infusion and back"));
-        events.push(clinic_event(&key, EventKind::Infusion, t, Text::new(format!("幹細胞点滴{nth_ja}"), format!("Stem-cell infusion{nth_en}")), &p.infusion, setup));
+        assign(
+            &mut escorts,
+            &p.infusion,
+            &key,
+            Text::new("通院の付き添い(点滴)", "Accompany the patient to the clinic for the infusion and back"),
+        );
+        events.push(clinic_event(
+            &key,
+            EventKind::Infusion,
+            t,
+            Text::new(format!("幹細胞点滴{nth_ja}"), format!("Stem-cell infusion{nth_en}")),
+            &p.infusion,
+            setup,
+        ));
     }
 
     // Online follow-ups after the last infusion, at one local hour for the whole series.
@@ -768,14 +891,27 @@ fn build(
         let mut series: Vec<(String, EventKind, u32, Text)> = rules
             .followup_months
             .iter()
-            .map(|m| (format!("followup_{m}m"), EventKind::OnlineFollowUp, *m, Text::new(format!("オンライン診察({m}か月後)"), format!("Online follow-up ({m} month{})", if *m == 1 { "" } else { "s" }))))
+            .map(|m| {
+                (
+                    format!("followup_{m}m"),
+                    EventKind::OnlineFollowUp,
+                    *m,
+                    Text::new(
+                        format!("オンライン診察({m}か月後)"),
+                        format!("Online follow-up ({m} month{})", if *m == 1 { "" } else { "s" }),
+                    ),
+                )
+            })
             .collect();
         if rules.reevaluation_months > 0 {
             series.push((
                 "reevaluation".to_owned(),
                 EventKind::Reevaluation,
                 rules.reevaluation_months,
-                Text::new(format!("2セット目の再評価(オンライン・{}か月後)", rules.reevaluation_months), format!("Re-evaluation for a second set (online, {} months)", rules.reevaluation_months)),
+                Text::new(
+                    format!("2セット目の再評価(オンライン・{}か月後)", rules.reevaluation_months),
+                    format!("Re-evaluation for a second set (online, {} months)", rules.reevaluation_months),
+                ),
             ));
         }
         let targets: Vec<NaiveDate> = series.iter().map(|s| add_months(last_day, s.2)).collect();
@@ -800,19 +936,29 @@ fn build(
     events.sort_by(|a, b| event_order(a, zone).cmp(&event_order(b, zone)).then_with(|| a.key.cmp(&b.key)));
     escorts.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.event.cmp(&b.event)));
     for f in frames {
-        let ids: std::collections::BTreeSet<&str> = escorts.iter().filter(|a| events.iter().any(|e| e.key == a.event && e.trip == Some(f.trip as u32 + 1))).map(|a| a.escort.as_str()).collect();
+        let ids: std::collections::BTreeSet<&str> = escorts
+            .iter()
+            .filter(|a| events.iter().any(|e| e.key == a.event && e.trip == Some(f.trip as u32 + 1)))
+            .map(|a| a.escort.as_str())
+            .collect();
         if ids.len() > 1 {
             let names: Vec<String> = ids.iter().map(|id| escort_name(id)).collect();
             warnings.push(Warning {
                 kind: WarningKind::EscortChange,
                 text: Text::new(
                     format!("旅程{}は{}名のエスコートが担当します:{}。", f.trip + 1, ids.len(), names.join("、")),
-                    format!("Trip {} is escorted by {} people: {}; tell the patient who meets them when.", f.trip + 1, ids.len(), names.join(", ")),
+                    format!(
+                        "Trip {} is escorted by {} people: {}; tell the patient who meets them when.",
+                        f.trip + 1,
+                        ids.len(),
+                        names.join(", ")
+                    ),
                 ),
             });
         }
     }
-    let clinic_dates: Vec<NaiveDate> = events.iter().filter(|e| e.kind.at_clinic()).filter_map(|e| e.start()).map(|s| s.in_zone(zone).date()).collect();
+    let clinic_dates: Vec<NaiveDate> =
+        events.iter().filter(|e| e.kind.at_clinic()).filter_map(|e| e.start()).map(|s| s.in_zone(zone).date()).collect();
     messages::tight_connections(setup, frames, &events, &mut warnings);
     let tentative = messages::tentative_holidays(setup, frames, &clinic_dates, &mut warnings);
     messages::holiday_coverage(setup, &events, &home_regions, &mut warnings);
@@ -827,7 +973,10 @@ fn build(
         patient_zone: req.patient.home_zone,
         language: req.patient.language,
         planned_at,
-        trips: frames.iter().map(|f| TripSummary { trip: f.trip as u32 + 1, arrives: f.arrives, departs: f.departs, days: f.days }).collect(),
+        trips: frames
+            .iter()
+            .map(|f| TripSummary { trip: f.trip as u32 + 1, arrives: f.arrives, departs: f.departs, days: f.days })
+            .collect(),
         events,
         escorts,
         tasks: Vec::new(),

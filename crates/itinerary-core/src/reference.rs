@@ -32,11 +32,7 @@ impl AirportTable {
     /// Looks a code up as typed, ignoring case and surrounding spaces.
     pub fn get(&self, code: &str) -> Option<&Airport> {
         let code = code.trim();
-        if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) {
-            self.by_iata.get(&code.to_ascii_uppercase())
-        } else {
-            None
-        }
+        if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) { self.by_iata.get(&code.to_ascii_uppercase()) } else { None }
     }
 
     pub fn len(&self) -> usize {

@@ -206,7 +206,8 @@ fn check_name(p: &mut Problems, field: &str, name: &str) {
 
 fn parse_flight(p: &mut Problems, field: &str, raw: &RawFlight, setup: &ClinicSetup) -> Option<Flight> {
     let number = raw.flight.trim();
-    let number_ok = (3..=8).contains(&number.len()) && number.chars().all(|c| c.is_ascii_alphanumeric()) && number.chars().any(|c| c.is_ascii_digit());
+    let number_ok =
+        (3..=8).contains(&number.len()) && number.chars().all(|c| c.is_ascii_alphanumeric()) && number.chars().any(|c| c.is_ascii_digit());
     if !number_ok {
         p.add(format!("{field}.flight"), &raw.flight, "not a flight number such as MH71 or D7523");
     }
@@ -321,10 +322,18 @@ impl PlanRequest {
             if let (Some(out), Some(ret)) = (out, ret) {
                 let clinic_country = setup.airports.get("KUL").map(|a| a.country.clone()).unwrap_or_else(|| "MY".to_owned());
                 if out.to.country != clinic_country {
-                    p.add(format!("trips[{i}].outbound.to"), &out.to.iata, format!("lands in {}, not in Malaysia where the clinic is", out.to.country));
+                    p.add(
+                        format!("trips[{i}].outbound.to"),
+                        &out.to.iata,
+                        format!("lands in {}, not in Malaysia where the clinic is", out.to.country),
+                    );
                 }
                 if ret.from.country != clinic_country {
-                    p.add(format!("trips[{i}].return.from"), &ret.from.iata, format!("departs from {}, not from Malaysia", ret.from.country));
+                    p.add(
+                        format!("trips[{i}].return.from"),
+                        &ret.from.iata,
+                        format!("departs from {}, not from Malaysia", ret.from.country),
+                    );
                 }
                 if ret.departs.utc() <= out.arrives.utc() {
                     p.add(
@@ -347,17 +356,24 @@ impl PlanRequest {
                 preferred_dates.push(d);
             }
         }
-        if let (Some(b), Some(first)) = (birth_date, trips.first()) {
-            if b >= first.outbound.departs.date() {
-                p.add("patient.birth_date", &rp.birth_date, "is not before the first flight");
-            }
+        if let (Some(b), Some(first)) = (birth_date, trips.first())
+            && b >= first.outbound.departs.date()
+        {
+            p.add("patient.birth_date", &rp.birth_date, "is not before the first flight");
         }
         if !p.0.is_empty() {
             return Err(InvalidRequest { errors: p.0 });
         }
         match (birth_date, passport_expiry, home_zone, language, protocol) {
             (Some(birth_date), Some(passport_expiry), Some(home_zone), Some(language), Some(protocol)) => Ok(PlanRequest {
-                patient: Patient { name: rp.name.clone(), email: rp.email.trim().to_owned(), birth_date, home_zone, language, passport_expiry },
+                patient: Patient {
+                    name: rp.name.clone(),
+                    email: rp.email.trim().to_owned(),
+                    birth_date,
+                    home_zone,
+                    language,
+                    passport_expiry,
+                },
                 protocol: protocol.id.clone(),
                 interval_days: raw.interval_days,
                 trip_mode,
@@ -365,7 +381,9 @@ impl PlanRequest {
                 preferred_dates,
             }),
             // Every None above has recorded a problem, so this arm is not reached; stay total anyway.
-            _ => Err(InvalidRequest { errors: vec![FieldError { field: "request".into(), value: String::new(), problem: "incomplete".into() }] }),
+            _ => Err(InvalidRequest {
+                errors: vec![FieldError { field: "request".into(), value: String::new(), problem: "incomplete".into() }],
+            }),
         }
     }
 }
@@ -378,7 +396,17 @@ mod tests {
     fn emails() {
         assert!(check_email("taro.yamada@example.jp").is_ok());
         assert!(check_email("taro@例え.jp").is_ok());
-        for bad in ["", "taro", "taro@", "@example.jp", "taro@example", "ta ro@example.jp", "taro@exa mple.jp", "taro@ex..jp", "a@b.c\r\nBcc: x@y.z"] {
+        for bad in [
+            "",
+            "taro",
+            "taro@",
+            "@example.jp",
+            "taro@example",
+            "ta ro@example.jp",
+            "taro@exa mple.jp",
+            "taro@ex..jp",
+            "a@b.c\r\nBcc: x@y.z",
+        ] {
             assert!(check_email(bad).is_err(), "{bad:?} passed");
         }
     }

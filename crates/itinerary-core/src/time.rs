@@ -77,12 +77,7 @@ struct ZonedRepr {
 
 impl Serialize for Zoned {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        ZonedRepr {
-            utc: self.utc,
-            zone: self.zone,
-            local: Some(self.local().format("%Y-%m-%dT%H:%M:%S%:z").to_string()),
-        }
-        .serialize(s)
+        ZonedRepr { utc: self.utc, zone: self.zone, local: Some(self.local().format("%Y-%m-%dT%H:%M:%S%:z").to_string()) }.serialize(s)
     }
 }
 
@@ -109,12 +104,7 @@ pub enum LocalTimeError {
 pub fn resolve_strict(local: NaiveDateTime, zone: Tz) -> Result<DateTime<Tz>, LocalTimeError> {
     match zone.from_local_datetime(&local) {
         LocalResult::Single(t) => Ok(t),
-        LocalResult::Ambiguous(a, b) => Err(LocalTimeError::Ambiguous {
-            local,
-            zone,
-            earlier: a.fixed_offset(),
-            later: b.fixed_offset(),
-        }),
+        LocalResult::Ambiguous(a, b) => Err(LocalTimeError::Ambiguous { local, zone, earlier: a.fixed_offset(), later: b.fixed_offset() }),
         LocalResult::None => Err(LocalTimeError::Nonexistent { local, zone }),
     }
 }
@@ -287,7 +277,11 @@ mod tests {
     #[test]
     fn the_day_boundary_between_jst_and_myt() {
         // 00:30 in Tokyo on 4 Dec is still 3 Dec, 23:30, in Kuala Lumpur.
-        let z = at_local(NaiveDate::from_ymd_opt(2026, 12, 4).unwrap_or_default(), NaiveTime::from_hms_opt(0, 30, 0).unwrap_or_default(), Tz::Asia__Tokyo);
+        let z = at_local(
+            NaiveDate::from_ymd_opt(2026, 12, 4).unwrap_or_default(),
+            NaiveTime::from_hms_opt(0, 30, 0).unwrap_or_default(),
+            Tz::Asia__Tokyo,
+        );
         assert_eq!(z.in_zone(Tz::Asia__Kuala_Lumpur).date(), NaiveDate::from_ymd_opt(2026, 12, 3).unwrap_or_default());
         assert_eq!(date_ja(z.date(), Some(2026)), "12月4日(金)");
         assert_eq!(date_ja(z.date(), Some(2025)), "2026年12月4日(金)");
@@ -295,7 +289,11 @@ mod tests {
 
     #[test]
     fn serialized_instants_carry_utc_zone_and_local_time() {
-        let z = at_local(NaiveDate::from_ymd_opt(2026, 12, 3).unwrap_or_default(), NaiveTime::from_hms_opt(10, 0, 0).unwrap_or_default(), Tz::Asia__Kuala_Lumpur);
+        let z = at_local(
+            NaiveDate::from_ymd_opt(2026, 12, 3).unwrap_or_default(),
+            NaiveTime::from_hms_opt(10, 0, 0).unwrap_or_default(),
+            Tz::Asia__Kuala_Lumpur,
+        );
         let json = serde_json::to_string(&z).unwrap_or_default();
         assert_eq!(json, r#"{"utc":"2026-12-03T02:00:00Z","zone":"Asia/Kuala_Lumpur","local":"2026-12-03T10:00:00+08:00"}"#);
         let back: Zoned = serde_json::from_str(&json).unwrap_or(z.in_zone(Tz::UTC));

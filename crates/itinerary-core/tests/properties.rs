@@ -37,7 +37,9 @@ fn request_strategy() -> impl Strategy<Value = RawPlanRequest> {
                     req.protocol = "set-of-3".into();
                     req.interval_days = Some(interval as u16);
                     req.trip_mode = Some("trip-per-infusion".into());
-                    req.trips = (0..3).map(|k| trip(out, day + Duration::days(k * interval), ret, land + Duration::days(k * interval + stay))).collect();
+                    req.trips = (0..3)
+                        .map(|k| trip(out, day + Duration::days(k * interval), ret, land + Duration::days(k * interval + stay)))
+                        .collect();
                 }
                 _ => {
                     req.protocol = "set-of-3".into();
@@ -67,7 +69,8 @@ fn check(setup: &ClinicSetup, raw: &RawPlanRequest, req: &PlanRequest, p: &Plan)
     // Each infusion: a blood test on an earlier clinic day of the same trip, and 24 h before the flight home.
     for inf in p.events_of(EventKind::Infusion) {
         let n = inf.key.rsplit("infusion").next().unwrap();
-        let bt = p.events.iter().find(|e| e.kind == EventKind::BloodTest && e.key.ends_with(&format!("blood_test{n}"))).expect("blood test");
+        let bt =
+            p.events.iter().find(|e| e.kind == EventKind::BloodTest && e.key.ends_with(&format!("blood_test{n}"))).expect("blood test");
         assert_eq!(bt.trip, inf.trip);
         assert!(bt.start().unwrap().in_zone(c).date() < inf.start().unwrap().in_zone(c).date());
         let ret = p.event(&format!("trip{}.return", inf.trip.unwrap())).unwrap();
@@ -227,7 +230,12 @@ fn a_message_is_never_planned_in_the_air_or_the_night_for_a_patient_in_sydney_in
     let req = PlanRequest::parse(&raw, &s).unwrap();
     let p = plan(&s, &req, now(), &Ledger::new(30)).unwrap();
     check(&s, &raw, &req, &p);
-    let abbr: Vec<String> = p.messages.iter().filter(|m| m.at.zone() == Tz::Australia__Sydney).map(|m| itinerary_core::time::zone_abbreviation(&m.at)).collect();
+    let abbr: Vec<String> = p
+        .messages
+        .iter()
+        .filter(|m| m.at.zone() == Tz::Australia__Sydney)
+        .map(|m| itinerary_core::time::zone_abbreviation(&m.at))
+        .collect();
     assert!(abbr.contains(&"AEDT".to_owned()) && abbr.contains(&"AEST".to_owned()), "{abbr:?}");
     let checkin = p.messages.iter().find(|m| m.kind == MessageKind::AdverseEventCheckin).unwrap();
     assert_eq!(checkin.at.local().format("%H:%M %Z").to_string(), "10:00 AEST");

@@ -6,7 +6,7 @@ mod support;
 use chrono::{Duration, NaiveTime, Timelike};
 use chrono_tz::Tz;
 use itinerary_core::clinic::ClinicSetup;
-use itinerary_core::plan::{EventKind, When, MessageKind, Recipient, Rule, TaskKind, WarningKind};
+use itinerary_core::plan::{EventKind, MessageKind, Recipient, Rule, TaskKind, WarningKind, When};
 use itinerary_core::{Infeasible, Ledger, Plan, PlanRequest, RawPlanRequest, plan};
 use support::*;
 
@@ -201,7 +201,8 @@ fn adverse_event_checkin_seven_days_after_the_last_infusion_at_home() {
 fn follow_ups_at_1_3_6_months_avoid_japanese_weekends_and_holidays() {
     // Infusion Fri 4 Dec 2026: 4 Jan 2027 is a Monday (fine); 4 Mar Thu; 4 Jun Fri.
     let p = run(&red_eye("2026-12-01")).unwrap();
-    let starts: Vec<String> = p.events_of(EventKind::OnlineFollowUp).map(|e| e.start().unwrap().local().naive_local().to_string()).collect();
+    let starts: Vec<String> =
+        p.events_of(EventKind::OnlineFollowUp).map(|e| e.start().unwrap().local().naive_local().to_string()).collect();
     assert_eq!(starts, ["2027-01-04 10:00:00", "2027-03-04 10:00:00", "2027-06-04 10:00:00"]);
     // An infusion on Wed 3 Mar 2027 puts the 2-month mark... use 1 month onto Showa Day (29 Apr, Thu):
     let d = date("2027-03-28"); // MH71 Sun, lands Mon 29 Mar; blood test Tue 30, infusion Wed 31? No: Mon 29.

@@ -1,0 +1,189 @@
+//! The `itinerary` command end to end: the examples' JSON against golden files, and bad input
+//! turned into clear errors with a non-zero exit. Set `UPDATE_GOLDEN=1` to rewrite the golden
+//! files after an intended change, and review the diff.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// A fixed "now", before every example, so the golden files do not change with the clock.
+const NOW: &str = "2026-11-26T00:00:00Z";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn itinerary(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_itinerary")).current_dir(root()).args(args).output().expect("runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn golden(example: &str, expect_code: i32) {
+    let file = format!("examples/{example}.toml");
+    let out = itinerary(&["plan", &file, "--json", "--now", NOW]);
+    assert_eq!(out.status.code(), Some(expect_code), "{example}: {}", text(&out.stderr));
+    let json = text(&out.stdout);
+    serde_json::from_str::<serde_json::Value>(&json).expect("valid JSON");
+    let path = root().join("tests/golden").join(format!("{example}.json"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &json).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} missing: run with UPDATE_GOLDEN=1", path.display()));
+    assert!(json == want, "{example}: output differs from {}; run with UPDATE_GOLDEN=1 and review the diff", path.display());
+}
+
+#[test]
+fn golden_mh71_red_eye() {
+    golden("mh71-red-eye", 0);
+}
+
+#[test]
+fn golden_eve_of_holiday() {
+    golden("eve-of-holiday", 0);
+}
+
+#[test]
+fn golden_los_angeles_patient() {
+    golden("los-angeles-patient", 0);
+}
+
+#[test]
+fn golden_set_of_3_14_days() {
+    golden("set-of-3-14-days", 0);
+}
+
+#[test]
+fn golden_infeasible() {
+    golden("infeasible", 1);
+}
+
+#[test]
+fn every_example_has_a_golden_file() {
+    for e in std::fs::read_dir(root().join("examples")).unwrap() {
+        let name = e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(root().join("tests/golden").join(format!("{name}.json")).exists(), "examples/{name}.toml has no golden file");
+    }
+}
+
+#[test]
+fn the_timeline_shows_both_zones() {
+    let out = itinerary(&["plan", "examples/mh71-red-eye.toml", "--now", NOW]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("山田 太郎 様"), "{s}");
+    assert!(s.contains("12月3日(木) 09:00 MYT / 10:00 JST"), "{s}");
+    assert!(s.contains("12月5日(土) 23:35 MYT / 2026年12月6日(日) 00:35 JST"), "day boundary: {s}");
+}
+
+/// Writes a request file with one line replaced, runs `plan`, returns (exit code, stderr).
+fn with_change(from: &str, to: &str) -> (Option<i32>, String) {
+    let src = std::fs::read_to_string(root().join("examples/mh71-red-eye.toml")).unwrap();
+    assert!(src.contains(from), "fixture lacks {from}");
+    let dir = std::env::temp_dir().join(format!("itinerary-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{:x}.toml", md5ish(to)));
+    std::fs::write(&path, src.replace(from, to)).unwrap();
+    let out = itinerary(&["plan", path.to_str().unwrap(), "--now", NOW]);
+    (out.status.code(), text(&out.stderr))
+}
+
+fn md5ish(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn assert_bad(from: &str, to: &str, field: &str, value: &str) {
+    let (code, err) = with_change(from, to);
+    assert_eq!(code, Some(2), "{to}: {err}");
+    assert!(err.contains(field) && err.contains(value), "error for {to:?} should name {field} and {value}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn an_unknown_airport_is_named() {
+    assert_bad(r#"to = "KUL""#, r#"to = "XQZ""#, "trips[0].outbound.to", "XQZ");
+}
+
+#[test]
+fn a_flight_that_lands_before_it_departs_is_refused() {
+    assert_bad(r#"arrive = "2026-12-02 04:30""#, r#"arrive = "2026-12-01 04:30""#, "trips[0].outbound.arrive", "2026-12-01 04:30");
+}
+
+#[test]
+fn a_flight_home_before_arrival_is_refused() {
+    assert_bad(
+        r#"depart = "2026-12-05 23:35", to = "NRT", arrive = "2026-12-06 07:15""#,
+        r#"depart = "2026-12-01 23:35", to = "NRT", arrive = "2026-12-02 07:15""#,
+        "trips[0].return.depart",
+        "2026-12-01 23:35",
+    );
+}
+
+#[test]
+fn a_local_time_in_a_daylight_saving_gap_is_refused() {
+    // Los Angeles springs forward at 02:00 on 14 Mar 2027.
+    let (code, err) = with_change(
+        r#"outbound = { flight = "MH71", from = "NRT", depart = "2026-12-01 21:40""#,
+        r#"outbound = { flight = "MH71", from = "LAX", depart = "2027-03-14 02:30""#,
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("trips[0].outbound.depart") && err.contains("does not exist in America/Los_Angeles"), "{err}");
+}
+
+#[test]
+fn a_local_time_that_happens_twice_is_refused() {
+    let (code, err) = with_change(
+        r#"outbound = { flight = "MH71", from = "NRT", depart = "2026-12-01 21:40""#,
+        r#"outbound = { flight = "MH71", from = "LAX", depart = "2026-11-01 01:30""#,
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("trips[0].outbound.depart") && err.contains("happens twice"), "{err}");
+}
+
+#[test]
+fn an_unknown_protocol_is_named_with_the_known_ones() {
+    assert_bad(r#"protocol = "single-infusion""#, r#"protocol = "double-dose""#, "protocol", "single-infusion, set-of-3");
+}
+
+#[test]
+fn bad_patient_fields_are_each_named() {
+    assert_bad(r#"email = "taro.yamada@example.jp""#, r#"email = "taro.yamada@""#, "patient.email", "taro.yamada@");
+    assert_bad(r#"home_zone = "Asia/Tokyo""#, r#"home_zone = "Asia/Osaka""#, "patient.home_zone", "Asia/Osaka");
+    assert_bad(r#"birth_date = "1978-05-14""#, r#"birth_date = "1978-02-30""#, "patient.birth_date", "1978-02-30");
+    assert_bad(r#"name = "山田 太郎""#, r#"name = "山田\r\nATTENDEE:mailto:x@y.z""#, "patient.name", "line break");
+}
+
+#[test]
+fn under_18_and_a_short_passport_exit_1_with_the_fields_named() {
+    let (code, err) = with_change(r#"birth_date = "1978-05-14""#, r#"birth_date = "2009-01-01""#);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("patient.birth_date") && err.contains("17"), "{err}");
+    let (code, err) = with_change(r#"passport_expiry = "2031-03-31""#, r#"passport_expiry = "2027-01-31""#);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("patient.passport_expiry") && err.contains("2027-01-31"), "{err}");
+}
+
+#[test]
+fn a_malformed_file_says_where() {
+    let (code, err) = with_change(r#"protocol = "single-infusion""#, r#"protocol = "single-infusion"#);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not a valid request") && err.contains("line"), "{err}");
+    let (code, err) = with_change(r#"protocol = "single-infusion""#, "protocol = \"single-infusion\"\ncolour = \"blue\"");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown field") && err.contains("colour"), "{err}");
+    let (code, err) = with_change(r#"protocol = "single-infusion""#, "protocol = 7");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("protocol"), "{err}");
+}
+
+#[test]
+fn a_missing_file_and_a_missing_config_are_errors_not_panics() {
+    let out = itinerary(&["plan", "examples/does-not-exist.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("does-not-exist.toml"));
+    let out = itinerary(&["--config", "/nonexistent", "plan", "examples/mh71-red-eye.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("clinic.toml"), "{}", text(&out.stderr));
+}
