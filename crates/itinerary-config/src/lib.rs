@@ -2,6 +2,12 @@
 //! types: `clinic.toml` (clinic, rules), `protocols.toml`, `resources.toml` (escorts, chairs,
 //! lab), `holidays.csv` and `airports.csv`. Operators edit these files; nothing is compiled in.
 //! Every error names the file and, where it can, the line and field.
+//!
+//! ```
+//! let setup = itinerary_config::load(&itinerary_config::repo_config_dir()).unwrap();
+//! assert_eq!(setup.airports.get("KUL").unwrap().zone, chrono_tz::Tz::Asia__Kuala_Lumpur);
+//! assert_eq!(setup.clinic.zone, chrono_tz::Tz::Asia__Kuala_Lumpur);
+//! ```
 
 use std::path::{Path, PathBuf};
 

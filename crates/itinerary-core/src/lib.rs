@@ -6,6 +6,19 @@
 //! ```text
 //! RawPlanRequest ──PlanRequest::parse──▶ PlanRequest ──plan(setup, request, now, ledger)──▶ Plan | Infeasible
 //! ```
+//!
+//! A typed local time that daylight saving skips is an error, never a guess:
+//!
+//! ```
+//! use chrono::NaiveDate;
+//! use chrono_tz::Tz;
+//! use itinerary_core::time::{LocalTimeError, resolve_strict};
+//!
+//! let t = NaiveDate::from_ymd_opt(2027, 3, 14).unwrap().and_hms_opt(2, 30, 0).unwrap();
+//! assert!(matches!(resolve_strict(t, Tz::America__Los_Angeles), Err(LocalTimeError::Nonexistent { .. })));
+//! let t = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap().and_hms_opt(10, 0, 0).unwrap();
+//! assert_eq!(resolve_strict(t, Tz::Asia__Kuala_Lumpur).unwrap().to_rfc3339(), "2026-12-03T10:00:00+08:00");
+//! ```
 
 pub mod clinic;
 pub mod display;
