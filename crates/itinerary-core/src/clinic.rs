@@ -239,6 +239,8 @@ pub struct Rules {
     /// Rest between two tasks of one escort.
     pub escort_buffer_minutes: u32,
     pub escort_must_speak_patient_language: bool,
+    /// Patients one escort meets off the same flight, or takes to the same flight, together.
+    pub escort_group_size: u16,
     /// Appointments start on this grid; chairs and the lab are counted per slot.
     pub slot_minutes: u32,
 }
@@ -294,6 +296,7 @@ impl Default for Rules {
             tight_connection_minutes: 60,
             escort_buffer_minutes: 30,
             escort_must_speak_patient_language: true,
+            escort_group_size: 3,
             slot_minutes: 30,
         }
     }

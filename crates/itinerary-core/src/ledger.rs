@@ -13,14 +13,30 @@ use crate::plan::{EventKind, Plan};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "resource", rename_all = "snake_case")]
 pub enum Booking {
-    Escort { escort: String, start: i64, end: i64 },
-    Chair { start: i64, end: i64 },
-    Lab { start: i64, end: i64 },
+    /// `shared`: a duty several patients may share (one escort meets everyone off one flight).
+    Escort {
+        escort: String,
+        start: i64,
+        end: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shared: Option<String>,
+    },
+    Chair {
+        start: i64,
+        end: i64,
+    },
+    Lab {
+        start: i64,
+        end: i64,
+    },
 }
 
 impl Booking {
     pub fn escort(escort: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
-        Booking::Escort { escort: escort.to_owned(), start: start.timestamp(), end: end.timestamp() }
+        Booking::Escort { escort: escort.to_owned(), start: start.timestamp(), end: end.timestamp(), shared: None }
+    }
+    pub fn shared_escort(escort: &str, start: DateTime<Utc>, end: DateTime<Utc>, shared: Option<&str>) -> Self {
+        Booking::Escort { escort: escort.to_owned(), start: start.timestamp(), end: end.timestamp(), shared: shared.map(str::to_owned) }
     }
     pub fn chair(start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
         Booking::Chair { start: start.timestamp(), end: end.timestamp() }
@@ -33,7 +49,8 @@ impl Booking {
 impl Plan {
     /// The resources this plan holds: what to book once it is accepted.
     pub fn bookings(&self) -> Vec<Booking> {
-        let mut out: Vec<Booking> = self.escorts.iter().map(|a| Booking::escort(&a.escort, a.start.utc(), a.end.utc())).collect();
+        let mut out: Vec<Booking> =
+            self.escorts.iter().map(|a| Booking::shared_escort(&a.escort, a.start.utc(), a.end.utc(), a.shared.as_deref())).collect();
         for e in &self.events {
             if let (Some(s), Some(t)) = (e.start(), e.end()) {
                 match e.kind {
@@ -49,8 +66,15 @@ impl Plan {
 
 #[derive(Clone, Debug, Default)]
 struct EscortBook {
-    /// start → end; duties of one escort never overlap.
-    duties: BTreeMap<i64, i64>,
+    /// start → duty; duties of one escort never overlap (a shared duty is one duty).
+    duties: BTreeMap<i64, Duty>,
+}
+
+#[derive(Clone, Debug)]
+struct Duty {
+    end: i64,
+    shared: Option<String>,
+    patients: u16,
 }
 
 /// Booked resources. Chairs and the lab are counted per slot of `slot_minutes`.
@@ -74,8 +98,14 @@ impl Ledger {
 
     pub fn book(&mut self, b: &Booking) {
         match b {
-            Booking::Escort { escort, start, end } => {
-                self.escorts.entry(escort.clone()).or_default().duties.insert(*start, *end);
+            Booking::Escort { escort, start, end, shared } => {
+                let book = self.escorts.entry(escort.clone()).or_default();
+                match book.duties.get_mut(start) {
+                    Some(d) if d.end == *end && shared.is_some() && d.shared == *shared => d.patients += 1,
+                    _ => {
+                        book.duties.insert(*start, Duty { end: *end, shared: shared.clone(), patients: 1 });
+                    }
+                }
             }
             Booking::Chair { start, end } => {
                 for s in slots(self.slot, *start, *end) {
@@ -96,15 +126,24 @@ impl Ledger {
         }
     }
 
-    /// Whether the escort has no duty within `buffer` of [start, end).
-    pub fn escort_free(&self, escort: &str, start: i64, end: i64, buffer: i64) -> bool {
+    /// Whether the escort has no duty within `buffer` of [start, end), or holds this very shared
+    /// duty with room for one more patient (`share`: key and group size).
+    pub fn escort_free(&self, escort: &str, start: i64, end: i64, buffer: i64, share: Option<(&str, u16)>) -> bool {
         let Some(book) = self.escorts.get(escort) else { return true };
         // Duties do not overlap, so the last one starting before our end (plus buffer) is the
         // only one that can reach into our interval.
         match book.duties.range(..end + buffer).next_back() {
-            Some((_, &e)) => e + buffer <= start,
+            Some((&s, d)) => match share {
+                Some((key, size)) if s == start && d.end == end && d.shared.as_deref() == Some(key) => d.patients < size,
+                _ => d.end + buffer <= start,
+            },
             None => true,
         }
+    }
+
+    /// Whether the escort already holds this shared duty.
+    pub fn escort_holds(&self, escort: &str, start: i64, share: &str) -> bool {
+        self.escorts.get(escort).and_then(|b| b.duties.get(&start)).is_some_and(|d| d.shared.as_deref() == Some(share))
     }
 
     /// How many duties the escort has, to spread the work.
@@ -141,13 +180,24 @@ impl<'a> Availability<'a> {
         self.pending.push(b);
     }
 
-    pub fn escort_free(&self, escort: &str, start: DateTime<Utc>, end: DateTime<Utc>, buffer: Duration) -> bool {
+    pub fn escort_free(
+        &self,
+        escort: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        buffer: Duration,
+        share: Option<(&str, u16)>,
+    ) -> bool {
         let (s, e, buf) = (start.timestamp(), end.timestamp(), buffer.num_seconds());
-        self.ledger.escort_free(escort, s, e, buf)
+        self.ledger.escort_free(escort, s, e, buf, share)
             && self.pending.iter().all(|b| match b {
-                Booking::Escort { escort: id, start, end } if id == escort => *end + buf <= s || e + buf <= *start,
+                Booking::Escort { escort: id, start, end, .. } if id == escort => *end + buf <= s || e + buf <= *start,
                 _ => true,
             })
+    }
+
+    pub fn escort_holds(&self, escort: &str, start: DateTime<Utc>, share: &str) -> bool {
+        self.ledger.escort_holds(escort, start.timestamp(), share)
     }
 
     /// Whether this plan already uses the escort (to keep one face for the patient).
@@ -201,11 +251,25 @@ mod tests {
         l.book(&Booking::escort("E1", t(6, 0), t(7, 0)));
         let a = Availability::new(&l);
         let buf = Duration::minutes(30);
-        assert!(!a.escort_free("E1", t(1, 30), t(3, 0), buf));
-        assert!(!a.escort_free("E1", t(2, 15), t(3, 0), buf), "needs 30 minutes' rest");
-        assert!(a.escort_free("E1", t(2, 30), t(5, 30), buf));
-        assert!(!a.escort_free("E1", t(0, 0), t(8, 0), buf), "may not wrap around a duty");
-        assert!(a.escort_free("E2", t(1, 0), t(2, 0), buf));
+        assert!(!a.escort_free("E1", t(1, 30), t(3, 0), buf, None));
+        assert!(!a.escort_free("E1", t(2, 15), t(3, 0), buf, None), "needs 30 minutes' rest");
+        assert!(a.escort_free("E1", t(2, 30), t(5, 30), buf, None));
+        assert!(!a.escort_free("E1", t(0, 0), t(8, 0), buf, None), "may not wrap around a duty");
+        assert!(a.escort_free("E2", t(1, 0), t(2, 0), buf, None));
+    }
+
+    #[test]
+    fn patients_off_one_flight_share_one_escort_up_to_the_group_size() {
+        let mut l = Ledger::new(30);
+        let key = "pickup MH71 1";
+        l.book(&Booking::shared_escort("E1", t(1, 0), t(2, 0), Some(key)));
+        let buf = Duration::minutes(30);
+        assert!(Availability::new(&l).escort_free("E1", t(1, 0), t(2, 0), buf, Some((key, 2))));
+        assert!(!Availability::new(&l).escort_free("E1", t(1, 0), t(2, 0), buf, Some(("pickup MH89 1", 2))), "another flight");
+        assert!(!Availability::new(&l).escort_free("E1", t(1, 0), t(2, 0), buf, None), "a private duty");
+        l.book(&Booking::shared_escort("E1", t(1, 0), t(2, 0), Some(key)));
+        assert!(!Availability::new(&l).escort_free("E1", t(1, 0), t(2, 0), buf, Some((key, 2))), "the car is full");
+        assert!(l.escort_holds("E1", t(1, 0).timestamp(), key));
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub struct EscortAssignment {
     pub start: Zoned,
     pub end: Zoned,
     pub duty: Text,
+    /// Set when patients on the same flight share this duty (one escort, one car).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -65,6 +65,7 @@ struct Appointment {
     end: DateTime<Utc>,
     escort: String,
     duty: (DateTime<Utc>, DateTime<Utc>),
+    shared: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -222,12 +223,17 @@ pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: 
                 "transfer to the airport",
             ),
         ] {
-            match pick_escort(setup, req, &avail, s.utc(), e.utc()) {
+            // Everyone on one flight shares the escort who meets it (or takes them to it).
+            let trip = &req.trips[f.trip];
+            let flight = if what == "pickup" { &trip.outbound } else { &trip.return_flight };
+            let key = format!("{what} {} {}", flight.number, s.utc().timestamp());
+            match pick_escort(setup, req, &avail, s.utc(), e.utc(), Some(&key)) {
                 Some(esc) => {
-                    avail.take(Booking::escort(&esc.id, s.utc(), e.utc()));
+                    avail.take(Booking::shared_escort(&esc.id, s.utc(), e.utc(), Some(&key)));
                     let (start, end) =
                         if what == "pickup" { (f.pickup.0.utc(), f.pickup.1.utc()) } else { (f.transfer.0.utc(), f.airport_by.utc()) };
-                    duties.push((f.trip, what, Appointment { start, end, escort: esc.id.clone(), duty: (s.utc(), e.utc()) }));
+                    let duty = (s.utc(), e.utc());
+                    duties.push((f.trip, what, Appointment { start, end, escort: esc.id.clone(), duty, shared: Some(key) }));
                 }
                 None => violations.push(violation(
                     Rule::EscortAvailable,
@@ -389,13 +395,15 @@ fn frame(setup: &ClinicSetup, i: usize, t: &Trip) -> Frame {
 }
 
 /// The escort for a duty: speaks the patient's language (if the rule says so), works then, is
-/// free; the one already on this plan first, then the least loaded, then by id.
+/// free; one already holding this shared duty first, then the one already on this plan, then the
+/// least loaded, then by id.
 fn pick_escort<'e>(
     setup: &'e ClinicSetup,
     req: &PlanRequest,
     avail: &Availability<'_>,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    share: Option<&str>,
 ) -> Option<&'e Escort> {
     let zone = setup.clinic.zone;
     let (ls, le) = (start.with_timezone(&zone), end.with_timezone(&zone));
@@ -408,8 +416,11 @@ fn pick_escort<'e>(
         .filter(|e| {
             e.works_on(ls.date_naive()) && ls.date_naive() == le.date_naive() && e.works_from <= ls.time() && le.time() <= e.works_until
         })
-        .filter(|e| avail.escort_free(&e.id, start, end, buffer))
-        .min_by_key(|e| (!avail.escort_in_plan(&e.id), avail.escort_load(&e.id), e.id.as_str()))
+        .filter(|e| avail.escort_free(&e.id, start, end, buffer, share.map(|k| (k, setup.rules.escort_group_size))))
+        .min_by_key(|e| {
+            let holds = share.is_some_and(|k| avail.escort_holds(&e.id, start, k));
+            (!holds, !avail.escort_in_plan(&e.id), avail.escort_load(&e.id), e.id.as_str())
+        })
 }
 
 impl Search<'_> {
@@ -499,14 +510,14 @@ impl Search<'_> {
                 }
                 let travel = minutes(rules.hotel_to_clinic_minutes);
                 let duty = (start - travel, end + travel);
-                let Some(escort) = pick_escort(self.setup, self.req, avail, duty.0, duty.1) else {
+                let Some(escort) = pick_escort(self.setup, self.req, avail, duty.0, duty.1, None) else {
                     self.note(j, day, Stage::NoEscort);
                     continue;
                 };
                 let mark = avail.mark();
                 avail.take(Booking::chair(start, end));
                 avail.take(Booking::escort(&escort.id, duty.0, duty.1));
-                let infusion = Appointment { start, end, escort: escort.id.clone(), duty };
+                let infusion = Appointment { start, end, escort: escort.id.clone(), duty, shared: None };
                 let blood_test = if needs_blood_test {
                     let lower = previous_end.unwrap_or(frame.earliest).max(frame.earliest);
                     match self.blood_test(day, start, lower, avail) {
@@ -579,10 +590,10 @@ impl Search<'_> {
                 }
                 let travel = minutes(rules.hotel_to_clinic_minutes);
                 let duty = (start - travel, end + travel);
-                if let Some(escort) = pick_escort(self.setup, self.req, avail, duty.0, duty.1) {
+                if let Some(escort) = pick_escort(self.setup, self.req, avail, duty.0, duty.1, None) {
                     avail.take(Booking::lab(start, end));
                     avail.take(Booking::escort(&escort.id, duty.0, duty.1));
-                    return Some(Appointment { start, end, escort: escort.id.clone(), duty });
+                    return Some(Appointment { start, end, escort: escort.id.clone(), duty, shared: None });
                 }
             }
         }
@@ -721,6 +732,7 @@ fn build(
             start: Zoned::new(a.duty.0, zone),
             end: Zoned::new(a.duty.1, zone),
             duty,
+            shared: a.shared.clone(),
         });
     };
     for (k, (f, trip)) in frames.iter().zip(&req.trips).enumerate() {

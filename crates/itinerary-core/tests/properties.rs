@@ -119,11 +119,17 @@ fn no_double_booking(setup: &ClinicSetup, plans: &[Plan]) {
     let buffer = Duration::minutes(i64::from(setup.rules.escort_buffer_minutes));
     for (i, a) in duties.iter().enumerate() {
         for b in &duties[i + 1..] {
-            if a.escort == b.escort {
+            let same_shared_duty = a.shared.is_some() && a.shared == b.shared && a.start == b.start && a.end == b.end;
+            if a.escort == b.escort && !same_shared_duty {
                 assert!(a.end.utc() + buffer <= b.start.utc() || b.end.utc() + buffer <= a.start.utc(), "{} double-booked", a.escort);
             }
         }
     }
+    let mut groups: HashMap<(&str, &str), u16> = HashMap::new();
+    for a in duties.iter().filter(|a| a.shared.is_some()) {
+        *groups.entry((a.escort.as_str(), a.shared.as_deref().unwrap_or_default())).or_default() += 1;
+    }
+    assert!(groups.values().all(|n| *n <= setup.rules.escort_group_size), "more patients than seats: {groups:?}");
     let mut chairs: HashMap<i64, u16> = HashMap::new();
     let mut lab: HashMap<i64, u16> = HashMap::new();
     for e in plans.iter().flat_map(|p| p.events.iter()) {

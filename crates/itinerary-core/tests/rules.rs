@@ -311,7 +311,8 @@ fn many_patients_on_the_same_days_never_double_book_and_the_rest_are_told_why() 
     let duties: Vec<_> = plans.iter().flat_map(|p| p.escorts.iter()).collect();
     for (i, a) in duties.iter().enumerate() {
         for b in &duties[i + 1..] {
-            if a.escort == b.escort {
+            let same_shared_duty = a.shared.is_some() && a.shared == b.shared && a.start == b.start;
+            if a.escort == b.escort && !same_shared_duty {
                 assert!(a.end.utc() <= b.start.utc() || b.end.utc() <= a.start.utc(), "{} double-booked", a.escort);
             }
         }
@@ -325,6 +326,24 @@ fn many_patients_on_the_same_days_never_double_book_and_the_rest_are_told_why() 
     for e in &refused {
         assert!(e.violations.iter().any(|v| matches!(v.rule, Rule::EscortAvailable | Rule::ChairCapacity | Rule::BloodTest)), "{e}");
     }
+}
+
+#[test]
+fn patients_on_one_flight_share_the_escort_who_meets_it_up_to_the_group_size() {
+    let s = setup();
+    let mut ledger = Ledger::new(30);
+    let mut pickups = Vec::new();
+    for _ in 0..4 {
+        let req = PlanRequest::parse(&red_eye("2027-01-10"), &s).unwrap();
+        if let Ok(p) = plan(&s, &req, now(), &ledger) {
+            ledger.book_plan(&p);
+            pickups.push(p.escorts.iter().find(|a| a.event == "trip1.pickup").unwrap().clone());
+        }
+    }
+    let first = &pickups[0];
+    let sharing = pickups.iter().filter(|a| a.escort == first.escort && a.shared == first.shared).count();
+    assert_eq!(sharing, usize::from(s.rules.escort_group_size), "{pickups:#?}");
+    assert!(first.shared.as_deref().unwrap().starts_with("pickup MH71"));
 }
 
 #[test]
