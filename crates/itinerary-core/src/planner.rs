@@ -139,7 +139,7 @@ pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: 
     let frames: Vec<Frame> = req.trips.iter().enumerate().map(|(i, t)| frame(setup, i, t)).collect();
 
     // Rules on the request as a whole.
-    if let (Some(first), Some(first_trip)) = (frames.first(), req.trips.first()) {
+    if let Some(first) = frames.first() {
         let arrival = first.arrives.in_zone(zone).date();
         let needed = add_months(arrival, rules.passport_valid_months_after_arrival);
         if req.patient.passport_expiry < needed {
@@ -164,7 +164,6 @@ pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: 
                 ),
             ));
         }
-        let _ = first_trip;
     }
     for f in &frames {
         let infusions_here = slots.iter().filter(|&&t| t == f.trip).count();
@@ -770,8 +769,7 @@ fn build(
             escort: None,
             online: false,
         });
-        for (trip_idx, what, a) in duties.iter().filter(|d| d.0 == f.trip) {
-            let _ = trip_idx;
+        for (_, what, a) in duties.iter().filter(|d| d.0 == f.trip) {
             let (key, kind, title, duty) = if *what == "pickup" {
                 (
                     format!("{pre}.pickup"),
