@@ -84,13 +84,14 @@ fn with_change(from: &str, to: &str) -> (Option<i32>, String) {
     assert!(src.contains(from), "fixture lacks {from}");
     let dir = std::env::temp_dir().join(format!("itinerary-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{:x}.toml", md5ish(to)));
+    let path = dir.join(format!("{:x}.toml", fnv1a(to)));
     std::fs::write(&path, src.replace(from, to)).unwrap();
     let out = itinerary(&["plan", path.to_str().unwrap(), "--now", NOW]);
     (out.status.code(), text(&out.stderr))
 }
 
-fn md5ish(s: &str) -> u64 {
+/// A file name per variant (FNV-1a), so parallel tests never share a file.
+fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 

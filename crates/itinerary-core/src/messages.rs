@@ -3,6 +3,8 @@
 //! will be that evening. Also the patient's tasks with their windows (MDAC's three days), the
 //! online follow-up hour, and the warnings that come from the calendar.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 
@@ -39,29 +41,28 @@ impl Whereabouts {
         Self { home, legs }
     }
 
-    pub fn place(&self, t: DateTime<Utc>) -> Place {
+    /// Where the patient is at `t`, and the zone to show `t` in (in flight: the destination's).
+    fn locate(&self, t: DateTime<Utc>) -> (Place, Tz) {
         let mut zone = self.home;
         for (dep, arr, after) in &self.legs {
             if t < *dep {
-                return Place::At(zone);
+                return (Place::At(zone), zone);
             }
             if t < *arr {
-                return Place::InFlight;
+                return (Place::InFlight, *after);
             }
             zone = *after;
         }
-        Place::At(zone)
+        (Place::At(zone), zone)
+    }
+
+    pub fn place(&self, t: DateTime<Utc>) -> Place {
+        self.locate(t).0
     }
 
     /// The instant in the zone the patient is in (in flight: the destination's).
     pub fn at(&self, t: DateTime<Utc>) -> Zoned {
-        match self.place(t) {
-            Place::At(z) => Zoned::new(t, z),
-            Place::InFlight => {
-                let z = self.legs.iter().find(|(d, a, _)| *d <= t && t < *a).map_or(self.home, |l| l.2);
-                Zoned::new(t, z)
-            }
-        }
+        Zoned::new(t, self.locate(t).1)
     }
 
     /// `time` on the date `date_in(zone)`, in the zone where the patient will be then; `None`
@@ -105,7 +106,9 @@ pub(crate) fn follow_up_times(
         t += step;
     }
     times.sort_by_key(|t| ((*t - preferred).num_minutes().abs(), *t));
-    times.insert(0, preferred);
+    if !times.contains(&preferred) {
+        times.insert(0, preferred);
+    }
     let fits = |d: NaiveDate, t: NaiveTime| -> Option<Zoned> {
         if matches!(d.weekday(), Weekday::Sat | Weekday::Sun) || setup.holidays.any(home_regions, d).is_some() {
             return None;
@@ -194,24 +197,16 @@ pub(crate) fn tentative_holidays(
 ) -> Vec<(NaiveDate, String)> {
     let zone = setup.clinic.zone;
     let regions = &setup.clinic.holiday_regions;
-    let mut found: Vec<(NaiveDate, String)> = Vec::new();
-    for f in frames {
-        let from = f.arrives.in_zone(zone).date() - Duration::days(1);
-        let to = f.departs.in_zone(zone).date() + Duration::days(1);
+    let mut found: BTreeMap<NaiveDate, String> = BTreeMap::new();
+    let spans = frames
+        .iter()
+        .map(|f| (f.arrives.in_zone(zone).date() - Duration::days(1), f.departs.in_zone(zone).date() + Duration::days(1)))
+        .chain(clinic_dates.iter().map(|d| (*d - Duration::days(1), *d + Duration::days(1))));
+    for (from, to) in spans {
         for h in setup.holidays.between(regions, from, to).filter(|h| h.tentative) {
-            if !found.iter().any(|(d, _)| *d == h.date) {
-                found.push((h.date, h.name.clone()));
-            }
+            found.entry(h.date).or_insert_with(|| h.name.clone());
         }
     }
-    for d in clinic_dates {
-        for h in setup.holidays.between(regions, *d - Duration::days(1), *d + Duration::days(1)).filter(|h| h.tentative) {
-            if !found.iter().any(|(x, _)| *x == h.date) {
-                found.push((h.date, h.name.clone()));
-            }
-        }
-    }
-    found.sort();
     for (d, name) in &found {
         warnings.push(Warning {
             kind: WarningKind::TentativeHoliday,
@@ -229,7 +224,7 @@ pub(crate) fn tentative_holidays(
             ),
         });
     }
-    found
+    found.into_iter().collect()
 }
 
 pub(crate) fn holiday_coverage(setup: &ClinicSetup, events: &[crate::plan::Event], home_regions: &[String], warnings: &mut Vec<Warning>) {
@@ -365,22 +360,21 @@ impl Scheduler<'_> {
 }
 
 /// Fills the plan's tasks and messages.
-pub(crate) fn schedule(setup: &ClinicSetup, req: &PlanRequest, frames: &[Frame], tentative: &[(NaiveDate, String)], plan: &mut Plan) {
+pub(crate) fn schedule(
+    setup: &ClinicSetup,
+    req: &PlanRequest,
+    wb: Whereabouts,
+    frames: &[Frame],
+    tentative: &[(NaiveDate, String)],
+    plan: &mut Plan,
+) {
     let r = &setup.rules;
     let zone = setup.clinic.zone;
-    let wb = Whereabouts::new(req);
-    let mut s = Scheduler {
-        setup,
-        wb: wb.clone(),
-        now: plan.planned_at.utc(),
-        lang: req.patient.language,
-        messages: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut s = Scheduler { setup, wb, now: plan.planned_at.utc(), lang: req.patient.language, messages: Vec::new(), warnings: Vec::new() };
     let mut tasks = Vec::new();
     let first_event = plan.events.iter().filter_map(|e| e.start()).min();
 
-    let now = s.wb.at(s.now);
+    let now = plan.planned_at;
     s.push(
         "booking_confirmation".into(),
         MessageKind::BookingConfirmation,

@@ -102,9 +102,9 @@ struct Search<'s> {
     setup: &'s ClinicSetup,
     req: &'s PlanRequest,
     zone: Tz,
-    frames: Vec<Frame>,
+    frames: &'s [Frame],
     /// Trip index of each infusion, in order.
-    slots: Vec<usize>,
+    slots: &'s [usize],
     interval: i64,
     tolerance: i64,
     budget: u32,
@@ -249,8 +249,8 @@ pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: 
         setup,
         req,
         zone,
-        frames: frames.clone(),
-        slots: slots.clone(),
+        frames: &frames,
+        slots: &slots,
         interval: i64::from(interval),
         tolerance: i64::from(proto.interval_tolerance_days),
         budget: SEARCH_BUDGET,
@@ -475,7 +475,7 @@ impl Search<'_> {
         }
         let rules = &self.setup.rules;
         let clinic = &self.setup.clinic;
-        let frame = self.frames[self.slots[j]].clone();
+        let frame = &self.frames[self.slots[j]];
         let (lo, hi, target) = self.window(j, placed);
         let block = minutes(rules.infusion_block_minutes);
         let step = minutes(rules.slot_minutes);
@@ -973,7 +973,8 @@ fn build(
     let tentative = messages::tentative_holidays(setup, frames, &clinic_dates, &mut warnings);
     messages::holiday_coverage(setup, &events, &home_regions, &mut warnings);
 
-    let planned_at = Zoned::new(now, req.patient.home_zone);
+    let whereabouts = messages::Whereabouts::new(req);
+    let planned_at = whereabouts.at(now);
     let mut plan = Plan {
         schema_version: SCHEMA_VERSION,
         protocol: proto.id.clone(),
@@ -993,8 +994,7 @@ fn build(
         messages: Vec::new(),
         warnings,
     };
-    messages::schedule(setup, req, frames, &tentative, &mut plan);
-    plan.planned_at = messages::Whereabouts::new(req).at(now);
+    messages::schedule(setup, req, whereabouts, frames, &tentative, &mut plan);
     plan
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clinic::ClinicSetup;
 use crate::reference::Airport;
-use crate::time::{LocalTimeError, Zoned, resolve_strict};
+use crate::time::{Zoned, resolve_strict};
 
 /// A request as written, before any check.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,7 +227,7 @@ fn parse_flight(p: &mut Problems, field: &str, raw: &RawFlight, setup: &ClinicSe
     }
     let mut resolve = |sub: &str, raw_value: &str, t: NaiveDateTime, zone: Tz| match resolve_strict(t, zone) {
         Ok(t) => Some(Zoned::from_local(t)),
-        Err(e @ LocalTimeError::Nonexistent { .. }) | Err(e @ LocalTimeError::Ambiguous { .. }) => {
+        Err(e) => {
             p.add(format!("{field}.{sub}"), raw_value, e.to_string());
             None
         }
