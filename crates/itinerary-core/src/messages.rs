@@ -132,7 +132,7 @@ pub(crate) fn follow_up_times(
             let note = (*t != preferred).then(|| {
                 let sample = found.first().copied().unwrap_or_else(|| at_local(NaiveDate::MIN, *t, home));
                 Warning {
-                    kind: WarningKind::TightConnection,
+                    kind: WarningKind::FollowUpHour,
                     text: Text::new(
                         format!(
                             "オンライン診察は{}の{}に設定しました(希望の{}はクリニックの診療時間外のため)。",
@@ -156,7 +156,7 @@ pub(crate) fn follow_up_times(
     // No hour fits every follow-up (a zone far from the clinic's): keep the patient's hour.
     let found = targets.iter().map(|d| at_local(*d, preferred, home)).collect();
     let note = Warning {
-        kind: WarningKind::TightConnection,
+        kind: WarningKind::FollowUpHour,
         text: Text::new(
             "オンライン診察の時間がクリニックの診療時間と重なりません。個別に調整してください。",
             "No hour suits both the patient's day and the clinic's hours for the online follow-ups: arrange them by hand.",

@@ -204,6 +204,8 @@ pub struct MessageDue {
 pub enum WarningKind {
     TentativeHoliday,
     TightConnection,
+    /// Online follow-ups are not at the preferred local hour (the clinic's hours do not allow it).
+    FollowUpHour,
     EarlyCheckIn,
     PeakSeason,
     EscortChange,

@@ -368,6 +368,8 @@ fn a_patient_in_los_angeles_gets_messages_at_los_angeles_hours_and_follow_ups_ke
     assert!(hours.windows(2).all(|w| w[0] == w[1]), "{hours:?}");
     let abbrs: Vec<_> = fu.iter().map(itinerary_core::time::zone_abbreviation).collect();
     assert!(abbrs.contains(&"PST".to_owned()) && abbrs.contains(&"PDT".to_owned()), "crosses DST: {abbrs:?}");
+    assert!(p.warnings.iter().any(|w| w.kind == WarningKind::FollowUpHour && w.text.en.contains("18:00")));
+    assert!(!p.warnings.iter().any(|w| w.kind == WarningKind::TightConnection), "a red-eye with a next-day blood test is not tight");
     // Inside clinic hours at the clinic.
     for z in &fu {
         let c = z.in_zone(Tz::Asia__Kuala_Lumpur).time();
