@@ -108,6 +108,11 @@ fn an_unknown_airport_is_named() {
 }
 
 #[test]
+fn a_trip_that_does_not_land_in_the_clinics_country_is_refused() {
+    assert_bad(r#"to = "KUL""#, r#"to = "BKK""#, "trips[0].outbound.to", "not in MY where the clinic is");
+}
+
+#[test]
 fn a_flight_that_lands_before_it_departs_is_refused() {
     assert_bad(r#"arrive = "2026-12-02 04:30""#, r#"arrive = "2026-12-01 04:30""#, "trips[0].outbound.arrive", "2026-12-01 04:30");
 }

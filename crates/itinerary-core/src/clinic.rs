@@ -42,6 +42,9 @@ impl ClinicSetup {
 #[serde(deny_unknown_fields)]
 pub struct Clinic {
     pub name: String,
+    /// ISO 3166-1 alpha-2: trips must land in and leave from this country.
+    #[serde(default = "default_country")]
+    pub country: String,
     pub zone: Tz,
     #[serde(default = "default_working_days")]
     pub working_days: Vec<Weekday>,
@@ -66,6 +69,9 @@ pub struct HomeRegion {
     pub region: String,
 }
 
+fn default_country() -> String {
+    "MY".to_owned()
+}
 fn default_working_days() -> Vec<Weekday> {
     vec![Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri]
 }

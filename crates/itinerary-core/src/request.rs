@@ -320,19 +320,19 @@ impl PlanRequest {
             let out = parse_flight(&mut p, &format!("trips[{i}].outbound"), &t.outbound, setup);
             let ret = parse_flight(&mut p, &format!("trips[{i}].return"), &t.return_flight, setup);
             if let (Some(out), Some(ret)) = (out, ret) {
-                let clinic_country = setup.airports.get("KUL").map(|a| a.country.clone()).unwrap_or_else(|| "MY".to_owned());
-                if out.to.country != clinic_country {
+                let clinic_country = &setup.clinic.country;
+                if out.to.country != *clinic_country {
                     p.add(
                         format!("trips[{i}].outbound.to"),
                         &out.to.iata,
-                        format!("lands in {}, not in Malaysia where the clinic is", out.to.country),
+                        format!("lands in {}, not in {clinic_country} where the clinic is", out.to.country),
                     );
                 }
-                if ret.from.country != clinic_country {
+                if ret.from.country != *clinic_country {
                     p.add(
                         format!("trips[{i}].return.from"),
                         &ret.from.iata,
-                        format!("departs from {}, not from Malaysia", ret.from.country),
+                        format!("departs from {}, not from {clinic_country} where the clinic is", ret.from.country),
                     );
                 }
                 if ret.departs.utc() <= out.arrives.utc() {
