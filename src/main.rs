@@ -1,5 +1,8 @@
 //! `itinerary`: the command. `plan FILE.toml` plans a stay and prints the timeline (or, with
-//! `--json`, the Plan in the schema of docs/plan-schema.md).
+//! `--json`, the Plan in the schema of docs/plan-schema.md); with `--ics DIR` it also writes the
+//! itinerary's calendar and one invite per appointment and attendee (see `calendar_files`).
+
+mod calendar_files;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +34,13 @@ enum Command {
         /// Plan as if it were this instant (RFC 3339), instead of the clock: for reproducible output.
         #[arg(long)]
         now: Option<DateTime<Utc>>,
+        /// Write DIR/itinerary.ics (PUBLISH) and one invite per appointment and attendee. Run again
+        /// on the same DIR after changing the request: the changes go out as updates and cancellations.
+        #[arg(long, value_name = "DIR")]
+        ics: Option<PathBuf>,
+        /// The itinerary's stable id, the left part of every calendar UID [default: the file's stem].
+        #[arg(long, value_name = "ID")]
+        itinerary: Option<String>,
     },
 }
 
@@ -48,7 +58,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Plan { file, json, now } => {
+        Command::Plan { file, json, now, ics, itinerary } => {
             let setup =
                 itinerary_config::load(&cli.config).with_context(|| format!("loading the configuration from {}", cli.config.display()))?;
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -72,6 +82,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ledger = Ledger::new(setup.rules.slot_minutes);
             match itinerary_core::plan(&setup, &req, now, &ledger) {
                 Ok(plan) => {
+                    if let Some(dir) = &ics {
+                        let id = match itinerary {
+                            Some(id) => id,
+                            None => file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                        };
+                        let written = calendar_files::write(dir, &id, &plan, &req, &setup)?;
+                        eprintln!("{}: wrote {} calendar file(s), version {}", dir.display(), written.files, written.version);
+                    }
                     if json {
                         println!("{}", serde_json::to_string_pretty(&plan)?);
                     } else {

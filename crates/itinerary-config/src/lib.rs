@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
-use itinerary_core::clinic::{Clinic, ClinicSetup, Protocol, Resources, Rules};
+use itinerary_core::clinic::{CalendarSettings, Clinic, ClinicSetup, Protocol, Resources, Rules};
 use itinerary_core::reference::{Airport, AirportTable, Holiday, HolidayCalendar};
 use serde::Deserialize;
 
@@ -44,6 +44,7 @@ struct ClinicFile {
     clinic: Clinic,
     #[serde(default)]
     rules: Rules,
+    calendar: CalendarSettings,
 }
 
 #[derive(Deserialize)]
@@ -106,9 +107,12 @@ pub fn parse_holidays(path: &Path, text: &str) -> Result<HolidayCalendar, Config
 /// Loads and checks everything under `dir`.
 pub fn load(dir: &Path) -> Result<ClinicSetup, ConfigError> {
     let clinic_path = dir.join("clinic.toml");
-    let ClinicFile { clinic, rules } = toml_file(&clinic_path)?;
+    let ClinicFile { clinic, rules, calendar } = toml_file(&clinic_path)?;
     if let Some((field, problem)) = rules.check().into_iter().next() {
         return Err(invalid(&clinic_path, format!("rules.{field}: {problem}")));
+    }
+    if let Some((field, problem)) = calendar.check().into_iter().next() {
+        return Err(invalid(&clinic_path, format!("calendar.{field}: {problem}")));
     }
     if clinic.opens >= clinic.closes {
         return Err(invalid(&clinic_path, "clinic.opens must be before clinic.closes"));
@@ -137,7 +141,7 @@ pub fn load(dir: &Path) -> Result<ClinicSetup, ConfigError> {
             return Err(invalid(&clinic_path, format!("clinic.holiday_regions: `{r}` has no rows in holidays.csv")));
         }
     }
-    Ok(ClinicSetup { clinic, rules, protocols, resources, airports, holidays })
+    Ok(ClinicSetup { clinic, rules, protocols, resources, airports, holidays, calendar })
 }
 
 /// The repository's own `config/`, for tests and benchmarks.

@@ -18,6 +18,7 @@ pub struct ClinicSetup {
     pub resources: Resources,
     pub airports: AirportTable,
     pub holidays: HolidayCalendar,
+    pub calendar: CalendarSettings,
 }
 
 impl ClinicSetup {
@@ -34,6 +35,59 @@ impl ClinicSetup {
     /// The holiday regions of a patient who lives in `zone`, from the clinic's zone → region map.
     pub fn home_regions(&self, zone: Tz) -> Vec<String> {
         self.clinic.home_regions.iter().filter(|r| r.zone == zone).map(|r| r.region.clone()).collect()
+    }
+}
+
+/// How the clinic appears in calendars: who organizes its invites, where online follow-ups are held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarSettings {
+    /// ORGANIZER of every invite. It must receive mail: RSVPs come back to it.
+    pub organizer_email: String,
+    /// The organizer's display name; the clinic's name when unset.
+    #[serde(default)]
+    pub organizer_name: Option<String>,
+    /// Right-hand side of every UID (`itinerary.event@domain`); the organizer's mail domain when unset.
+    #[serde(default)]
+    pub uid_domain: Option<String>,
+    /// Where online follow-ups are held (CONFERENCE and URL of their invites).
+    #[serde(default)]
+    pub follow_up_url: Option<String>,
+    /// How often a subscribed calendar should re-fetch the feed (REFRESH-INTERVAL), in hours.
+    #[serde(default = "default_refresh_hours")]
+    pub refresh_hours: u32,
+}
+
+fn default_refresh_hours() -> u32 {
+    12
+}
+
+impl CalendarSettings {
+    pub fn uid_domain(&self) -> &str {
+        self.uid_domain.as_deref().or_else(|| self.organizer_email.rsplit_once('@').map(|(_, d)| d)).unwrap_or("localhost")
+    }
+
+    /// What is wrong with these settings, by field.
+    pub fn check(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Err(e) = crate::request::check_email(&self.organizer_email) {
+            out.push(("organizer_email", format!("`{}` {e}", self.organizer_email)));
+        }
+        if let Some(d) = &self.uid_domain
+            && (d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        {
+            out.push(("uid_domain", format!("`{d}` is not a host name")));
+        }
+        if let Some(u) = &self.follow_up_url
+            && (!(u.starts_with("https://") || u.starts_with("http://"))
+                || u.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"'))
+        {
+            out.push(("follow_up_url", format!("`{u}` is not an http(s) URL without spaces")));
+        }
+        if self.refresh_hours == 0 {
+            out.push(("refresh_hours", "must be at least 1".to_owned()));
+        }
+        out
     }
 }
 

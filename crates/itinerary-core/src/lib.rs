@@ -30,7 +30,7 @@ pub mod reference;
 pub mod request;
 pub mod time;
 
-pub use clinic::{Clinic, ClinicSetup, Escort, Protocol, Resources, Rules};
+pub use clinic::{CalendarSettings, Clinic, ClinicSetup, Escort, Protocol, Resources, Rules};
 pub use ledger::{Booking, Ledger};
 pub use plan::{Event, EventKind, Infeasible, MessageDue, Plan, Violation};
 pub use planner::plan;

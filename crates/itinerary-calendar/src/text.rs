@@ -1,0 +1,99 @@
+//! Values made safe for a content line: no value can end its line, or its parameter, and start
+//! one of its own, whatever a patient's name holds (CRLF, quotes, separators, emoji).
+
+/// TEXT without controls: CRLF and CR become LF (which the writer escapes as `\n`), tabs become
+/// spaces, every other control character (forbidden in TEXT by RFC 5545 3.3.11) is dropped.
+pub fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() != Some(&'\n') {
+                    out.push('\n');
+                }
+            }
+            '\n' => out.push('\n'),
+            '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// RFC 5545 TEXT escaping of a cleaned value.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    escape_into(s, &mut out);
+    out
+}
+
+/// `escape`, appending to `out`, with no intermediate string for the common clean value.
+pub fn escape_into(s: &str, out: &mut String) {
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            ';' => out.push_str("\\;"),
+            ',' => out.push_str("\\,"),
+            '\n' => out.push_str("\\n"),
+            '\r' => {
+                if chars.peek() != Some(&'\n') {
+                    out.push_str("\\n");
+                }
+            }
+            '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+}
+
+/// A parameter value (a CN): one line, no DQUOTE (RFC 5545 forbids it inside a quoted value, and
+/// RFC 6868's `^'` is not read by every client), no controls. The writer quotes it when it holds
+/// `:`, `;` or `,`.
+pub fn param(s: &str) -> String {
+    clean(s)
+        .chars()
+        .map(|c| {
+            if c == '\n' {
+                ' '
+            } else if c == '"' {
+                '\''
+            } else {
+                c
+            }
+        })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// A `mailto:` URI, with the characters RFC 6068 reserves percent-encoded.
+pub fn mailto(email: &str) -> String {
+    let mut out = String::with_capacity(email.len() + 7);
+    out.push_str("mailto:");
+    for b in email.bytes() {
+        if b.is_ascii_alphanumeric() || b".-_~!$'*+=^`{|}@/&".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_breaks_and_controls_cannot_end_a_value() {
+        assert_eq!(clean("Eve\r\nATTENDEE:mailto:x@y\rZ\u{0}\u{7}"), "Eve\nATTENDEE:mailto:x@y\nZ");
+        assert_eq!(escape("a,b;c\\d\r\ne"), "a\\,b\\;c\\\\d\\ne");
+        assert_eq!(param("Eve \"the\"\r\nATTENDEE:x"), "Eve 'the' ATTENDEE:x");
+        assert_eq!(mailto("o'neil+jp@example.jp"), "mailto:o'neil+jp@example.jp");
+        assert_eq!(mailto("a,b;c@x.jp"), "mailto:a%2Cb%3Bc@x.jp");
+    }
+}
