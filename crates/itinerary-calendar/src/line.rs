@@ -42,18 +42,26 @@ impl Lines {
             self.line.push(';');
             self.line.push_str(k);
             self.line.push('=');
-            let v = text::param(v);
+            // Most values (TZID, LANGUAGE, VALUE) need no cleaning: no copy for them.
+            let cleaned;
+            let v = if v.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'"') || v.trim() != *v {
+                cleaned = text::param(v);
+                cleaned.as_str()
+            } else {
+                v
+            };
             if v.contains([':', ';', ',']) {
                 self.line.push('"');
-                self.line.push_str(&v);
+                self.line.push_str(v);
                 self.line.push('"');
             } else {
-                self.line.push_str(&v);
+                self.line.push_str(v);
             }
         }
         self.line.push(':');
         match value {
             Value::Text(t) => text::escape_into(t, &mut self.line),
+            Value::Raw(r) if !r.bytes().any(|b| b < 0x20 || b == 0x7f) => self.line.push_str(r),
             Value::Raw(r) => self.line.extend(r.chars().filter(|c| !c.is_control())),
         }
         fold_into(&self.line, &mut self.out);

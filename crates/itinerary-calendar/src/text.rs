@@ -29,25 +29,35 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// `escape`, appending to `out`, with no intermediate string for the common clean value.
+/// `escape`, appending to `out`. Everything that needs work is ASCII, so the runs between such
+/// bytes are copied whole.
 pub fn escape_into(s: &str, out: &mut String) {
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            ';' => out.push_str("\\;"),
-            ',' => out.push_str("\\,"),
-            '\n' => out.push_str("\\n"),
-            '\r' => {
-                if chars.peek() != Some(&'\n') {
-                    out.push_str("\\n");
-                }
-            }
-            '\t' => out.push(' '),
-            c if c.is_control() => {}
-            c => out.push(c),
+    let b = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let special = matches!(c, b'\\' | b';' | b',' | b'\n' | b'\r' | b'\t') || c < 0x20 || c == 0x7f;
+        if !special {
+            i += 1;
+            continue;
         }
+        out.push_str(&s[start..i]);
+        match c {
+            b'\\' => out.push_str("\\\\"),
+            b';' => out.push_str("\\;"),
+            b',' => out.push_str("\\,"),
+            b'\n' => out.push_str("\\n"),
+            // CRLF is one line break; a lone CR is one too.
+            b'\r' if b.get(i + 1) != Some(&b'\n') => out.push_str("\\n"),
+            b'\t' => out.push(' '),
+            // Other controls (RFC 5545 3.3.11 forbids them) are dropped.
+            _ => {}
+        }
+        i += 1;
+        start = i;
     }
+    out.push_str(&s[start..]);
 }
 
 /// A parameter value (a CN): one line, no DQUOTE (RFC 5545 forbids it inside a quoted value, and
