@@ -193,3 +193,83 @@ fn a_missing_file_and_a_missing_config_are_errors_not_panics() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("clinic.toml"), "{}", text(&out.stderr));
 }
+
+fn ics_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-ics").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// The whole-itinerary calendar of the red-eye example, byte for byte: UIDs, DTSTAMP, folding
+/// and VTIMEZONEs do not move unless we mean them to. `UPDATE_GOLDEN=1` rewrites it.
+#[test]
+fn golden_itinerary_ics() {
+    let dir = ics_dir("golden");
+    let out = itinerary(&["plan", "examples/mh71-red-eye.toml", "--now", NOW, "--ics", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let got = std::fs::read_to_string(dir.join("itinerary.ics")).unwrap();
+    let path = root().join("tests/golden/mh71-red-eye.ics");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} missing: run with UPDATE_GOLDEN=1", path.display()));
+    assert!(got == want, "itinerary.ics differs from {}; run with UPDATE_GOLDEN=1 and review the diff", path.display());
+}
+
+/// The same request and instant give the same bytes in every file, run after run.
+#[test]
+fn calendar_files_are_byte_identical_across_runs() {
+    let (a, b) = (ics_dir("same-a"), ics_dir("same-b"));
+    for d in [&a, &b] {
+        let out = itinerary(&["plan", "examples/set-of-3-14-days.toml", "--now", NOW, "--ics", d.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&a).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert!(names.len() > 30, "{names:?}");
+    for n in names {
+        assert_eq!(std::fs::read(a.join(&n)).unwrap(), std::fs::read(b.join(&n)).unwrap(), "{n:?} differs between runs");
+    }
+}
+
+#[test]
+fn a_bad_itinerary_id_or_state_file_is_an_error_that_says_which() {
+    let dir = ics_dir("bad-id");
+    let out = itinerary(&["plan", "examples/mh71-red-eye.toml", "--now", NOW, "--itinerary", "a b/c", "--ics", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("itinerary id `a b/c`"), "{}", text(&out.stderr));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("calendar-state.json"), "{ not json").unwrap();
+    let out = itinerary(&["plan", "examples/mh71-red-eye.toml", "--now", NOW, "--ics", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("calendar-state.json"), "{}", text(&out.stderr));
+    assert!(!dir.join("itinerary.ics").exists(), "nothing written when the state cannot be read");
+}
+
+/// Running again on the same DIR after a change: a moved return flight goes out as an update of
+/// the same UID with SEQUENCE 1; what did not change is not sent again.
+#[test]
+fn a_second_run_on_the_same_dir_sends_only_the_changes() {
+    let dir = ics_dir("second-run");
+    let req = ics_dir("second-run-request");
+    std::fs::create_dir_all(&req).unwrap();
+    let file = req.join("trip.toml");
+    let original = std::fs::read_to_string(root().join("examples/mh71-red-eye.toml")).unwrap();
+    std::fs::write(&file, &original).unwrap();
+    let run = |now: &str| itinerary(&["plan", file.to_str().unwrap(), "--now", now, "--ics", dir.to_str().unwrap()]);
+    assert_eq!(run(NOW).status.code(), Some(0));
+    std::fs::write(&file, original.replace("2026-12-05 23:35", "2026-12-06 23:35").replace("2026-12-06 07:15", "2026-12-07 07:15"))
+        .unwrap();
+    let out = run("2026-11-27T00:00:00Z");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let changes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("changes.json")).unwrap()).unwrap();
+    assert_eq!(changes["version"], 2);
+    let kind = |event: &str, attendee: &str| {
+        changes["changes"].as_array().unwrap().iter().find(|c| c["event"] == event && c["attendee"] == attendee).map(|c| c["kind"].clone())
+    };
+    assert_eq!(kind("trip1.return", "patient"), Some("update".into()), "{changes:#}");
+    assert_eq!(kind("trip1.outbound", "patient"), Some("unchanged".into()), "{changes:#}");
+    let ics = std::fs::read_to_string(dir.join("trip1.return.patient.ics")).unwrap();
+    assert!(ics.contains("METHOD:REQUEST\r\n") && ics.contains("SEQUENCE:1\r\n") && ics.contains("DTSTAMP:20261127T000000Z\r\n"), "{ics}");
+    assert!(ics.contains("UID:trip.trip1.return@klregen.example.my\r\n"), "{ics}");
+}
