@@ -131,4 +131,42 @@ mod tests {
         let lines: Vec<&str> = out.split("\r\n").filter(|l| !l.is_empty()).collect();
         assert_eq!(lines, ["ATTENDEE;CN=\"Eve' ATTENDEE:mailto:x@y\":mailto:a@b.jpX:1", "SUMMARY:Eve\\nATTENDEE:mailto:x@y\\; a\\, b\\\\"]);
     }
+
+    /// RFC 5545 unescaping, as a parser does it.
+    fn unescape(s: &str) -> String {
+        let mut out = String::new();
+        let mut it = s.chars();
+        while let Some(c) = it.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match it.next() {
+                Some('n' | 'N') => out.push('\n'),
+                Some(c) => out.push(c),
+                None => {}
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Any text, folded and unfolded, comes back as itself minus what TEXT cannot hold, on
+        /// one logical line, with every physical line within 75 octets.
+        #[test]
+        fn any_text_stays_in_its_value(v in "(\\PC|[\r\n\t\\;,:\"\u{0}-\u{1f}あ😀]){0,300}") {
+            let mut w = Lines::default();
+            w.simple("SUMMARY", Value::Text(&v));
+            let out = w.finish();
+            let physical: Vec<&str> = out.strip_suffix("\r\n").unwrap().split("\r\n").collect();
+            for (i, l) in physical.iter().enumerate() {
+                proptest::prop_assert!(l.len() <= 75);
+                proptest::prop_assert!(!l.contains(['\r', '\n']));
+                proptest::prop_assert_eq!(i == 0, !l.starts_with(' '));
+            }
+            let logical = out.strip_suffix("\r\n").unwrap().replace("\r\n ", "");
+            let value = logical.strip_prefix("SUMMARY:").unwrap();
+            proptest::prop_assert_eq!(unescape(value), text::clean(&v));
+        }
+    }
 }
