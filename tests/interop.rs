@@ -482,3 +482,134 @@ fn a_line_break_in_a_name_cannot_start_a_property() {
         }
     }
 }
+
+/// Our VTIMEZONEs against tzdb in zones that stress them: both hemispheres, rules that changed
+/// (US 2007, Brazil 2019, Samoa 2021), negative daylight saving (Dublin), half- and
+/// quarter-hour offsets and a half-hour daylight shift (Lord Howe), Ramadan suspensions
+/// (Casablanca). Events sit at noon every nine days and 90 minutes either side of every
+/// transition in 2025–2028; ical.js, vobject and Python icalendar (from our VTIMEZONE) must all
+/// compute the instant chrono-tz does.
+#[test]
+fn vtimezones_agree_with_tzdb_in_every_parser() {
+    use chrono::{Duration, LocalResult, NaiveDate, TimeZone, Utc};
+    use chrono_tz::Tz;
+    use itinerary_calendar::{Itinerary, Person};
+    use itinerary_core::plan::{Event, EventKind, Text};
+    use itinerary_core::request::Language;
+
+    let zones: &[Tz] = &[
+        Tz::America__Los_Angeles,
+        Tz::America__New_York,
+        Tz::America__Sao_Paulo,
+        Tz::America__Santiago,
+        Tz::America__St_Johns,
+        Tz::Europe__London,
+        Tz::Europe__Dublin,
+        Tz::Europe__Berlin,
+        Tz::Africa__Casablanca,
+        Tz::Asia__Tehran,
+        Tz::Asia__Kolkata,
+        Tz::Asia__Kathmandu,
+        Tz::Australia__Sydney,
+        Tz::Australia__Adelaide,
+        Tz::Australia__Lord_Howe,
+        Tz::Pacific__Auckland,
+        Tz::Pacific__Chatham,
+        Tz::Pacific__Apia,
+        Tz::Asia__Kuala_Lumpur,
+        Tz::Asia__Tokyo,
+    ];
+    let setup = itinerary_config::load(&root().join("config")).unwrap();
+    let dir = scratch("zones");
+    let from = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    let until = Utc.with_ymd_and_hms(2029, 1, 1, 0, 0, 0).unwrap();
+    let mut files = Vec::new();
+    let mut expected: BTreeMap<String, String> = BTreeMap::new();
+    for &tz in zones {
+        let mut instants = Vec::new();
+        let mut d = NaiveDate::from_ymd_opt(2025, 1, 3).unwrap();
+        while d < NaiveDate::from_ymd_opt(2029, 1, 1).unwrap() {
+            if let LocalResult::Single(t) = tz.from_local_datetime(&d.and_hms_opt(12, 0, 0).unwrap()) {
+                instants.push(t.to_utc());
+            }
+            d += Duration::days(9);
+        }
+        // Around each change of offset, found hour by hour.
+        let mut t = from;
+        while t < until {
+            let next = t + Duration::hours(1);
+            if t.with_timezone(&tz).offset().to_string() != next.with_timezone(&tz).offset().to_string() {
+                instants.extend([t - Duration::minutes(90), next + Duration::minutes(90)]);
+            }
+            t = next;
+        }
+        // A local time that happens twice cannot name one instant: those are left out.
+        instants.retain(|u| matches!(tz.from_local_datetime(&u.with_timezone(&tz).naive_local()), LocalResult::Single(_)));
+        let events: Vec<Event> = instants
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let z = itinerary_core::Zoned::new(*u, tz);
+                Event {
+                    key: format!("e{i:04}"),
+                    kind: EventKind::OnlineFollowUp,
+                    trip: None,
+                    title: Text::new("確認", "Check"),
+                    location: None,
+                    when: When::Timed { start: z, end: z.add(Duration::minutes(30)) },
+                    escort: None,
+                    online: false,
+                }
+            })
+            .collect();
+        let id = tz.name().replace('/', "-");
+        let plan = Plan {
+            schema_version: itinerary_core::plan::SCHEMA_VERSION,
+            protocol: "zones".into(),
+            trip_mode: None,
+            interval_days: None,
+            clinic_zone: Tz::Asia__Kuala_Lumpur,
+            patient_zone: tz,
+            language: Language::En,
+            planned_at: itinerary_core::Zoned::new(from, tz),
+            trips: vec![],
+            events,
+            escorts: vec![],
+            tasks: vec![],
+            messages: vec![],
+            warnings: vec![],
+        };
+        for e in &plan.events {
+            let start = e.start().unwrap();
+            expected.insert(format!("{id}.{}@klregen.example.my", e.key), start.utc().format("%Y-%m-%dT%H:%M:%SZ").to_string());
+        }
+        let it = Itinerary {
+            id: &id,
+            plan: &plan,
+            patient: Person { name: "Zone Test", email: "zones@example.jp" },
+            escorts: &[],
+            clinic_name: "KL Regenerative Clinic",
+            settings: &setup.calendar,
+        };
+        let f = dir.join(format!("{id}.ics"));
+        std::fs::write(&f, itinerary_calendar::publish(&it, &it.appointments().unwrap(), |_| 0)).unwrap();
+        check_framing(&f);
+        files.push(f);
+    }
+    let reports = judge_all(&files);
+    let mut judged = 0;
+    for (judge, by_file) in &reports {
+        for f in &files {
+            for ev in by_file[f]["events"].as_array().unwrap() {
+                let uid = ev["uid"].as_str().unwrap();
+                let want = &expected[uid];
+                assert_eq!(ev["start"]["utc"].as_str().unwrap(), want, "{judge}: {uid} in {}", f.display());
+                if let Some(v) = ev["start"].get("utc_from_vtimezone") {
+                    assert_eq!(v.as_str().unwrap(), want, "{judge}: {uid}, from our VTIMEZONE, in {}", f.display());
+                }
+                judged += 1;
+            }
+        }
+    }
+    assert!(judged > 3 * 20 * 150, "only {judged} instants judged");
+}
