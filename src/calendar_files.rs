@@ -1,40 +1,40 @@
-//! `itinerary plan --ics DIR`: the calendar files of one itinerary version, and the state that
-//! makes the next run on the same DIR send updates and cancellations instead of new invites.
+//! `itinerary plan --ics DIR`: the calendar files of one itinerary, and the state that makes the
+//! next run on the same DIR send updates and cancellations instead of new invites.
 //!
-//! DIR holds `itinerary.ics` (METHOD:PUBLISH), one `EVENT.patient.ics` / `EVENT.escort-ID.ics`
-//! per appointment (METHOD:REQUEST; METHOD:CANCEL for one dropped in this version),
-//! `changes.json` (each appointment's fate in this version) and `calendar-state.json` (the
-//! SEQUENCE of every UID ever sent). Files of the previous version that this one does not write
-//! again are removed.
+//! DIR holds `itinerary.ics` (METHOD:PUBLISH) and, for every UID ever issued, its latest message:
+//! METHOD:REQUEST at the current SEQUENCE for an appointment still planned, METHOD:CANCEL for one
+//! that was dropped. Nothing is deleted, so a cancellation is still there for a mailer that
+//! missed a run. `changes.json` says what changed in this run (`invite`, `update`, `cancel`,
+//! `unchanged`) and `calendar-state.json` keeps every UID's SEQUENCE.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Context;
-use itinerary_calendar::{CalendarState, ChangeKind, Edition, Itinerary, Method, Person};
+use anyhow::{Context, bail};
+use itinerary_calendar::{Audience, CalendarState, ChangeKind, Edition, Itinerary, Method, Person};
 use itinerary_core::{ClinicSetup, Plan, PlanRequest};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 const STATE: &str = "calendar-state.json";
 const CHANGES: &str = "changes.json";
 const PUBLISHED: &str = "itinerary.ics";
 
-#[derive(Serialize, Deserialize)]
-struct ChangeRecord {
+#[derive(Serialize)]
+struct ChangeRecord<'a> {
     kind: ChangeKind,
-    uid: String,
-    event: String,
+    uid: &'a str,
+    event: &'a str,
     attendee: String,
     sequence: u32,
-    /// The invite or cancellation written for it.
-    file: Option<String>,
+    file: String,
 }
 
-#[derive(Serialize, Deserialize)]
-struct ChangesFile {
-    itinerary: String,
+#[derive(Serialize)]
+struct ChangesFile<'a> {
+    itinerary: &'a str,
     version: u32,
-    files: Vec<String>,
-    changes: Vec<ChangeRecord>,
+    /// This run's changes, in plan order, then cancellations.
+    changes: Vec<ChangeRecord<'a>>,
 }
 
 pub struct Written {
@@ -52,7 +52,6 @@ pub fn write(dir: &Path, id: &str, plan: &Plan, req: &PlanRequest, setup: &Clini
         settings: &setup.calendar,
     };
     let appointments = it.appointments().with_context(|| format!("making the calendar of itinerary `{id}`"))?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
 
     let state_path = dir.join(STATE);
     let previous: CalendarState = match std::fs::read_to_string(&state_path) {
@@ -62,43 +61,41 @@ pub fn write(dir: &Path, id: &str, plan: &Plan, req: &PlanRequest, setup: &Clini
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => CalendarState::default(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", state_path.display())),
     };
-    let old_files: Vec<String> = std::fs::read_to_string(dir.join(CHANGES))
-        .ok()
-        .and_then(|t| serde_json::from_str::<ChangesFile>(&t).ok())
-        .map(|c| c.files)
-        .unwrap_or_default();
-
     let (changes, state) = previous.changes(&appointments);
     let ed = Edition::of(&it);
-    let mut files = vec![PUBLISHED.to_owned()];
-    let mut records = Vec::with_capacity(changes.len());
-    let mut outputs = vec![(PUBLISHED.to_owned(), itinerary_calendar::publish(&it, &appointments, |uid| state.sequence(uid)))];
-    for c in &changes {
-        let a = &c.appointment;
-        // Every current appointment has its invite in DIR, at its current SEQUENCE; a dropped one
-        // its cancellation.
-        let method = if c.kind == ChangeKind::Cancel { Method::Cancel } else { Method::Request };
-        let name = a.file_name();
-        outputs.push((name.clone(), itinerary_calendar::invite(&ed, a, c.sequence, method)));
-        files.push(name.clone());
-        let file = Some(name);
-        let attendee = match &a.attendee.audience {
-            itinerary_calendar::Audience::Patient => "patient".to_owned(),
-            itinerary_calendar::Audience::Escort { id } => format!("escort {id}"),
-        };
-        records.push(ChangeRecord { kind: c.kind, uid: a.uid.clone(), event: a.event.clone(), attendee, sequence: c.sequence, file });
-    }
-    for old in old_files.iter().filter(|f| !files.contains(f)) {
-        // Only names this program wrote, never a path outside DIR.
-        if old.ends_with(".ics") && !old.contains(['/', '\\']) {
-            let _ = std::fs::remove_file(dir.join(old));
+
+    // Every file is rendered before any is written: a failure leaves DIR as it was.
+    let mut outputs: BTreeMap<String, String> = BTreeMap::new();
+    outputs.insert(PUBLISHED.to_owned(), itinerary_calendar::publish(&it, &appointments, |uid| state.sequence(uid)));
+    for (uid, issued) in &state.issued {
+        let method = if issued.cancelled { Method::Cancel } else { Method::Request };
+        let name = issued.appointment.file_name();
+        if outputs.insert(name.clone(), itinerary_calendar::invite(&ed, &issued.appointment, issued.sequence, method)).is_some() {
+            bail!("two appointments would share the file {name} (the second is {uid}): not writing either");
         }
     }
+    let records = changes
+        .iter()
+        .map(|c| ChangeRecord {
+            kind: c.kind,
+            uid: &c.appointment.uid,
+            event: &c.appointment.event,
+            attendee: match &c.appointment.attendee.audience {
+                Audience::Patient => "patient".to_owned(),
+                Audience::Escort { id } => format!("escort {id}"),
+            },
+            sequence: c.sequence,
+            file: c.appointment.file_name(),
+        })
+        .collect();
+
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for (name, text) in &outputs {
         std::fs::write(dir.join(name), text).with_context(|| format!("writing {}", dir.join(name).display()))?;
     }
-    let summary = ChangesFile { itinerary: id.to_owned(), version: state.version, files, changes: records };
+    let summary = ChangesFile { itinerary: id, version: state.version, changes: records };
     std::fs::write(dir.join(CHANGES), serde_json::to_string_pretty(&summary)? + "\n")?;
+    // Last: until the state is written, a rerun computes the same changes again.
     std::fs::write(&state_path, serde_json::to_string_pretty(&state)? + "\n")?;
     Ok(Written { files: outputs.len(), version: state.version })
 }

@@ -269,7 +269,41 @@ fn a_second_run_on_the_same_dir_sends_only_the_changes() {
     };
     assert_eq!(kind("trip1.return", "patient"), Some("update".into()), "{changes:#}");
     assert_eq!(kind("trip1.outbound", "patient"), Some("unchanged".into()), "{changes:#}");
-    let ics = std::fs::read_to_string(dir.join("trip1.return.patient.ics")).unwrap();
+    let record =
+        changes["changes"].as_array().unwrap().iter().find(|c| c["event"] == "trip1.return" && c["attendee"] == "patient").unwrap();
+    let ics = std::fs::read_to_string(dir.join(record["file"].as_str().unwrap())).unwrap();
     assert!(ics.contains("METHOD:REQUEST\r\n") && ics.contains("SEQUENCE:1\r\n") && ics.contains("DTSTAMP:20261127T000000Z\r\n"), "{ics}");
-    assert!(ics.contains("UID:trip.trip1.return@klregen.example.my\r\n"), "{ics}");
+    assert!(ics.contains(&format!("UID:{}\r\n", record["uid"].as_str().unwrap())), "{ics}");
+    assert!(record["uid"].as_str().unwrap().starts_with("trip.trip1.return.patient-"), "{record}");
+}
+
+/// A cancellation stays in DIR after later runs (a mailer that missed a run still finds it),
+/// and a corrected patient address cancels the old mailbox's events and invites the new one.
+#[test]
+fn cancellations_stay_and_a_new_address_gets_new_invites() {
+    let dir = ics_dir("stay");
+    let req = ics_dir("stay-request");
+    std::fs::create_dir_all(&req).unwrap();
+    let file = req.join("trip.toml");
+    let original = std::fs::read_to_string(root().join("examples/set-of-3-14-days.toml")).unwrap();
+    let run = |request: &str, now: &str| {
+        std::fs::write(&file, request).unwrap();
+        let out = itinerary(&["plan", file.to_str().unwrap(), "--now", now, "--ics", dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(dir.join("changes.json")).unwrap()).unwrap()
+    };
+    run(&original, NOW);
+    let trips: Vec<&str> = original.split("[[trips]]").collect();
+    let one = format!("{}[[trips]]{}", trips[0].replace("set-of-3", "single-infusion").replace("interval_days = 14\n", ""), trips[1]);
+    let v2 = run(&one, "2026-11-27T00:00:00Z");
+    let cancel =
+        v2["changes"].as_array().unwrap().iter().find(|c| c["kind"] == "cancel" && c["event"] == "trip3.infusion3").unwrap().clone();
+    run(&one, "2026-11-28T00:00:00Z");
+    let ics = std::fs::read_to_string(dir.join(cancel["file"].as_str().unwrap())).unwrap();
+    assert!(ics.contains("METHOD:CANCEL\r\n") && ics.contains("STATUS:CANCELLED\r\n") && ics.contains("SEQUENCE:1\r\n"), "{ics}");
+
+    let v4 = run(&one.replace("ichiro.suzuki@example.jp", "ichiro.suzuki@example.com"), "2026-11-29T00:00:00Z");
+    let patient: Vec<&serde_json::Value> = v4["changes"].as_array().unwrap().iter().filter(|c| c["attendee"] == "patient").collect();
+    let of = |k: &str| patient.iter().filter(|c| c["kind"] == k).count();
+    assert!(of("invite") > 5 && of("invite") == of("cancel"), "every patient event moves to the new address: {v4:#}");
 }

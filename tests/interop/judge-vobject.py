@@ -1,6 +1,11 @@
 """Python vobject reads each .ics file named on the command line and prints what it understood
-as JSON lines. vobject builds each zone from the file's VTIMEZONE (it has no tz database of
-its own for TZIDs), so its instants judge our VTIMEZONEs."""
+as JSON lines.
+
+vobject keeps one tzinfo per TZID for the whole process: the first VTIMEZONE it sees, or, if an
+event's TZID is resolved first, pytz's zone of that name. Either way a file could be judged by
+another file's VTIMEZONE or by pytz. So each file is read twice: once raw, to build a tzinfo
+from each of its VTIMEZONEs (dateutil's tzical, which vobject uses), registered under its TZID;
+then again, transformed, so every time is computed from this file's own VTIMEZONEs."""
 import datetime as dt
 import json
 import sys
@@ -16,6 +21,8 @@ def when(prop):
         return {"date": value.strftime("%Y%m%d")}
     if value.tzinfo is None:
         raise SystemExit(f"a floating time, or a TZID vobject could not resolve: {prop}")
+    if type(value.tzinfo).__module__.startswith("pytz"):
+        raise SystemExit(f"vobject took {prop} from pytz, not from the file's VTIMEZONE")
     tzid = prop.params.get("TZID", [None])[0]
     return {"utc": value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "tzid": tzid}
 
@@ -23,7 +30,11 @@ def when(prop):
 def main():
     for path in sys.argv[1:]:
         with open(path, encoding="utf-8", newline="") as f:
-            cal = vobject.readOne(f.read())
+            text = f.read()
+        raw = vobject.readOne(text, transform=False)
+        for vtz in raw.contents.get("vtimezone", []):
+            vobject.icalendar.registerTzid(vtz.tzid.value, vobject.icalendar.TimezoneComponent.gettzinfo(vtz))
+        cal = vobject.readOne(text)
         events = []
         for ev in cal.contents.get("vevent", []):
             c = ev.contents

@@ -179,7 +179,7 @@ fn main() {
     let settings = CalendarSettings {
         organizer_email: "coordinators@klregen.example.my".into(),
         organizer_name: Some("KL Regenerative Clinic".into()),
-        uid_domain: None,
+        uid_domain: "klregen.example.my".into(),
         follow_up_url: Some("https://telehealth.klregen.example.my/visit".into()),
         refresh_hours: 12,
     };

@@ -1,7 +1,11 @@
 //! What each person is invited to: one `Appointment` per event of the plan for the patient (in
-//! their language), and one per escort duty for the escort (in English). An appointment's UID is
-//! derived from the itinerary, the event and the attendee, so the same appointment keeps its UID
-//! from version to version and a change is an update, never a second event.
+//! their language), and one per escort duty for the escort (in English).
+//!
+//! An appointment's UID is derived from the itinerary, the event and the attendee, so the same
+//! appointment keeps its UID from version to version and a change is an update, never a second
+//! event: `ITINERARY.EVENT.patient-H@DOMAIN` or `ITINERARY.EVENT.escort-ID-H@DOMAIN`, where H
+//! is a digest of the attendee's address. A new address (another escort, a corrected email) is
+//! a new UID: the old mailbox gets a cancellation instead of keeping an event nobody updates.
 
 use std::fmt::Write;
 
@@ -53,11 +57,12 @@ pub struct Appointment {
 
 impl Appointment {
     /// The file an invite for this appointment is written to: `trip1.pickup.patient.ics`.
+    /// One per UID, and never a path: the UID's left part with anything but letters, digits,
+    /// `.`, `_` and `-` replaced (`trip-7.trip1.pickup.patient-1a2b3c4d.ics`).
     pub fn file_name(&self) -> String {
-        match &self.attendee.audience {
-            Audience::Patient => format!("{}.patient.ics", self.event),
-            Audience::Escort { id } => format!("{}.escort-{id}.ics", self.event),
-        }
+        let left = self.uid.rsplit_once('@').map_or(self.uid.as_str(), |(l, _)| l);
+        let safe: String = left.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+        format!("{safe}.ics")
     }
 }
 
@@ -91,11 +96,12 @@ pub fn check_itinerary_id(id: &str) -> Result<(), CalendarError> {
 }
 
 impl Itinerary<'_> {
-    fn uid(&self, event: &str, audience: &Audience) -> String {
-        let domain = self.settings.uid_domain();
-        match audience {
-            Audience::Patient => format!("{}.{event}@{domain}", self.id),
-            Audience::Escort { id } => format!("{}.{event}.{id}@{domain}", self.id),
+    fn uid(&self, event: &str, attendee: &Attendee) -> String {
+        let domain = &self.settings.uid_domain;
+        let h = address_digest(&attendee.email);
+        match &attendee.audience {
+            Audience::Patient => format!("{}.{event}.patient-{h:08x}@{domain}", self.id),
+            Audience::Escort { id } => format!("{}.{event}.escort-{id}-{h:08x}@{domain}", self.id),
         }
     }
 
@@ -161,7 +167,7 @@ impl Itinerary<'_> {
         }
         d.push_str(self.clinic_name);
         Appointment {
-            uid: self.uid(&e.key, &patient.audience),
+            uid: self.uid(&e.key, patient),
             event: e.key.clone(),
             attendee: patient.clone(),
             summary: e.title.get(lang).to_owned(),
@@ -190,11 +196,16 @@ impl Itinerary<'_> {
             let _ = writeln!(d, "Shared with other patients on the same flight: one car.");
         }
         d.push_str(self.clinic_name);
-        let audience = Audience::Escort { id: escort.id.clone() };
+        let attendee = Attendee {
+            audience: Audience::Escort { id: escort.id.clone() },
+            name: escort.name.clone(),
+            email: escort.email.clone(),
+            language: Language::En,
+        };
         Ok(Appointment {
-            uid: self.uid(&duty.event, &audience),
+            uid: self.uid(&duty.event, &attendee),
             event: duty.event.clone(),
-            attendee: Attendee { audience, name: escort.name.clone(), email: escort.email.clone(), language: Language::En },
+            attendee,
             summary: format!("{}: {}", event.title.en, self.patient.name),
             description: d,
             location: event.location.clone(),
@@ -203,6 +214,17 @@ impl Itinerary<'_> {
             transparent: false,
         })
     }
+}
+
+/// 32 bits of FNV-1a over the lower-cased address: stable across runs, platforms and Rust
+/// releases (unlike std's hasher), and not the address itself.
+fn address_digest(email: &str) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in email.trim().to_lowercase().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h ^ (h >> 32)) as u32
 }
 
 /// `12月3日(木) 09:00 MYT / 10:00 JST`: the instant where it happens, then where `home` is.

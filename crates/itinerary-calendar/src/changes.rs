@@ -79,3 +79,49 @@ impl CalendarState {
         (out, state)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+    use itinerary_core::plan::When;
+    use itinerary_core::request::Language;
+
+    use super::*;
+    use crate::{Attendee, Audience};
+
+    fn appt(uid: &str, day: u32) -> Appointment {
+        let d = NaiveDate::from_ymd_opt(2027, 1, day).unwrap_or_default();
+        Appointment {
+            uid: uid.into(),
+            event: "trip1.hotel".into(),
+            attendee: Attendee { audience: Audience::Patient, name: "P".into(), email: "p@example.jp".into(), language: Language::Ja },
+            summary: "Hotel".into(),
+            description: String::new(),
+            location: None,
+            when: When::Dates { start: d, end: d.succ_opt().unwrap_or(d) },
+            url: None,
+            transparent: true,
+        }
+    }
+
+    fn kinds(c: &[Change]) -> Vec<(ChangeKind, &str, u32)> {
+        c.iter().map(|c| (c.kind, c.appointment.uid.as_str(), c.sequence)).collect()
+    }
+
+    #[test]
+    fn sequence_only_rises_through_update_cancel_and_return() {
+        let s0 = CalendarState::default();
+        let (c, s1) = s0.changes(&[appt("a", 4), appt("b", 5)]);
+        assert_eq!(kinds(&c), [(ChangeKind::Invite, "a", 0), (ChangeKind::Invite, "b", 0)]);
+        let (c, s2) = s1.changes(&[appt("a", 6)]);
+        assert_eq!(kinds(&c), [(ChangeKind::Update, "a", 1), (ChangeKind::Cancel, "b", 1)]);
+        // Unchanged, and a cancelled UID is not cancelled twice.
+        let (c, s3) = s2.changes(&[appt("a", 6)]);
+        assert_eq!(kinds(&c), [(ChangeKind::Unchanged, "a", 1)]);
+        assert!(s3.issued["b"].cancelled);
+        // Back after its cancellation: above every SEQUENCE sent under its UID.
+        let (c, s4) = s3.changes(&[appt("a", 6), appt("b", 5)]);
+        assert_eq!(kinds(&c), [(ChangeKind::Unchanged, "a", 1), (ChangeKind::Invite, "b", 2)]);
+        assert_eq!((s4.version, s4.sequence("b")), (4, 2));
+    }
+}

@@ -44,7 +44,7 @@ impl Lines {
             self.line.push('=');
             // Most values (TZID, LANGUAGE, VALUE) need no cleaning: no copy for them.
             let cleaned;
-            let v = if v.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'"') || v.trim() != *v {
+            let v = if v.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'"' || b == b'^') || v.trim() != *v {
                 cleaned = text::param(v);
                 cleaned.as_str()
             } else {
@@ -84,7 +84,7 @@ impl Lines {
 
 /// Folds `l` at 75 octets on character boundaries: the first line holds up to 75 octets, each
 /// continuation a space and up to 74.
-fn fold_into(l: &str, out: &mut String) {
+pub fn fold_into(l: &str, out: &mut String) {
     if l.len() <= LIMIT {
         out.push_str(l);
         out.push_str("\r\n");

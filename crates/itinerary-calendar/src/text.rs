@@ -61,23 +61,20 @@ pub fn escape_into(s: &str, out: &mut String) {
 }
 
 /// A parameter value (a CN): one line, no DQUOTE (RFC 5545 forbids it inside a quoted value, and
-/// RFC 6868's `^'` is not read by every client), no controls. The writer quotes it when it holds
-/// `:`, `;` or `,`.
+/// RFC 6868's `^'` is not read by every client), no controls, and `^` written `^^` as RFC 6868
+/// asks (a parser that decodes it would otherwise turn `Ann^nBob` into two lines). The writer
+/// quotes the value when it holds `:`, `;` or `,`.
 pub fn param(s: &str) -> String {
-    clean(s)
-        .chars()
-        .map(|c| {
-            if c == '\n' {
-                ' '
-            } else if c == '"' {
-                '\''
-            } else {
-                c
-            }
-        })
-        .collect::<String>()
-        .trim()
-        .to_owned()
+    let mut out = String::with_capacity(s.len());
+    for c in clean(s).trim().chars() {
+        match c {
+            '\n' => out.push(' '),
+            '"' => out.push('\''),
+            '^' => out.push_str("^^"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A `mailto:` URI, with the characters RFC 6068 reserves percent-encoded.
@@ -103,6 +100,7 @@ mod tests {
         assert_eq!(clean("Eve\r\nATTENDEE:mailto:x@y\rZ\u{0}\u{7}"), "Eve\nATTENDEE:mailto:x@y\nZ");
         assert_eq!(escape("a,b;c\\d\r\ne"), "a\\,b\\;c\\\\d\\ne");
         assert_eq!(param("Eve \"the\"\r\nATTENDEE:x"), "Eve 'the' ATTENDEE:x");
+        assert_eq!(param("Ann^nBob"), "Ann^^nBob", "RFC 6868: a caret is written twice");
         assert_eq!(mailto("o'neil+jp@example.jp"), "mailto:o'neil+jp@example.jp");
         assert_eq!(mailto("a,b;c@x.jp"), "mailto:a%2Cb%3Bc@x.jp");
     }

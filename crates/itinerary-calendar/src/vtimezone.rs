@@ -2,7 +2,7 @@
 //! used to compute every instant, so a client reading our VTIMEZONE gets the instants the Plan says.
 //!
 //! chrono-tz does not expose transitions, so they are found by stepping a day at a time from 1970
-//! and bisecting to the second. Each run of transitions that follows one yearly rule (second
+//! to 2090 and bisecting to the second. Each run of transitions that follows one yearly rule (second
 //! Sunday of March at 02:00) becomes one observance with an RRULE; a one-off change is an
 //! observance of its own. No multi-valued RDATE: ical.js 2.2 and vobject read only its first value.
 
@@ -14,17 +14,31 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, U
 use chrono_tz::{OffsetComponents, Tz};
 use itinerary_core::time::{Zoned, zone_abbreviation};
 
-/// The offset regime in force at an instant: its offset from UTC and whether it is daylight time.
+/// The offset regime in force at an instant: its offset from UTC, and tzdb's split of it into a
+/// standard offset and a daylight-saving amount (negative in Europe/Dublin's winter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Regime {
     offset: i32,
-    dst: bool,
+    base: i64,
+    dst: i64,
 }
 
 fn regime(tz: Tz, t: i64) -> Regime {
     let utc = DateTime::<Utc>::from_timestamp(t, 0).unwrap_or_default().naive_utc();
     let off = tz.offset_from_utc_datetime(&utc);
-    Regime { offset: chrono::Offset::fix(&off).local_minus_utc(), dst: !off.dst_offset().is_zero() }
+    Regime {
+        offset: chrono::Offset::fix(&off).local_minus_utc(),
+        base: off.base_utc_offset().num_seconds(),
+        dst: off.dst_offset().num_seconds(),
+    }
+}
+
+/// Whether clients should see `r` as summer time (DAYLIGHT). tzdb models Irish summer time as
+/// standard and winter as negative saving (Casablanca likewise outside Ramadan); iCalendar
+/// clients expect the usual view, so where a negative-saving regime shares `r`'s base offset,
+/// `r` is the daylight one.
+fn is_daylight(r: Regime, all: &[Transition]) -> bool {
+    r.dst > 0 || (r.dst == 0 && all.iter().any(|t| t.to.base == r.base && t.to.dst < 0))
 }
 
 /// TZNAME at an instant; tzdb's number ("+08") is replaced by the customary name where one exists.
@@ -95,6 +109,8 @@ enum DayRule {
     Nth(u32, Weekday),
     /// The last such weekday of the month.
     Last(Weekday),
+    /// The first such weekday on or after a day of the month (tzdb's `Fri>=23`).
+    OnOrAfter(Weekday, u32),
     /// A fixed day of the month.
     MonthDay(u32),
 }
@@ -104,6 +120,10 @@ impl DayRule {
         match self {
             DayRule::Nth(n, w) => format!("BYDAY={n}{}", weekday_code(w)),
             DayRule::Last(w) => format!("BYDAY=-1{}", weekday_code(w)),
+            DayRule::OnOrAfter(w, n) => {
+                let days: Vec<String> = (n..n + 7).map(|d| d.to_string()).collect();
+                format!("BYDAY={};BYMONTHDAY={}", weekday_code(w), days.join(","))
+            }
             DayRule::MonthDay(d) => format!("BYMONTHDAY={d}"),
         }
     }
@@ -112,6 +132,7 @@ impl DayRule {
         match self {
             DayRule::Nth(n, w) => d.weekday() == w && (d.day() - 1) / 7 + 1 == n,
             DayRule::Last(w) => d.weekday() == w && (d + Duration::days(7)).month() != d.month(),
+            DayRule::OnOrAfter(w, n) => d.weekday() == w && (n..n + 7).contains(&d.day()),
             DayRule::MonthDay(m) => d.day() == m,
         }
     }
@@ -123,6 +144,9 @@ impl DayRule {
             c.push(DayRule::Last(d.weekday()));
         }
         c.push(DayRule::Nth((d.day() - 1) / 7 + 1, d.weekday()));
+        // `w>=n` for every n this date satisfies; RFC 5545 writes it as seven BYMONTHDAYs.
+        let month_days = (d.with_day(1).unwrap_or(d) + chrono::Months::new(1)).pred_opt().map_or(28, |l| l.day());
+        c.extend((d.day().saturating_sub(6).max(1)..=d.day().min(month_days - 6)).map(|n| DayRule::OnOrAfter(d.weekday(), n)));
         c.push(DayRule::MonthDay(d.day()));
         c
     }
@@ -182,9 +206,11 @@ fn ical_local(t: NaiveDateTime) -> String {
 }
 
 /// The VTIMEZONE for `tz`, correct for every instant from the start of `first_year` to the end
-/// of `last_year`, and for every instant since the rules in force then began: a client that
-/// keeps the first VTIMEZONE it sees under a TZID (vobject does, process-wide) and applies it to
-/// another file's events still gets them right. CRLF-terminated lines.
+/// of `last_year`, and from when the rules in force then began; a rule is left open-ended only
+/// when tzdb follows it until 2090, so a client that keeps the first VTIMEZONE it sees under a
+/// TZID (vobject does, process-wide) still gets later years right. Zones whose changes no yearly
+/// rule describes (Casablanca's Ramadan, Cairo's "Friday after the last Thursday") are exact
+/// only for the span asked for. CRLF-terminated lines.
 pub fn vtimezone(tz: Tz, first_year: i32, last_year: i32) -> String {
     let key = (tz, first_year, last_year);
     if let Ok(cache) = CACHE.get_or_init(Default::default).lock()
@@ -205,11 +231,17 @@ static CACHE: OnceLock<Mutex<HashMap<ZoneSpan, String>>> = OnceLock::new();
 /// A zone and the years a VTIMEZONE covers.
 type ZoneSpan = (Tz, i32, i32);
 
+/// Rules are checked against tzdb up to here: a rule is written open-ended only when every year
+/// until then follows it (chrono-tz's tables run to 2099), so a client reading the VTIMEZONE for
+/// later years gets tzdb's answer too. Two years that happen to agree prove nothing: Jerusalem's
+/// `Fri>=23` is the last Friday of March in most years, but not in 2028.
+const HORIZON_YEAR: i32 = 2090;
+
 fn generate(tz: Tz, first_year: i32, last_year: i32) -> String {
     let year_start = |y: i32| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).single().map_or(EPOCH, |t| t.timestamp());
     let (from, to) = (year_start(first_year), year_start(last_year + 1));
-    // One year more than asked: what tzdb does then tells whether a rule is still in force.
-    let (all, after): (Vec<Transition>, Vec<Transition>) = transitions(tz, year_start(last_year + 2)).into_iter().partition(|t| t.at < to);
+    let horizon = HORIZON_YEAR.max(last_year + 2);
+    let all = transitions(tz, year_start(horizon));
 
     let mut out = String::with_capacity(512);
     let _ = write!(out, "BEGIN:VTIMEZONE\r\nTZID:{}\r\n", tz.name());
@@ -219,7 +251,7 @@ fn generate(tz: Tz, first_year: i32, last_year: i32) -> String {
     if opening.is_none() {
         let r = regime(tz, EPOCH);
         let off = offset_text(r.offset);
-        let kind = if r.dst { "DAYLIGHT" } else { "STANDARD" };
+        let kind = if is_daylight(r, &all) { "DAYLIGHT" } else { "STANDARD" };
         let _ = write!(
             out,
             "BEGIN:{kind}\r\nDTSTART:19700101T000000\r\nTZOFFSETFROM:{off}\r\nTZOFFSETTO:{off}\r\nTZNAME:{}\r\nEND:{kind}\r\n",
@@ -238,12 +270,12 @@ fn generate(tz: Tz, first_year: i32, last_year: i32) -> String {
             }
         }
     }
-    // Runs over before the opening change do not matter to any instant asked for.
+    // What matters: runs still going at the opening change, up to the end of the span.
     let opening_at = opening.map_or(i64::MIN, |i| all[i].at);
-    runs.retain(|r| r.items.last().is_some_and(|l| l.at >= opening_at));
+    runs.retain(|r| r.items.last().is_some_and(|l| l.at >= opening_at) && r.items.first().is_some_and(|f| f.at < to));
     for run in &runs {
         let (Some(first), Some(last)) = (run.items.first(), run.items.last()) else { continue };
-        let kind = if first.to.dst { "DAYLIGHT" } else { "STANDARD" };
+        let kind = if is_daylight(first.to, &all) { "DAYLIGHT" } else { "STANDARD" };
         let _ = write!(
             out,
             "BEGIN:{kind}\r\nDTSTART:{}\r\nTZOFFSETFROM:{}\r\nTZOFFSETTO:{}\r\nTZNAME:{}\r\n",
@@ -252,20 +284,14 @@ fn generate(tz: Tz, first_year: i32, last_year: i32) -> String {
             offset_text(first.to.offset),
             first.name
         );
-        // A rule tzdb still applies in the year after the span stays open, as it is in tzdb;
-        // one that stopped inside the span ends at its last change.
-        let next = after.iter().find(|t| run.extends(t));
-        let rules: Vec<DayRule> = match next {
-            Some(t) => run.rules.iter().copied().filter(|r| r.matches(t.local_start().date())).collect(),
-            None => run.rules.clone(),
-        };
-        if let Some(rule) = rules.first().filter(|_| run.items.len() > 1 || next.is_some()) {
-            let _ = write!(out, "RRULE:FREQ=YEARLY;BYMONTH={};{}", first.local_start().month(), rule.rrule_part());
-            if next.is_none() {
+        if let Some(rule) = run.rules.first().filter(|_| run.items.len() > 1) {
+            let mut rrule = format!("RRULE:FREQ=YEARLY;BYMONTH={};{}", first.local_start().month(), rule.rrule_part());
+            // Still following the rule when tzdb's years run out: open-ended, as in tzdb.
+            if last.local_start().year() < horizon - 1 {
                 let until = DateTime::<Utc>::from_timestamp(last.at, 0).unwrap_or_default();
-                let _ = write!(out, ";UNTIL={}", until.format("%Y%m%dT%H%M%SZ"));
+                let _ = write!(rrule, ";UNTIL={}", until.format("%Y%m%dT%H%M%SZ"));
             }
-            out.push_str("\r\n");
+            crate::line::fold_into(&rrule, &mut out);
         }
         let _ = write!(out, "END:{kind}\r\n");
     }
@@ -338,10 +364,27 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_is_claimed_only_when_every_year_of_tzdb_follows_it() {
+        // Israel: the Friday on or after 23 March, which is the last Friday in most years only.
+        let v = vtimezone(Tz::Asia__Jerusalem, 2026, 2026);
+        assert!(v.contains("RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=FR;BYMONTHDAY=23,24,25,26,27,28,29\r\n"), "{v}");
+        assert!(!v.contains("-1FR"), "{v}");
+    }
+
+    #[test]
+    fn irish_summer_time_is_daylight_although_tzdb_calls_winter_negative_saving() {
+        let v = vtimezone(Tz::Europe__Dublin, 2026, 2026);
+        let daylight = &v[v.find("BEGIN:DAYLIGHT").unwrap()..v.find("END:DAYLIGHT").unwrap()];
+        assert!(daylight.contains("TZOFFSETTO:+0100") && daylight.contains("TZNAME:IST"), "{v}");
+        let standard = &v[v.rfind("BEGIN:STANDARD").unwrap()..v.rfind("END:STANDARD").unwrap()];
+        assert!(standard.contains("TZOFFSETTO:+0000") && standard.contains("TZNAME:GMT"), "{v}");
+    }
+
+    #[test]
     fn a_rule_that_stopped_ends_with_until() {
         // Brazil dropped daylight time in 2019: the run that started before ends at its last change.
-        let v = vtimezone(Tz::America__Sao_Paulo, 2018, 2020);
-        assert!(v.contains("UNTIL=2019"), "{v}");
+        let v = vtimezone(Tz::America__Sao_Paulo, 2018, 2020).replace("\r\n ", "");
+        assert!(v.contains("UNTIL=20190217T020000Z"), "{v}");
         assert!(!v.contains("RDATE"), "{v}");
     }
 }

@@ -47,9 +47,9 @@ pub struct CalendarSettings {
     /// The organizer's display name; the clinic's name when unset.
     #[serde(default)]
     pub organizer_name: Option<String>,
-    /// Right-hand side of every UID (`itinerary.event@domain`); the organizer's mail domain when unset.
-    #[serde(default)]
-    pub uid_domain: Option<String>,
+    /// Right-hand side of every UID (`itinerary.event…@domain`). Set once: changing it changes
+    /// every UID, and clients then see new events beside the old ones.
+    pub uid_domain: String,
     /// Where online follow-ups are held (CONFERENCE and URL of their invites).
     #[serde(default)]
     pub follow_up_url: Option<String>,
@@ -63,19 +63,14 @@ fn default_refresh_hours() -> u32 {
 }
 
 impl CalendarSettings {
-    pub fn uid_domain(&self) -> &str {
-        self.uid_domain.as_deref().or_else(|| self.organizer_email.rsplit_once('@').map(|(_, d)| d)).unwrap_or("localhost")
-    }
-
     /// What is wrong with these settings, by field.
     pub fn check(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if let Err(e) = crate::request::check_email(&self.organizer_email) {
             out.push(("organizer_email", format!("`{}` {e}", self.organizer_email)));
         }
-        if let Some(d) = &self.uid_domain
-            && (d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
-        {
+        let d = &self.uid_domain;
+        if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
             out.push(("uid_domain", format!("`{d}` is not a host name")));
         }
         if let Some(u) = &self.follow_up_url
