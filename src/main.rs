@@ -3,6 +3,7 @@
 //! itinerary's calendar and one invite per appointment and attendee (see `calendar_files`).
 
 mod calendar_files;
+mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,24 @@ enum Command {
         #[arg(long, value_name = "ID")]
         itinerary: Option<String>,
     },
+    /// Run the HTTP API (settings: config/default.toml; DATABASE_URL, ITINERARY_LISTEN override).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Create a coordinator and print their bearer token (shown this once; stored hashed).
+    CreateCoordinator {
+        /// Their name, for the audit log.
+        name: String,
+    },
 }
 
 /// Exit codes: 0 planned, 1 infeasible, 2 bad request or configuration.
@@ -58,6 +77,33 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+                .with_writer(std::io::stderr)
+                .init();
+            let setup =
+                itinerary_config::load(&cli.config).with_context(|| format!("loading the configuration from {}", cli.config.display()))?;
+            let settings = service::Settings::load(&cli.config)?;
+            service::runtime()?.block_on(service::serve(settings, setup))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let settings = service::Settings::load(&cli.config)?;
+            service::runtime()?.block_on(settings.store())?;
+            eprintln!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin { command: AdminCommand::CreateCoordinator { name } } => {
+            let settings = service::Settings::load(&cli.config)?;
+            let token = service::runtime()?.block_on(async {
+                let store = settings.store().await?;
+                store.create_coordinator(name.trim()).await.context("creating the coordinator")
+            })?;
+            eprintln!("coordinator {} created (id {}); their token, shown this once:", name.trim(), token.0);
+            println!("{}", token.1);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plan { file, json, now, ics, itinerary } => {
             let setup =
                 itinerary_config::load(&cli.config).with_context(|| format!("loading the configuration from {}", cli.config.display()))?;

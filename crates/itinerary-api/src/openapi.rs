@@ -1,0 +1,71 @@
+//! `/openapi.json`: the routes of `routes.rs`, described by hand (tests/service.rs checks that
+//! every route listed here answers, and that unlisted paths do not).
+
+use serde_json::{Value, json};
+
+/// (method, path, summary, whether it needs a coordinator's token)
+pub const ROUTES: &[(&str, &str, &str, bool)] = &[
+    ("get", "/health", "Liveness and database reachability", false),
+    ("get", "/openapi.json", "This document", false),
+    ("get", "/feed/{token}", "A patient's calendar feed (text/calendar); the token is the credential", false),
+    ("post", "/patients", "Create a patient", true),
+    ("get", "/patients", "List patients", true),
+    ("get", "/patients/{id}", "Read a patient", true),
+    ("put", "/patients/{id}", "Update a patient", true),
+    ("post", "/patients/{id}/feed", "Issue (or rotate) the patient's feed URL; earlier URLs stop working", true),
+    ("delete", "/patients/{id}/feed", "Revoke the patient's feed URL", true),
+    ("get", "/escorts", "List escorts", true),
+    ("get", "/escorts/{id}", "Read an escort", true),
+    ("put", "/escorts/{id}", "Create or replace an escort", true),
+    ("post", "/itineraries", "Plan and book an itinerary (422 with the planner's reasons when no plan fits)", true),
+    ("get", "/itineraries/{id}", "Read an itinerary: plan, versions, scheduled messages", true),
+    ("put", "/itineraries/{id}", "Change an itinerary: a new version, planned again", true),
+    ("post", "/itineraries/{id}/cancel", "Cancel an itinerary", true),
+    ("get", "/itineraries/{id}/calendar.ics", "The itinerary as the patient's calendar (METHOD:PUBLISH)", true),
+    ("get", "/trips", "Itineraries with events between two dates (?from=YYYY-MM-DD&to=YYYY-MM-DD)", true),
+    ("get", "/audit", "The audit log, newest first", true),
+];
+
+pub fn document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, summary, auth) in ROUTES {
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        let mut op = json!({
+            "summary": summary,
+            "responses": {
+                "200": { "description": "OK" },
+                "4XX": { "description": "A JSON error naming the field", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+            }
+        });
+        if *auth {
+            op["security"] = json!([{ "bearer": [] }]);
+            op["responses"]["401"] = json!({ "description": "No valid bearer token" });
+        }
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": if name == "id" { "integer" } else { "string" } } }))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        entry[*method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "itinerary", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": { "error": { "type": "object", "properties": {
+                        "code": { "type": "string" }, "message": { "type": "string" },
+                        "fields": { "type": "array", "items": { "type": "object", "properties": {
+                            "field": { "type": "string" }, "value": { "type": "string" }, "problem": { "type": "string" } } } } } } }
+                }
+            }
+        }
+    })
+}

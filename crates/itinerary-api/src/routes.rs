@@ -1,0 +1,247 @@
+//! The routes. Everything but `/health`, `/openapi.json` and the feed needs a coordinator's
+//! bearer token.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, NaiveDate, Utc};
+use itinerary_store::{EscortInput, NewItinerary, PatientInput};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{ApiError, AppState, BODY_LIMIT, openapi};
+
+/// The coordinator a request was authenticated as.
+#[derive(Clone, Copy, Debug)]
+struct Coordinator(i32);
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(state: AppState) -> Router {
+    let coordinators = Router::new()
+        .route("/patients", post(create_patient).get(list_patients))
+        .route("/patients/{id}", get(get_patient).put(update_patient))
+        .route("/patients/{id}/feed", post(rotate_feed).delete(revoke_feed))
+        .route("/escorts", get(list_escorts))
+        .route("/escorts/{id}", get(get_escort).put(put_escort))
+        .route("/itineraries", post(create_itinerary))
+        .route("/itineraries/{id}", get(get_itinerary).put(change_itinerary))
+        .route("/itineraries/{id}/cancel", post(cancel_itinerary))
+        .route("/itineraries/{id}/calendar.ics", get(itinerary_ics))
+        .route("/trips", get(trips))
+        .route("/audit", get(audit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/health", get(health))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/feed/{token}", get(feed))
+        .merge(coordinators)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route; see /openapi.json") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let token =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let Some(token) = token else { return ApiError::unauthorized().into_response() };
+    match s.store.coordinator_for(token).await {
+        Ok(Some(id)) => {
+            req.extensions_mut().insert(Coordinator(id));
+            next.run(req).await
+        }
+        Ok(None) => ApiError::unauthorized().into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    let db = s.store.ping().await;
+    let status = if db { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "status": if db { "ok" } else { "database unavailable" }, "database": format!("{:?}", s.store.backend()) })))
+        .into_response()
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    b.map(|Json(t)| t).map_err(Into::into)
+}
+
+fn id(p: Result<Path<i32>, PathRejection>) -> ApiResult<i32> {
+    p.map(|Path(i)| i).map_err(Into::into)
+}
+
+async fn create_patient(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    b: Result<Json<PatientInput>, JsonRejection>,
+) -> ApiResult<Response> {
+    let p = s.store.create_patient(c.0, &body(b)?).await?;
+    Ok((StatusCode::CREATED, Json(p)).into_response())
+}
+
+async fn list_patients(State(s): State<AppState>) -> ApiResult<Response> {
+    Ok(Json(json!({ "patients": s.store.patients().await? })).into_response())
+}
+
+async fn get_patient(State(s): State<AppState>, p: Result<Path<i32>, PathRejection>) -> ApiResult<Response> {
+    Ok(Json(s.store.patient(id(p)?).await?).into_response())
+}
+
+async fn update_patient(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+    b: Result<Json<PatientInput>, JsonRejection>,
+) -> ApiResult<Response> {
+    let id = id(p)?;
+    Ok(Json(s.store.update_patient(c.0, id, &body(b)?).await?).into_response())
+}
+
+async fn rotate_feed(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    let secret = s.store.rotate_feed(c.0, id(p)?).await?;
+    let url = format!("{}/feed/{secret}", s.public_url);
+    Ok((StatusCode::CREATED, Json(json!({ "feed_url": url }))).into_response())
+}
+
+async fn revoke_feed(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    s.store.revoke_feed(c.0, id(p)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_escorts(State(s): State<AppState>) -> ApiResult<Response> {
+    Ok(Json(json!({ "escorts": s.store.escorts().await? })).into_response())
+}
+
+async fn get_escort(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(Json(s.store.escort(&id).await?).into_response())
+}
+
+async fn put_escort(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    Path(id): Path<String>,
+    b: Result<Json<EscortInput>, JsonRejection>,
+) -> ApiResult<Response> {
+    let e = body(b)?;
+    if e.id != id {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "id",
+            &e.id,
+            &format!("differs from the id in the path ({id})"),
+        ));
+    }
+    Ok(Json(s.store.put_escort(Some(c.0), &e).await?).into_response())
+}
+
+async fn create_itinerary(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    b: Result<Json<NewItinerary>, JsonRejection>,
+) -> ApiResult<Response> {
+    let req = body(b)?;
+    let it = s.store.create_itinerary(c.0, &s.setup, &req, Utc::now()).await?;
+    Ok((StatusCode::CREATED, Json(it)).into_response())
+}
+
+async fn get_itinerary(State(s): State<AppState>, p: Result<Path<i32>, PathRejection>) -> ApiResult<Response> {
+    Ok(Json(s.store.itinerary(id(p)?).await?).into_response())
+}
+
+async fn change_itinerary(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+    b: Result<Json<NewItinerary>, JsonRejection>,
+) -> ApiResult<Response> {
+    let id = id(p)?;
+    let req = body(b)?;
+    Ok(Json(s.store.change_itinerary(c.0, &s.setup, id, &req, Utc::now()).await?).into_response())
+}
+
+async fn cancel_itinerary(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    Ok(Json(s.store.cancel_itinerary(c.0, id(p)?).await?).into_response())
+}
+
+fn calendar(text: String) -> Response {
+    let mut r = text.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/calendar; charset=utf-8"));
+    r
+}
+
+async fn itinerary_ics(State(s): State<AppState>, p: Result<Path<i32>, PathRejection>) -> ApiResult<Response> {
+    Ok(calendar(s.store.itinerary_ics(&s.setup, id(p)?).await?))
+}
+
+/// The patient's feed: the token is the only credential, and shows only its own patient.
+async fn feed(State(s): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
+    let token = token.strip_suffix(".ics").unwrap_or(&token);
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no_feed", "no such feed (revoked, or never issued)");
+    let patient = s.store.feed_patient(token).await?.ok_or_else(not_found)?;
+    match s.store.patient_feed(&s.setup, patient).await? {
+        Some(ics) => Ok(calendar(ics)),
+        None => Err(not_found()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Range {
+    from: NaiveDate,
+    to: NaiveDate,
+}
+
+/// What each itinerary (and escort) does between two dates (UTC days, `to` exclusive).
+async fn trips(State(s): State<AppState>, q: Result<Query<Range>, QueryRejection>) -> ApiResult<Response> {
+    let Query(r) = q?;
+    if r.to <= r.from || (r.to - r.from).num_days() > 366 {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            "to",
+            &r.to.to_string(),
+            "must be after `from` and at most 366 days later",
+        ));
+    }
+    let day = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_default();
+    let found = s.store.itineraries_between(day(r.from), day(r.to)).await?;
+    let trips: Vec<_> = found
+        .into_iter()
+        .map(|(itinerary, events)| {
+            let events: Vec<_> = events
+                .into_iter()
+                .map(|e| json!({ "key": e.key, "kind": e.kind, "starts_at": e.starts_at.map(|t: DateTime<Utc>| t.to_rfc3339()), "ends_at": e.ends_at.map(|t| t.to_rfc3339()), "zone": e.start_zone, "escort": e.escort_id }))
+                .collect();
+            json!({ "itinerary": itinerary, "events": events })
+        })
+        .collect();
+    Ok(Json(json!({ "from": r.from, "to": r.to, "trips": trips })).into_response())
+}
+
+async fn audit(State(s): State<AppState>) -> ApiResult<Response> {
+    let rows: Vec<_> = s
+        .store
+        .audit_log(500)
+        .await?
+        .into_iter()
+        .map(|a| json!({ "at": a.at, "coordinator": a.coordinator_id, "action": a.action, "entity": a.entity, "id": a.entity_id, "detail": a.detail }))
+        .collect();
+    Ok(Json(json!({ "audit": rows })).into_response())
+}

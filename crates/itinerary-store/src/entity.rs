@@ -1,0 +1,234 @@
+//! One sea-orm entity per table of `migrations/` (instants are `DateTimeUtc`, JSON is `Json`).
+#![allow(missing_docs)]
+
+macro_rules! no_relations {
+    () => {
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    };
+}
+
+pub mod coordinator {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "coordinator")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub name: String,
+        pub created_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod coordinator_token {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "coordinator_token")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub coordinator_id: i32,
+        pub token_hash: String,
+        pub created_at: DateTimeUtc,
+        pub revoked_at: Option<DateTimeUtc>,
+    }
+    no_relations!();
+}
+
+pub mod patient {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "patient")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub name: String,
+        pub email: String,
+        pub birth_date: Date,
+        pub home_zone: String,
+        pub language: String,
+        pub passport_expiry: Date,
+        pub line_user_id: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod escort {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "escort")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub name: String,
+        pub email: String,
+        pub languages: Json,
+        pub works_from: String,
+        pub works_until: String,
+        pub weekly_days_off: Json,
+        pub dates_off: Json,
+        pub active: bool,
+        pub updated_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod resource {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "resource")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub capacity: i32,
+        pub updated_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod itinerary {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "itinerary")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub reference: String,
+        pub patient_id: i32,
+        pub status: String,
+        pub current_version: i32,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod itinerary_version {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "itinerary_version")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub itinerary_id: i32,
+        pub version: i32,
+        pub request: Json,
+        pub plan: Json,
+        pub planned_at: DateTimeUtc,
+        pub coordinator_id: Option<i32>,
+        pub calendar_changes: Json,
+    }
+    no_relations!();
+}
+
+pub mod event {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "event")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub itinerary_id: i32,
+        pub key: String,
+        pub kind: String,
+        pub starts_at: Option<DateTimeUtc>,
+        pub ends_at: Option<DateTimeUtc>,
+        pub start_zone: Option<String>,
+        pub end_zone: Option<String>,
+        pub start_date: Option<Date>,
+        pub end_date: Option<Date>,
+        pub escort_id: Option<String>,
+    }
+    no_relations!();
+}
+
+pub mod booking {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "booking")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub itinerary_id: i32,
+        pub kind: String,
+        pub resource: String,
+        pub starts_at: DateTimeUtc,
+        pub ends_at: DateTimeUtc,
+        pub shared: Option<String>,
+    }
+    no_relations!();
+}
+
+pub mod scheduled_message {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "scheduled_message")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub itinerary_id: i32,
+        pub version: i32,
+        pub key: String,
+        pub kind: String,
+        pub recipient: Json,
+        pub language: String,
+        pub due_at: DateTimeUtc,
+        pub due_zone: String,
+        pub about: Option<String>,
+        pub if_late: String,
+        pub status: String,
+    }
+    no_relations!();
+}
+
+pub mod calendar_uid {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "calendar_uid")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub itinerary_id: i32,
+        pub uid: String,
+        pub sequence: i32,
+        pub cancelled: bool,
+        pub appointment: Json,
+    }
+    no_relations!();
+}
+
+pub mod feed_token {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "feed_token")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub patient_id: i32,
+        pub token_hash: String,
+        pub created_at: DateTimeUtc,
+        pub revoked_at: Option<DateTimeUtc>,
+    }
+    no_relations!();
+}
+
+pub mod audit_log {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_log")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub coordinator_id: Option<i32>,
+        pub action: String,
+        pub entity: String,
+        pub entity_id: String,
+        pub detail: Json,
+        pub at: DateTimeUtc,
+    }
+    no_relations!();
+}

@@ -1,0 +1,525 @@
+//! Itineraries: planned and stored in one transaction, read back with their versions, messages
+//! and calendar.
+
+use chrono::{DateTime, Duration, Utc};
+use itinerary_calendar::{Appointment, CalendarState, Issued, Itinerary, Person};
+use itinerary_core::plan::When;
+use itinerary_core::request::{RawPlanRequest, RawTrip};
+use itinerary_core::{Booking, ClinicSetup, Infeasible, InvalidRequest, Ledger, Plan, PlanRequest};
+use rand::RngCore;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::entity::{booking, calendar_uid, escort, event, itinerary, itinerary_version, scheduled_message};
+use crate::people::{audit, escort_from_model};
+use crate::{PatientView, Store, StoreError};
+
+/// What a coordinator sends to create or change an itinerary: the plan request, for a stored
+/// patient.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewItinerary {
+    pub patient_id: i32,
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_days: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trip_mode: Option<String>,
+    pub trips: Vec<RawTrip>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred_dates: Vec<String>,
+}
+
+/// Why an itinerary could not be booked.
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+    #[error(transparent)]
+    Infeasible(#[from] Infeasible),
+    #[error("itinerary {0} is cancelled")]
+    Cancelled(i32),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sea_orm::DbErr> for BookError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        BookError::Store(StoreError::Db(e))
+    }
+}
+
+/// One version of an itinerary, as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VersionView {
+    pub version: i32,
+    pub planned_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordinator_id: Option<i32>,
+    /// What this version meant for each calendar UID: invite, update, cancel, unchanged.
+    pub calendar_changes: serde_json::Value,
+}
+
+/// An itinerary with its current plan, its versions and its messages.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ItineraryView {
+    pub id: i32,
+    pub reference: String,
+    pub patient_id: i32,
+    pub status: String,
+    pub version: i32,
+    pub plan: Plan,
+    pub versions: Vec<VersionView>,
+    pub messages: Vec<MessageView>,
+}
+
+/// A scheduled message and what became of it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MessageView {
+    pub key: String,
+    pub kind: String,
+    pub version: i32,
+    pub recipient: serde_json::Value,
+    pub due_at: DateTime<Utc>,
+    pub due_zone: String,
+    pub status: String,
+}
+
+fn reference() -> String {
+    let mut b = [0u8; 6];
+    rand::rng().fill_bytes(&mut b);
+    format!("it-{}", hex::encode(b))
+}
+
+fn booking_row(itinerary_id: i32, b: &Booking) -> booking::ActiveModel {
+    let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default();
+    let (kind, resource, start, end, shared) = match b {
+        Booking::Escort { escort, start, end, shared } => ("escort", escort.clone(), *start, *end, shared.clone()),
+        Booking::Chair { start, end } => ("chair", "chairs".to_owned(), *start, *end, None),
+        Booking::Lab { start, end } => ("lab", "lab".to_owned(), *start, *end, None),
+    };
+    booking::ActiveModel {
+        itinerary_id: Set(itinerary_id),
+        kind: Set(kind.to_owned()),
+        resource: Set(resource),
+        starts_at: Set(t(start)),
+        ends_at: Set(t(end)),
+        shared: Set(shared),
+        ..Default::default()
+    }
+}
+
+fn as_booking(m: &booking::Model) -> Booking {
+    match m.kind.as_str() {
+        "escort" => Booking::shared_escort(&m.resource, m.starts_at, m.ends_at, m.shared.as_deref()),
+        "chair" => Booking::chair(m.starts_at, m.ends_at),
+        _ => Booking::lab(m.starts_at, m.ends_at),
+    }
+}
+
+impl Store {
+    /// The clinic as the planner sees it now: the configuration with the stored escorts.
+    async fn setup_now(&self, db: &impl ConnectionTrait, base: &ClinicSetup) -> Result<ClinicSetup, StoreError> {
+        let mut setup = base.clone();
+        let escorts = escort::Entity::find().filter(escort::Column::Active.eq(true)).order_by_asc(escort::Column::Id).all(db).await?;
+        setup.resources.escorts = escorts.iter().map(escort_from_model).collect::<Result<_, _>>()?;
+        Ok(setup)
+    }
+
+    /// Plans `req` and stores it as a new itinerary, in one transaction that holds the booking
+    /// lock: what other itineraries hold is read, and this one's bookings written, with no
+    /// other booking in between, from this process or any other.
+    pub async fn create_itinerary(
+        &self,
+        by: i32,
+        base: &ClinicSetup,
+        req: &NewItinerary,
+        now: DateTime<Utc>,
+    ) -> Result<ItineraryView, BookError> {
+        let patient = self.patient(req.patient_id).await?;
+        let txn = self.db.begin().await?;
+        lock(&txn).await?;
+        let setup = self.setup_now(&txn, base).await?;
+        let (plan, raw) = plan_locked(&txn, &setup, &patient, req, now, None).await?;
+        let it = itinerary::ActiveModel {
+            reference: Set(reference()),
+            patient_id: Set(patient.id),
+            status: Set("active".to_owned()),
+            current_version: Set(1),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        store_version(&txn, &setup, &it, &patient, &raw, &plan, 1, by).await?;
+        audit(&txn, Some(by), "create", "itinerary", &it.id.to_string(), json!({ "version": 1, "protocol": plan.protocol })).await?;
+        txn.commit().await?;
+        self.itinerary(it.id).await.map_err(Into::into)
+    }
+
+    /// Plans the itinerary again from a changed request, as a new version: its own bookings are
+    /// released first, so the new plan may keep them.
+    pub async fn change_itinerary(
+        &self,
+        by: i32,
+        base: &ClinicSetup,
+        id: i32,
+        req: &NewItinerary,
+        now: DateTime<Utc>,
+    ) -> Result<ItineraryView, BookError> {
+        let txn = self.db.begin().await?;
+        lock(&txn).await?;
+        let it =
+            itinerary::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
+        if it.status != "active" {
+            return Err(BookError::Cancelled(id));
+        }
+        if req.patient_id != it.patient_id {
+            return Err(InvalidRequest {
+                errors: vec![itinerary_core::FieldError {
+                    field: "patient_id".into(),
+                    value: req.patient_id.to_string(),
+                    problem: format!("itinerary {id} belongs to patient {}", it.patient_id),
+                }],
+            }
+            .into());
+        }
+        let patient = self.patient(it.patient_id).await?;
+        let setup = self.setup_now(&txn, base).await?;
+        let (plan, raw) = plan_locked(&txn, &setup, &patient, req, now, Some(id)).await?;
+        let version = it.current_version + 1;
+        let mut m: itinerary::ActiveModel = it.clone().into();
+        m.current_version = Set(version);
+        m.updated_at = Set(now);
+        let it = m.update(&txn).await?;
+        store_version(&txn, &setup, &it, &patient, &raw, &plan, version, by).await?;
+        audit(&txn, Some(by), "change", "itinerary", &id.to_string(), json!({ "version": version })).await?;
+        txn.commit().await?;
+        self.itinerary(id).await.map_err(Into::into)
+    }
+
+    /// Cancels the itinerary: its bookings are released, its pending messages cancelled, and
+    /// every calendar UID it issued goes out as a cancellation.
+    pub async fn cancel_itinerary(&self, by: i32, id: i32) -> Result<ItineraryView, BookError> {
+        let txn = self.db.begin().await?;
+        lock(&txn).await?;
+        let it =
+            itinerary::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
+        if it.status != "active" {
+            return Err(BookError::Cancelled(id));
+        }
+        booking::Entity::delete_many().filter(booking::Column::ItineraryId.eq(id)).exec(&txn).await?;
+        mark_messages(&txn, id, "cancelled").await?;
+        let state = calendar_state(&txn, id).await?;
+        let (changes, next) = state.changes(&[]);
+        save_calendar_state(&txn, id, &next).await?;
+        let version = it.current_version + 1;
+        let plan_json = itinerary_version::Entity::find()
+            .filter(itinerary_version::Column::ItineraryId.eq(id))
+            .filter(itinerary_version::Column::Version.eq(it.current_version))
+            .one(&txn)
+            .await?
+            .map(|v| (v.request, v.plan));
+        let (request, plan) = plan_json.ok_or(StoreError::corrupt("itinerary version", "missing"))?;
+        itinerary_version::ActiveModel {
+            itinerary_id: Set(id),
+            version: Set(version),
+            request: Set(request),
+            plan: Set(plan),
+            planned_at: Set(Utc::now()),
+            coordinator_id: Set(Some(by)),
+            calendar_changes: Set(serde_json::to_value(&changes).map_err(|e| StoreError::corrupt("calendar changes", e))?),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        let mut m: itinerary::ActiveModel = it.into();
+        m.status = Set("cancelled".to_owned());
+        m.current_version = Set(version);
+        m.updated_at = Set(Utc::now());
+        m.update(&txn).await?;
+        audit(&txn, Some(by), "cancel", "itinerary", &id.to_string(), json!({ "version": version })).await?;
+        txn.commit().await?;
+        self.itinerary(id).await.map_err(Into::into)
+    }
+
+    pub async fn itinerary(&self, id: i32) -> Result<ItineraryView, StoreError> {
+        let it = itinerary::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
+        let versions = itinerary_version::Entity::find()
+            .filter(itinerary_version::Column::ItineraryId.eq(id))
+            .order_by_asc(itinerary_version::Column::Version)
+            .all(&self.db)
+            .await?;
+        let current = versions
+            .iter()
+            .rev()
+            .find(|v| v.version <= it.current_version)
+            .ok_or(StoreError::corrupt("itinerary version", "none stored"))?;
+        let plan: Plan = serde_json::from_value(current.plan.clone()).map_err(|e| StoreError::corrupt("plan", e))?;
+        let messages = scheduled_message::Entity::find()
+            .filter(scheduled_message::Column::ItineraryId.eq(id))
+            .order_by_asc(scheduled_message::Column::DueAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| MessageView {
+                key: m.key,
+                kind: m.kind,
+                version: m.version,
+                recipient: m.recipient,
+                due_at: m.due_at,
+                due_zone: m.due_zone,
+                status: m.status,
+            })
+            .collect();
+        Ok(ItineraryView {
+            id: it.id,
+            reference: it.reference,
+            patient_id: it.patient_id,
+            status: it.status,
+            version: it.current_version,
+            plan,
+            versions: versions
+                .into_iter()
+                .map(|v| VersionView {
+                    version: v.version,
+                    planned_at: v.planned_at,
+                    coordinator_id: v.coordinator_id,
+                    calendar_changes: v.calendar_changes,
+                })
+                .collect(),
+            messages,
+        })
+    }
+
+    /// Itineraries with an event between `from` and `to`, newest first.
+    pub async fn itineraries_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<(i32, Vec<event::Model>)>, StoreError> {
+        let events = event::Entity::find()
+            .filter(event::Column::StartsAt.lt(to))
+            .filter(event::Column::EndsAt.gt(from))
+            .order_by_asc(event::Column::StartsAt)
+            .all(&self.db)
+            .await?;
+        let mut out: Vec<(i32, Vec<event::Model>)> = Vec::new();
+        for e in events {
+            match out.iter_mut().find(|(id, _)| *id == e.itinerary_id) {
+                Some((_, v)) => v.push(e),
+                None => out.push((e.itinerary_id, vec![e])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The itinerary as the patient's calendar (METHOD:PUBLISH), at each UID's current SEQUENCE.
+    pub async fn itinerary_ics(&self, base: &ClinicSetup, id: i32) -> Result<String, StoreError> {
+        let view = self.itinerary(id).await?;
+        let patient = self.patient(view.patient_id).await?;
+        let state = calendar_state(&self.db, id).await?;
+        let live: Vec<Appointment> = state.issued.values().filter(|i| !i.cancelled).map(|i| i.appointment.clone()).collect();
+        let escorts = self.escorts().await?;
+        let it = Itinerary {
+            id: &view.reference,
+            plan: &view.plan,
+            patient: Person { name: &patient.name, email: &patient.email },
+            escorts: &escorts,
+            clinic_name: &base.clinic.name,
+            settings: &base.calendar,
+        };
+        let mut ordered = live;
+        ordered.sort_by_key(|a| view.plan.events.iter().position(|e| e.key == a.event).unwrap_or(usize::MAX));
+        Ok(itinerary_calendar::publish(&it, &ordered, |uid| state.sequence(uid)))
+    }
+
+    /// The patient's subscription feed: their latest itinerary that is not cancelled, or an
+    /// empty calendar.
+    pub async fn patient_feed(&self, base: &ClinicSetup, patient_id: i32) -> Result<Option<String>, StoreError> {
+        let latest = itinerary::Entity::find()
+            .filter(itinerary::Column::PatientId.eq(patient_id))
+            .filter(itinerary::Column::Status.eq("active"))
+            .order_by_desc(itinerary::Column::Id)
+            .one(&self.db)
+            .await?;
+        match latest {
+            Some(it) => Ok(Some(self.itinerary_ics(base, it.id).await?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Takes the booking lock: every booking transaction updates this one row first.
+async fn lock(txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
+    txn.execute_unprepared("UPDATE booking_lock SET bookings = bookings + 1 WHERE id = 1").await?;
+    Ok(())
+}
+
+/// Under the booking lock (taken first thing in the transaction: on SQLite, a transaction that
+/// reads before it writes cannot take the write lock once another writer has committed): the Ledger of what other itineraries hold around these trips, and
+/// the plan made against it. `own` is released first (a change may keep its own bookings).
+async fn plan_locked(
+    txn: &DatabaseTransaction,
+    setup: &ClinicSetup,
+    patient: &PatientView,
+    req: &NewItinerary,
+    now: DateTime<Utc>,
+    own: Option<i32>,
+) -> Result<(Plan, RawPlanRequest), BookError> {
+    let raw = RawPlanRequest {
+        patient: patient.raw(),
+        protocol: req.protocol.clone(),
+        interval_days: req.interval_days,
+        trip_mode: req.trip_mode.clone(),
+        trips: req.trips.clone(),
+        preferred_dates: req.preferred_dates.clone(),
+    };
+    let parsed = PlanRequest::parse(&raw, setup)?;
+    if let Some(id) = own {
+        booking::Entity::delete_many().filter(booking::Column::ItineraryId.eq(id)).exec(txn).await?;
+    }
+    // Bookings only happen during a stay: what overlaps the trips (a day either side) is all
+    // the planner can meet.
+    let from = parsed.trips.iter().map(|t| t.outbound.departs.utc()).min().unwrap_or(now) - Duration::days(1);
+    let to = parsed.trips.iter().map(|t| t.return_flight.arrives.utc()).max().unwrap_or(now) + Duration::days(1);
+    let held = booking::Entity::find().filter(booking::Column::StartsAt.lt(to)).filter(booking::Column::EndsAt.gt(from)).all(txn).await?;
+    let mut ledger = Ledger::new(setup.rules.slot_minutes);
+    for b in &held {
+        ledger.book(&as_booking(b));
+    }
+    let plan = itinerary_core::plan(setup, &parsed, now, &ledger)?;
+    Ok((plan, raw))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn store_version(
+    txn: &DatabaseTransaction,
+    setup: &ClinicSetup,
+    it: &itinerary::Model,
+    patient: &PatientView,
+    raw: &RawPlanRequest,
+    plan: &Plan,
+    version: i32,
+    by: i32,
+) -> Result<(), BookError> {
+    let corrupt = |what| move |e: serde_json::Error| StoreError::corrupt(what, e);
+    for b in plan.bookings() {
+        booking_row(it.id, &b).insert(txn).await?;
+    }
+    event::Entity::delete_many().filter(event::Column::ItineraryId.eq(it.id)).exec(txn).await?;
+    for e in &plan.events {
+        let (starts_at, ends_at, start_zone, end_zone, start_date, end_date) = match &e.when {
+            When::Timed { start, end } => {
+                (Some(start.utc()), Some(end.utc()), Some(start.zone().name().to_owned()), Some(end.zone().name().to_owned()), None, None)
+            }
+            When::Dates { start, end } => {
+                let day = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+                (day(*start), day(*end), None, None, Some(*start), Some(*end))
+            }
+        };
+        event::ActiveModel {
+            itinerary_id: Set(it.id),
+            key: Set(e.key.clone()),
+            kind: Set(serde_json::to_value(e.kind).map_err(corrupt("event kind"))?.as_str().unwrap_or_default().to_owned()),
+            starts_at: Set(starts_at),
+            ends_at: Set(ends_at),
+            start_zone: Set(start_zone),
+            end_zone: Set(end_zone),
+            start_date: Set(start_date),
+            end_date: Set(end_date),
+            escort_id: Set(e.escort.clone()),
+            ..Default::default()
+        }
+        .insert(txn)
+        .await?;
+    }
+    // Messages of earlier versions are superseded; the worker sends only pending ones.
+    mark_messages(txn, it.id, "superseded").await?;
+    for m in &plan.messages {
+        scheduled_message::ActiveModel {
+            itinerary_id: Set(it.id),
+            version: Set(version),
+            key: Set(m.key.clone()),
+            kind: Set(serde_json::to_value(m.kind).map_err(corrupt("message kind"))?.as_str().unwrap_or_default().to_owned()),
+            recipient: Set(serde_json::to_value(&m.recipient).map_err(corrupt("recipient"))?),
+            language: Set(m.language.code().to_owned()),
+            due_at: Set(m.at.utc()),
+            due_zone: Set(m.at.zone().name().to_owned()),
+            about: Set(m.about.clone()),
+            if_late: Set(serde_json::to_value(m.if_late).map_err(corrupt("if_late"))?.as_str().unwrap_or_default().to_owned()),
+            status: Set("pending".to_owned()),
+            ..Default::default()
+        }
+        .insert(txn)
+        .await?;
+    }
+    // Calendar: what this version sends under each UID.
+    let calendar = Itinerary {
+        id: &it.reference,
+        plan,
+        patient: Person { name: &patient.name, email: &patient.email },
+        escorts: &setup.resources.escorts,
+        clinic_name: &setup.clinic.name,
+        settings: &setup.calendar,
+    };
+    let appointments = calendar.appointments().map_err(|e| StoreError::corrupt("calendar", e))?;
+    let state = calendar_state(txn, it.id).await?;
+    let (changes, next) = state.changes(&appointments);
+    save_calendar_state(txn, it.id, &next).await?;
+    itinerary_version::ActiveModel {
+        itinerary_id: Set(it.id),
+        version: Set(version),
+        request: Set(serde_json::to_value(raw).map_err(corrupt("request"))?),
+        plan: Set(serde_json::to_value(plan).map_err(corrupt("plan"))?),
+        planned_at: Set(plan.planned_at.utc()),
+        coordinator_id: Set(Some(by)),
+        calendar_changes: Set(serde_json::to_value(&changes).map_err(corrupt("calendar changes"))?),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
+    Ok(())
+}
+
+async fn mark_messages(txn: &DatabaseTransaction, itinerary_id: i32, status: &str) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::sea_query::Expr;
+    scheduled_message::Entity::update_many()
+        .col_expr(scheduled_message::Column::Status, Expr::value(status))
+        .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
+        .filter(scheduled_message::Column::Status.eq("pending"))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+async fn calendar_state(db: &impl ConnectionTrait, itinerary_id: i32) -> Result<CalendarState, StoreError> {
+    let rows = calendar_uid::Entity::find().filter(calendar_uid::Column::ItineraryId.eq(itinerary_id)).all(db).await?;
+    let mut state = CalendarState::default();
+    for r in rows {
+        let appointment: Appointment = serde_json::from_value(r.appointment).map_err(|e| StoreError::corrupt("calendar appointment", e))?;
+        state.issued.insert(r.uid, Issued { sequence: u32::try_from(r.sequence).unwrap_or(0), cancelled: r.cancelled, appointment });
+    }
+    Ok(state)
+}
+
+async fn save_calendar_state(txn: &DatabaseTransaction, itinerary_id: i32, state: &CalendarState) -> Result<(), StoreError> {
+    calendar_uid::Entity::delete_many().filter(calendar_uid::Column::ItineraryId.eq(itinerary_id)).exec(txn).await?;
+    for (uid, i) in &state.issued {
+        calendar_uid::ActiveModel {
+            itinerary_id: Set(itinerary_id),
+            uid: Set(uid.clone()),
+            sequence: Set(i32::try_from(i.sequence).unwrap_or(i32::MAX)),
+            cancelled: Set(i.cancelled),
+            appointment: Set(serde_json::to_value(&i.appointment).map_err(|e| StoreError::corrupt("calendar appointment", e))?),
+            ..Default::default()
+        }
+        .insert(txn)
+        .await?;
+    }
+    Ok(())
+}

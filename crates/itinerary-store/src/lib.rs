@@ -1,0 +1,81 @@
+//! Storage of the service: patients, escorts and resources, itineraries with numbered versions
+//! (their events, bookings, scheduled messages and calendar UIDs), coordinators and their tokens,
+//! patients' feed tokens and the audit log, in SQLite (the embedded default) or PostgreSQL.
+//!
+//! Booking is one transaction: it takes the booking lock (a row every booking updates first, so
+//! bookings from any number of processes queue there), rebuilds the planner's `Ledger` from
+//! what active itineraries hold around the new trip, plans, and stores the plan with its
+//! bookings. Nothing is half-stored: any failure rolls the whole transaction back.
+
+pub mod entity;
+mod itineraries;
+mod people;
+mod token;
+
+pub use itineraries::{BookError, ItineraryView, MessageView, NewItinerary, VersionView};
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+
+pub use people::{EscortInput, InputError, PatientInput, PatientView};
+pub use token::{Token, hash_token};
+
+/// Why the store could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    #[error("{entity} {id} does not exist")]
+    NotFound { entity: &'static str, id: String },
+    #[error("stored {what} cannot be read: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(what: &'static str, e: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt { what, detail: e.to_string() }
+    }
+}
+
+/// A connection pool to the service's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://data/itinerary.db?mode=rwc`, `postgres://…`). On SQLite the
+    /// pool holds one connection per worker thread and waits for the write lock instead of
+    /// failing with SQLITE_BUSY.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false);
+        if url.starts_with("sqlite:") {
+            opts.max_connections(4).min_connections(1);
+        } else {
+            opts.max_connections(16);
+        }
+        let db = Database::connect(opts).await?;
+        if db.get_database_backend() == DbBackend::Sqlite {
+            // Readers do not wait for the writer. (WAL is a property of the file; sqlx already
+            // turns foreign keys on and waits 5 s for a lock on every connection.)
+            db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+        }
+        Ok(Store { db })
+    }
+
+    /// Applies every migration not yet applied.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        use itinerary_migration::MigratorTrait;
+        itinerary_migration::Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+}

@@ -1,0 +1,411 @@
+//! Patients, escorts, coordinators and their tokens, feed tokens, and the audit log.
+
+use chrono::{NaiveDate, Utc};
+use chrono_tz::Tz;
+use itinerary_core::request::{FieldError, RawPatient, check_email};
+use itinerary_core::{Escort, InvalidRequest};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::entity::{audit_log, coordinator, coordinator_token, escort, feed_token, patient};
+use crate::{Store, StoreError, Token, hash_token};
+
+/// A patient as a coordinator sends it (create and update).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientInput {
+    pub name: String,
+    pub email: String,
+    /// YYYY-MM-DD.
+    pub birth_date: String,
+    /// IANA zone where the patient lives (Asia/Tokyo when absent).
+    #[serde(default)]
+    pub home_zone: Option<String>,
+    /// `ja` (default) or `en`.
+    #[serde(default)]
+    pub language: Option<String>,
+    pub passport_expiry: String,
+    /// Set when the patient linked LINE.
+    #[serde(default)]
+    pub line_user_id: Option<String>,
+}
+
+/// A stored patient.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PatientView {
+    pub id: i32,
+    pub name: String,
+    pub email: String,
+    pub birth_date: NaiveDate,
+    pub home_zone: String,
+    pub language: String,
+    pub passport_expiry: NaiveDate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line_user_id: Option<String>,
+}
+
+impl From<patient::Model> for PatientView {
+    fn from(m: patient::Model) -> Self {
+        PatientView {
+            id: m.id,
+            name: m.name,
+            email: m.email,
+            birth_date: m.birth_date,
+            home_zone: m.home_zone,
+            language: m.language,
+            passport_expiry: m.passport_expiry,
+            line_user_id: m.line_user_id,
+        }
+    }
+}
+
+impl PatientView {
+    /// The patient as the planner's request wants it.
+    pub fn raw(&self) -> RawPatient {
+        RawPatient {
+            name: self.name.clone(),
+            email: self.email.clone(),
+            birth_date: self.birth_date.to_string(),
+            home_zone: Some(self.home_zone.clone()),
+            language: Some(self.language.clone()),
+            passport_expiry: self.passport_expiry.to_string(),
+        }
+    }
+}
+
+struct CheckedPatient {
+    name: String,
+    email: String,
+    birth_date: NaiveDate,
+    home_zone: Tz,
+    language: String,
+    passport_expiry: NaiveDate,
+    line_user_id: Option<String>,
+}
+
+fn check_patient(p: &PatientInput) -> Result<CheckedPatient, InvalidRequest> {
+    let mut errors = Vec::new();
+    let mut bad = |field: &str, value: &str, problem: &str| {
+        errors.push(FieldError { field: field.to_owned(), value: value.to_owned(), problem: problem.to_owned() })
+    };
+    let name = p.name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        bad("name", &p.name.escape_default().to_string(), "must be 1–200 characters without line breaks");
+    }
+    if let Err(problem) = check_email(p.email.trim()) {
+        bad("email", &p.email, problem);
+    }
+    let date = |v: &str| NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d").ok();
+    let birth_date = date(&p.birth_date);
+    if birth_date.is_none() {
+        bad("birth_date", &p.birth_date, "not a date as YYYY-MM-DD");
+    }
+    let passport_expiry = date(&p.passport_expiry);
+    if passport_expiry.is_none() {
+        bad("passport_expiry", &p.passport_expiry, "not a date as YYYY-MM-DD");
+    }
+    let zone_text = p.home_zone.as_deref().unwrap_or("Asia/Tokyo").trim();
+    let home_zone = zone_text.parse::<Tz>().ok();
+    if home_zone.is_none() {
+        bad("home_zone", zone_text, "not an IANA time zone such as Asia/Tokyo or America/Los_Angeles");
+    }
+    let language = p.language.as_deref().unwrap_or("ja").trim().to_owned();
+    if language != "ja" && language != "en" {
+        bad("language", &language, "must be `ja` or `en`");
+    }
+    if let Some(l) = &p.line_user_id
+        && (l.is_empty() || l.len() > 64 || !l.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        bad("line_user_id", l, "not a LINE user id (letters and digits)");
+    }
+    match (birth_date, passport_expiry, home_zone) {
+        (Some(birth_date), Some(passport_expiry), Some(home_zone)) if errors.is_empty() => Ok(CheckedPatient {
+            name: name.to_owned(),
+            email: p.email.trim().to_owned(),
+            birth_date,
+            home_zone,
+            language,
+            passport_expiry,
+            line_user_id: p.line_user_id.clone(),
+        }),
+        _ => Err(InvalidRequest { errors }),
+    }
+}
+
+/// An escort as a coordinator sends it and the planner reads it.
+pub type EscortInput = Escort;
+
+fn escort_model(x: &Escort) -> Result<escort::ActiveModel, InvalidRequest> {
+    let mut errors = Vec::new();
+    if x.id.is_empty() || x.id.len() > 16 || !x.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        errors.push(FieldError { field: "id".into(), value: x.id.clone(), problem: "1–16 letters, digits, `-` or `_`".into() });
+    }
+    if x.name.trim().is_empty() || x.name.chars().any(char::is_control) {
+        errors.push(FieldError {
+            field: "name".into(),
+            value: x.name.escape_default().to_string(),
+            problem: "must be a name on one line".into(),
+        });
+    }
+    if let Err(p) = check_email(&x.email) {
+        errors.push(FieldError { field: "email".into(), value: x.email.clone(), problem: p.into() });
+    }
+    if x.works_from >= x.works_until {
+        errors.push(FieldError {
+            field: "works_until".into(),
+            value: x.works_until.format("%H:%M").to_string(),
+            problem: "must be after works_from".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(InvalidRequest { errors });
+    }
+    Ok(escort::ActiveModel {
+        id: Set(x.id.clone()),
+        name: Set(x.name.trim().to_owned()),
+        email: Set(x.email.clone()),
+        languages: Set(json!(x.languages)),
+        works_from: Set(x.works_from.format("%H:%M").to_string()),
+        works_until: Set(x.works_until.format("%H:%M").to_string()),
+        weekly_days_off: Set(json!(x.weekly_days_off)),
+        dates_off: Set(json!(x.dates_off)),
+        active: Set(true),
+        updated_at: Set(Utc::now()),
+    })
+}
+
+pub(crate) fn escort_from_model(m: &escort::Model) -> Result<EscortInput, StoreError> {
+    let v = json!({
+        "id": m.id, "name": m.name, "email": m.email, "languages": m.languages, "works_from": m.works_from,
+        "works_until": m.works_until, "weekly_days_off": m.weekly_days_off, "dates_off": m.dates_off,
+    });
+    serde_json::from_value(v).map_err(|e| StoreError::corrupt("escort", e))
+}
+
+/// What a store call that takes input can end in.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sea_orm::DbErr> for InputError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        InputError::Store(StoreError::Db(e))
+    }
+}
+
+impl Store {
+    pub async fn create_patient(&self, by: i32, p: &PatientInput) -> Result<PatientView, InputError> {
+        let c = check_patient(p)?;
+        let now = Utc::now();
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let m = patient::ActiveModel {
+            name: Set(c.name),
+            email: Set(c.email),
+            birth_date: Set(c.birth_date),
+            home_zone: Set(c.home_zone.name().to_owned()),
+            language: Set(c.language),
+            passport_expiry: Set(c.passport_expiry),
+            line_user_id: Set(c.line_user_id),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        audit(&txn, Some(by), "create", "patient", &m.id.to_string(), json!({})).await?;
+        txn.commit().await?;
+        Ok(m.into())
+    }
+
+    pub async fn update_patient(&self, by: i32, id: i32, p: &PatientInput) -> Result<PatientView, InputError> {
+        let c = check_patient(p)?;
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let old = patient::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound { entity: "patient", id: id.to_string() })?;
+        let changed: Vec<&str> = [
+            ("name", old.name != c.name),
+            ("email", old.email != c.email),
+            ("birth_date", old.birth_date != c.birth_date),
+            ("home_zone", old.home_zone != c.home_zone.name()),
+            ("language", old.language != c.language),
+            ("passport_expiry", old.passport_expiry != c.passport_expiry),
+            ("line_user_id", old.line_user_id != c.line_user_id),
+        ]
+        .into_iter()
+        .filter_map(|(f, d)| d.then_some(f))
+        .collect();
+        let mut m: patient::ActiveModel = old.into();
+        m.name = Set(c.name);
+        m.email = Set(c.email);
+        m.birth_date = Set(c.birth_date);
+        m.home_zone = Set(c.home_zone.name().to_owned());
+        m.language = Set(c.language);
+        m.passport_expiry = Set(c.passport_expiry);
+        m.line_user_id = Set(c.line_user_id);
+        m.updated_at = Set(Utc::now());
+        let m = m.update(&txn).await?;
+        // Field names only: the values are personal data.
+        audit(&txn, Some(by), "update", "patient", &id.to_string(), json!({ "fields": changed })).await?;
+        txn.commit().await?;
+        Ok(m.into())
+    }
+
+    pub async fn patient(&self, id: i32) -> Result<PatientView, StoreError> {
+        patient::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(Into::into)
+            .ok_or(StoreError::NotFound { entity: "patient", id: id.to_string() })
+    }
+
+    pub async fn patients(&self) -> Result<Vec<PatientView>, StoreError> {
+        Ok(patient::Entity::find().order_by_asc(patient::Column::Id).all(&self.db).await?.into_iter().map(Into::into).collect())
+    }
+
+    /// Creates the escort, or replaces the one with the same id.
+    pub async fn put_escort(&self, by: Option<i32>, e: &EscortInput) -> Result<EscortInput, InputError> {
+        let m = escort_model(e)?;
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let exists = escort::Entity::find_by_id(e.id.clone()).one(&txn).await?.is_some();
+        let saved = if exists { m.update(&txn).await? } else { m.insert(&txn).await? };
+        audit(&txn, by, if exists { "update" } else { "create" }, "escort", &saved.id, json!({})).await?;
+        txn.commit().await?;
+        escort_from_model(&saved).map_err(Into::into)
+    }
+
+    pub async fn escort(&self, id: &str) -> Result<EscortInput, StoreError> {
+        let m = escort::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "escort", id: id.to_owned() })?;
+        escort_from_model(&m)
+    }
+
+    pub async fn escorts(&self) -> Result<Vec<EscortInput>, StoreError> {
+        escort::Entity::find().order_by_asc(escort::Column::Id).all(&self.db).await?.iter().map(escort_from_model).collect()
+    }
+
+    /// Fills an empty escort table from the configuration (the first start of a new database).
+    pub async fn seed_escorts(&self, escorts: &[Escort]) -> Result<usize, InputError> {
+        if escort::Entity::find().one(&self.db).await?.is_some() {
+            return Ok(0);
+        }
+        for e in escorts {
+            self.put_escort(None, e).await?;
+        }
+        Ok(escorts.len())
+    }
+
+    /// A new coordinator and their first bearer token, shown only here.
+    pub async fn create_coordinator(&self, name: &str) -> Result<(i32, String), StoreError> {
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let c =
+            coordinator::ActiveModel { name: Set(name.to_owned()), created_at: Set(Utc::now()), ..Default::default() }.insert(&txn).await?;
+        let t = Token::generate("itc_");
+        coordinator_token::ActiveModel {
+            coordinator_id: Set(c.id),
+            token_hash: Set(t.hash),
+            created_at: Set(Utc::now()),
+            revoked_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        audit(&txn, None, "create", "coordinator", &c.id.to_string(), json!({})).await?;
+        txn.commit().await?;
+        Ok((c.id, t.secret))
+    }
+
+    /// The coordinator a bearer token belongs to, if it is valid.
+    pub async fn coordinator_for(&self, secret: &str) -> Result<Option<i32>, StoreError> {
+        let t = coordinator_token::Entity::find()
+            .filter(coordinator_token::Column::TokenHash.eq(hash_token(secret)))
+            .filter(coordinator_token::Column::RevokedAt.is_null())
+            .one(&self.db)
+            .await?;
+        Ok(t.map(|t| t.coordinator_id))
+    }
+
+    /// A new feed token for the patient; earlier ones stop working. The secret is shown once.
+    pub async fn rotate_feed(&self, by: i32, patient_id: i32) -> Result<String, StoreError> {
+        self.patient(patient_id).await?;
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        revoke_feeds(&txn, patient_id).await?;
+        let t = Token::generate("itf_");
+        feed_token::ActiveModel {
+            patient_id: Set(patient_id),
+            token_hash: Set(t.hash),
+            created_at: Set(Utc::now()),
+            revoked_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        audit(&txn, Some(by), "rotate", "feed", &patient_id.to_string(), json!({})).await?;
+        txn.commit().await?;
+        Ok(t.secret)
+    }
+
+    pub async fn revoke_feed(&self, by: i32, patient_id: i32) -> Result<(), StoreError> {
+        self.patient(patient_id).await?;
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        revoke_feeds(&txn, patient_id).await?;
+        audit(&txn, Some(by), "revoke", "feed", &patient_id.to_string(), json!({})).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The patient a feed token opens, if it is valid.
+    pub async fn feed_patient(&self, secret: &str) -> Result<Option<i32>, StoreError> {
+        let t = feed_token::Entity::find()
+            .filter(feed_token::Column::TokenHash.eq(hash_token(secret)))
+            .filter(feed_token::Column::RevokedAt.is_null())
+            .one(&self.db)
+            .await?;
+        Ok(t.map(|t| t.patient_id))
+    }
+
+    /// The audit log, newest first.
+    pub async fn audit_log(&self, limit: u64) -> Result<Vec<audit_log::Model>, StoreError> {
+        use sea_orm::QuerySelect;
+        Ok(audit_log::Entity::find().order_by_desc(audit_log::Column::Id).limit(limit).all(&self.db).await?)
+    }
+}
+
+async fn revoke_feeds(db: &impl ConnectionTrait, patient_id: i32) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::sea_query::Expr;
+    feed_token::Entity::update_many()
+        .col_expr(feed_token::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(feed_token::Column::PatientId.eq(patient_id))
+        .filter(feed_token::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// One line of the audit log. `detail` holds ids and field names, never personal data.
+pub(crate) async fn audit(
+    db: &impl ConnectionTrait,
+    by: Option<i32>,
+    action: &str,
+    entity: &str,
+    entity_id: &str,
+    detail: serde_json::Value,
+) -> Result<(), sea_orm::DbErr> {
+    audit_log::ActiveModel {
+        coordinator_id: Set(by),
+        action: Set(action.to_owned()),
+        entity: Set(entity.to_owned()),
+        entity_id: Set(entity_id.to_owned()),
+        detail: Set(detail),
+        at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}

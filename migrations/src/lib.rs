@@ -1,0 +1,17 @@
+//! The database schema, one for SQLite (the embedded default) and PostgreSQL, as sea-orm
+//! migrations. Every instant is a `timestamp with time zone` in UTC; zones are stored beside
+//! them by name. Applied by `itinerary migrate` and at the start of `itinerary serve`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_initial;
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_initial::Migration)]
+    }
+}

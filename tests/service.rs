@@ -1,0 +1,399 @@
+//! `itinerary serve` end to end: the real binary on port 0, against a fresh SQLite file and
+//! against PostgreSQL on 127.0.0.1:5432 (a database of its own per test, dropped after). Without
+//! a PostgreSQL server the PostgreSQL half prints why and skips, unless
+//! `ITINERARY_REQUIRE_POSTGRES=1` (set by .ci/run), where that is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+const ADMIN_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database for one test: a SQLite file, or a PostgreSQL database created for it.
+struct Db {
+    url: String,
+    pg_name: Option<String>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Db {
+    fn sqlite(name: &str) -> Db {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("service");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{name}.db"));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+        Db { url: format!("sqlite://{}?mode=rwc", file.display()), pg_name: None }
+    }
+
+    async fn postgres(name: &str) -> Option<Db> {
+        use sea_orm::ConnectionTrait;
+        let admin = match sea_orm::Database::connect(ADMIN_PG).await {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("ITINERARY_REQUIRE_POSTGRES").is_none(),
+                    "PostgreSQL is required here but does not answer at {ADMIN_PG}: {e}"
+                );
+                println!("skipping the PostgreSQL half: no server at {ADMIN_PG} ({e})");
+                return None;
+            }
+        };
+        let db = format!("itinerary_{}_{}_{}", name, std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {db}")).await.unwrap();
+        admin.execute_unprepared(&format!("CREATE DATABASE {db}")).await.unwrap();
+        Some(Db { url: format!("postgres://postgres@127.0.0.1:5432/{db}"), pg_name: Some(db) })
+    }
+
+    async fn drop_pg(&self) {
+        use sea_orm::ConnectionTrait;
+        if let Some(name) = &self.pg_name {
+            let admin = sea_orm::Database::connect(ADMIN_PG).await.unwrap();
+            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+        }
+    }
+}
+
+/// The real server, on a free port, stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+fn itinerary(db: &Db) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_itinerary"));
+    c.current_dir(root())
+        .env("DATABASE_URL", &db.url)
+        .env("ITINERARY_LISTEN", "127.0.0.1:0")
+        .env("ITINERARY_PUBLIC_URL", "http://feed.example");
+    c
+}
+
+impl Server {
+    fn start(db: &Db) -> Server {
+        let out = itinerary(db).args(["admin", "create-coordinator", "Test Coordinator"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        assert!(token.starts_with("itc_") && token.len() > 60, "{token}");
+        let mut child = itinerary(db).arg("serve").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("no address in {line:?}")).to_owned();
+        Server { child, base, token, http: reqwest::Client::new() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut r = self.http.request(method.parse().unwrap(), self.url(path)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn patient(name: &str) -> Value {
+    json!({ "name": name, "email": "taro.yamada@example.jp", "birth_date": "1978-05-14", "home_zone": "Asia/Tokyo", "language": "ja", "passport_expiry": "2031-03-31" })
+}
+
+fn trip(depart: &str, arrive: &str, back: &str, home: &str) -> Value {
+    json!({
+        "outbound": { "flight": "MH71", "from": "NRT", "depart": format!("{depart} 21:40"), "to": "KUL", "arrive": format!("{arrive} 04:30") },
+        "return": { "flight": "MH88", "from": "KUL", "depart": format!("{back} 23:35"), "to": "NRT", "arrive": format!("{home} 07:15") }
+    })
+}
+
+/// A single infusion on the red-eye, leaving in about a year (always in the future, always on a
+/// Sunday night: landing Monday, blood test Tuesday, infusion Wednesday).
+fn request(patient_id: i64, week: i64) -> Value {
+    use chrono::{Datelike, Duration, Utc};
+    let today = Utc::now().date_naive();
+    // Sunday night out, back Thursday night: a year and `week` weeks ahead.
+    let d = today + Duration::days(365 + 7 * week) - Duration::days(i64::from(today.weekday().num_days_from_monday())) - Duration::days(1);
+    let f = |n: i64| (d + Duration::days(n)).format("%Y-%m-%d").to_string();
+    json!({ "patient_id": patient_id, "protocol": "single-infusion", "trips": [trip(&f(0), &f(1), &f(4), &f(5))] })
+}
+
+async fn health_auth_and_bad_input(db: Db) {
+    let mut s = Server::start(&db);
+    let h = s.http.get(s.url("/health")).send().await.unwrap();
+    assert_eq!(h.status(), StatusCode::OK);
+    // Every coordinator route: 401 without a token and with a wrong one.
+    for (method, path, _, auth) in itinerary_api::openapi::ROUTES {
+        let path = path.replace("{id}", "1").replace("{token}", "x");
+        let r = s.http.request(method.to_uppercase().parse().unwrap(), s.url(&path)).send().await.unwrap();
+        if *auth {
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} without a token");
+            let r = s.http.request(method.to_uppercase().parse().unwrap(), s.url(&path)).bearer_auth("itc_wrong").send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} with a wrong token");
+        } else {
+            assert_ne!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} is public");
+        }
+    }
+    let doc: Value = s.http.get(s.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let paths: std::collections::BTreeSet<&str> = itinerary_api::openapi::ROUTES.iter().map(|r| r.1).collect();
+    assert_eq!(doc["paths"].as_object().unwrap().len(), paths.len());
+
+    // Bad input: 4xx naming the field, and nothing stored.
+    let (st, e) = s.call("POST", "/patients", Some(json!({ "name": "X", "email": "not-an-email", "birth_date": "1978-13-01", "passport_expiry": "2031-03-31", "home_zone": "Mars/Base" }))).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let fields: Vec<&str> = e["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["email", "birth_date", "home_zone"], "{e}");
+    assert_eq!(e["error"]["fields"][2]["value"], "Mars/Base");
+    let (st, e) = s.call("POST", "/patients", Some(json!({ "name": 7 }))).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["error"]["fields"][0]["field"], "name", "{e}");
+    let mut p = patient("Eve");
+    p["colour"] = json!("blue");
+    let (st, e) = s.call("POST", "/patients", Some(p)).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("colour"), "{e}");
+    let r = s
+        .http
+        .post(s.url("/patients"))
+        .bearer_auth(&s.token)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let big = format!("{{\"name\": \"{}\"}}", "a".repeat(100_000));
+    let r =
+        s.http.post(s.url("/patients")).bearer_auth(&s.token).header("content-type", "application/json").body(big).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (st, e) = s.call("GET", "/patients/999", None).await;
+    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::NOT_FOUND, Some("id")), "{e}");
+    let (st, _) = s.call("GET", "/patients/abc", None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, e) = s.call("POST", "/itineraries", Some(request(999, 0))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{e}");
+    let (_, list) = s.call("GET", "/patients", None).await;
+    assert_eq!(list["patients"].as_array().unwrap().len(), 0, "nothing half-stored: {list}");
+    assert!(s.stop().success(), "SIGTERM stops the server cleanly");
+    db.drop_pg().await;
+}
+
+async fn itinerary_lifecycle(db: Db) {
+    let mut s = Server::start(&db);
+    let (st, p) = s.call("POST", "/patients", Some(patient("山田 太郎"))).await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    let pid = p["id"].as_i64().unwrap();
+    let mut changed = patient("山田 太郎");
+    changed["home_zone"] = json!("America/Los_Angeles");
+    let (st, p) = s.call("PUT", &format!("/patients/{pid}"), Some(changed)).await;
+    assert_eq!((st, p["home_zone"].as_str()), (StatusCode::OK, Some("America/Los_Angeles")), "{p}");
+
+    // Infeasible: a one-day stay. 422 with the planner's reasons in both languages; nothing kept.
+    let mut short = request(pid, 0);
+    let landing_day = short["trips"][0]["outbound"]["arrive"].as_str().unwrap()[..10].to_owned();
+    short["trips"][0]["return"]["depart"] = format!("{landing_day} 23:35").into();
+    let next_day = chrono::NaiveDate::parse_from_str(&landing_day, "%Y-%m-%d").unwrap() + chrono::Duration::days(1);
+    short["trips"][0]["return"]["arrive"] = format!("{next_day} 07:15").into();
+    let (st, e) = s.call("POST", "/itineraries", Some(short)).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["error"]["violations"].as_array().unwrap().iter().any(|v| v["text"]["ja"].is_string() && v["text"]["en"].is_string()), "{e}");
+
+    let (st, it) = s.call("POST", "/itineraries", Some(request(pid, 0))).await;
+    assert_eq!(st, StatusCode::CREATED, "{it}");
+    let id = it["id"].as_i64().unwrap();
+    assert_eq!(it["version"], 1);
+    assert!(!it["messages"].as_array().unwrap().is_empty(), "scheduled messages are stored");
+    assert!(it["plan"]["escorts"].as_array().unwrap().len() >= 3);
+
+    // Change: back a day later. A new version, the flight home updated in the calendar.
+    let mut later = request(pid, 0);
+    let shift = |v: &Value| {
+        let t = chrono::NaiveDateTime::parse_from_str(v.as_str().unwrap(), "%Y-%m-%d %H:%M").unwrap() + chrono::Duration::days(1);
+        Value::String(t.format("%Y-%m-%d %H:%M").to_string())
+    };
+    later["trips"][0]["return"]["depart"] = shift(&later["trips"][0]["return"]["depart"]);
+    later["trips"][0]["return"]["arrive"] = shift(&later["trips"][0]["return"]["arrive"]);
+    let (st, it2) = s.call("PUT", &format!("/itineraries/{id}"), Some(later)).await;
+    assert_eq!(st, StatusCode::OK, "{it2}");
+    assert_eq!(it2["version"], 2);
+    let changes = it2["versions"][1]["calendar_changes"].as_array().unwrap();
+    assert!(changes.iter().any(|c| c["kind"] == "update" && c["appointment"]["event"] == "trip1.return"), "{changes:?}");
+    assert!(it2["messages"].as_array().unwrap().iter().any(|m| m["status"] == "superseded"));
+
+    // The calendar, and the feed at an unguessable URL that shows only this patient.
+    let r = s.http.get(s.url(&format!("/itineraries/{id}/calendar.ics"))).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/calendar; charset=utf-8");
+    let ics = r.text().await.unwrap();
+    assert!(ics.starts_with("BEGIN:VCALENDAR\r\n") && ics.ends_with("END:VCALENDAR\r\n") && ics.contains("SEQUENCE:1\r\n"), "{ics}");
+    let (st, f) = s.call("POST", &format!("/patients/{pid}/feed"), None).await;
+    assert_eq!(st, StatusCode::CREATED, "{f}");
+    let feed_path = f["feed_url"].as_str().unwrap().strip_prefix("http://feed.example").unwrap().to_owned();
+    let r = s.http.get(s.url(&feed_path)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), ics, "the feed is the patient's itinerary");
+    let (_, other) = s.call("POST", "/patients", Some(patient("Other"))).await;
+    let (_, f2) = s.call("POST", &format!("/patients/{}/feed", other["id"]), None).await;
+    let other_path = f2["feed_url"].as_str().unwrap().strip_prefix("http://feed.example").unwrap().to_owned();
+    assert_eq!(s.http.get(s.url(&other_path)).send().await.unwrap().status(), StatusCode::NOT_FOUND, "no itinerary of its own: nothing");
+    // Rotating revokes the old URL; revoking ends the new one.
+    let (_, f3) = s.call("POST", &format!("/patients/{pid}/feed"), None).await;
+    assert_eq!(s.http.get(s.url(&feed_path)).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    let new_path = f3["feed_url"].as_str().unwrap().strip_prefix("http://feed.example").unwrap().to_owned();
+    assert_eq!(s.http.get(s.url(&new_path)).send().await.unwrap().status(), StatusCode::OK);
+    let (st, _) = s.call("DELETE", &format!("/patients/{pid}/feed"), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(s.http.get(s.url(&new_path)).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+
+    // What happens on which day.
+    let first = it2["plan"]["trips"][0]["arrives"]["utc"].as_str().unwrap()[..10].to_owned();
+    let d = chrono::NaiveDate::parse_from_str(&first, "%Y-%m-%d").unwrap();
+    let (st, trips) =
+        s.call("GET", &format!("/trips?from={}&to={}", d - chrono::Duration::days(2), d + chrono::Duration::days(8)), None).await;
+    assert_eq!(st, StatusCode::OK, "{trips}");
+    assert_eq!(trips["trips"][0]["itinerary"], id);
+
+    // Cancel: every UID goes out as a cancellation; a second cancel is a conflict.
+    let (st, c) = s.call("POST", &format!("/itineraries/{id}/cancel"), None).await;
+    assert_eq!((st, c["status"].as_str()), (StatusCode::OK, Some("cancelled")), "{c}");
+    assert!(c["versions"][2]["calendar_changes"].as_array().unwrap().iter().all(|x| x["kind"] == "cancel"));
+    assert!(c["messages"].as_array().unwrap().iter().all(|m| m["status"] != "pending"));
+    let (st, _) = s.call("POST", &format!("/itineraries/{id}/cancel"), None).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+
+    // The audit log names coordinators and ids, never the patient's name or email.
+    let (_, audit) = s.call("GET", "/audit", None).await;
+    let text = audit.to_string();
+    assert!(audit["audit"].as_array().unwrap().len() >= 8, "{audit}");
+    assert!(!text.contains("山田") && !text.contains("taro.yamada"), "{audit}");
+    assert!(s.stop().success());
+    db.drop_pg().await;
+}
+
+/// Many coordinators book at once, all on the same flights: every request is answered (201 or
+/// 422), and no escort, chair or lab slot is held twice.
+async fn parallel_bookings_never_double_book(db: Db) {
+    let s = Server::start(&db);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let (st, p) = s.call("POST", "/patients", Some(patient(&format!("Patient {i}")))).await;
+        assert_eq!(st, StatusCode::CREATED);
+        ids.push(p["id"].as_i64().unwrap());
+    }
+    let s = std::sync::Arc::new(s);
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|&pid| {
+            let s = s.clone();
+            tokio::spawn(async move { s.call("POST", "/itineraries", Some(request(pid, 1))).await })
+        })
+        .collect();
+    let mut plans = Vec::new();
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        assert!(st == StatusCode::CREATED || st == StatusCode::UNPROCESSABLE_ENTITY, "{st}: {v}");
+        if st != StatusCode::CREATED {
+            println!("refused: {}", v["error"]["message"]);
+        }
+        if st == StatusCode::CREATED {
+            plans.push(v);
+        }
+    }
+    assert!(plans.len() >= 2, "some bookings succeed");
+    // Escort duties: no two overlap unless they are the same shared duty.
+    let mut duties: Vec<(String, String, String, Option<String>)> = Vec::new();
+    for p in &plans {
+        for d in p["plan"]["escorts"].as_array().unwrap() {
+            duties.push((
+                d["escort"].as_str().unwrap().into(),
+                d["start"]["utc"].as_str().unwrap().into(),
+                d["end"]["utc"].as_str().unwrap().into(),
+                d["shared"].as_str().map(Into::into),
+            ));
+        }
+    }
+    for (i, a) in duties.iter().enumerate() {
+        for b in &duties[i + 1..] {
+            let overlap = a.0 == b.0 && a.1 < b.2 && b.1 < a.2;
+            assert!(!overlap || (a.3.is_some() && a.3 == b.3), "escort {} double-booked: {a:?} and {b:?}", a.0);
+        }
+    }
+    // Infusions: never more at once than the clinic has chairs (config/resources.toml: 4).
+    let infusions: Vec<(String, String)> = plans
+        .iter()
+        .flat_map(|p| p["plan"]["events"].as_array().unwrap().clone())
+        .filter(|e| e["kind"] == "infusion")
+        .map(|e| (e["when"]["start"]["utc"].as_str().unwrap().to_owned(), e["when"]["end"]["utc"].as_str().unwrap().to_owned()))
+        .collect();
+    for (start, _) in &infusions {
+        let at_once = infusions.iter().filter(|(s2, e2)| s2 <= start && start < e2).count();
+        assert!(at_once <= 4, "{at_once} infusions at {start}");
+    }
+    let mut s = std::sync::Arc::try_unwrap(s).ok().unwrap();
+    assert!(s.stop().success());
+    db.drop_pg().await;
+}
+
+#[tokio::test]
+async fn sqlite_health_auth_and_bad_input() {
+    health_auth_and_bad_input(Db::sqlite("bad-input")).await;
+}
+
+#[tokio::test]
+async fn sqlite_itinerary_lifecycle() {
+    itinerary_lifecycle(Db::sqlite("lifecycle")).await;
+}
+
+#[tokio::test]
+async fn sqlite_parallel_bookings_never_double_book() {
+    parallel_bookings_never_double_book(Db::sqlite("parallel")).await;
+}
+
+#[tokio::test]
+async fn postgres_health_auth_and_bad_input() {
+    if let Some(db) = Db::postgres("bad_input").await {
+        health_auth_and_bad_input(db).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_itinerary_lifecycle() {
+    if let Some(db) = Db::postgres("lifecycle").await {
+        itinerary_lifecycle(db).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_parallel_bookings_never_double_book() {
+    if let Some(db) = Db::postgres("parallel").await {
+        parallel_bookings_never_double_book(db).await;
+    }
+}
