@@ -82,6 +82,10 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub async fn serve(settings: Settings, setup: ClinicSetup) -> anyhow::Result<()> {
     let store = settings.store().await?;
     let seeded = store.seed_escorts(&setup.resources.escorts).await.map_err(|e| anyhow::anyhow!("seeding escorts: {e}"))?;
+    store
+        .seed_resources(setup.resources.chairs, setup.resources.lab_draws_per_slot)
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding resources: {e}"))?;
     if seeded > 0 {
         tracing::info!(escorts = seeded, "escorts imported from config/resources.toml into an empty database");
     }

@@ -217,6 +217,30 @@ async fn itinerary_lifecycle(db: Db) {
     let (st, p) = s.call("PUT", &format!("/patients/{pid}"), Some(changed)).await;
     assert_eq!((st, p["home_zone"].as_str()), (StatusCode::OK, Some("America/Los_Angeles")), "{p}");
 
+    // Resources: seeded from config/, capacities checked.
+    let (_, r) = s.call("GET", "/resources/chairs", None).await;
+    assert_eq!(r["capacity"], 4, "{r}");
+    let (st, e) = s.call("PUT", "/resources/chairs", Some(json!({ "capacity": 0 }))).await;
+    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("capacity")), "{e}");
+    let (st, e) = s.call("PUT", "/resources/spoons", Some(json!({ "capacity": 3 }))).await;
+    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("id")), "{e}");
+    let (st, r) = s.call("PUT", "/resources/chairs", Some(json!({ "capacity": 5 }))).await;
+    assert_eq!((st, r["capacity"].as_i64()), (StatusCode::OK, Some(5)), "{r}");
+    let (_, escorts) = s.call("GET", "/escorts", None).await;
+    assert_eq!(escorts["escorts"].as_array().unwrap().len(), 6, "seeded from config/resources.toml");
+    let (st, e) = s
+        .call(
+            "POST",
+            "/itineraries",
+            Some({
+                let mut r = request(pid, 0);
+                r["escort"] = json!("E99");
+                r
+            }),
+        )
+        .await;
+    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("escort")), "{e}");
+
     // Infeasible: a one-day stay. 422 with the planner's reasons in both languages; nothing kept.
     let mut short = request(pid, 0);
     let landing_day = short["trips"][0]["outbound"]["arrive"].as_str().unwrap()[..10].to_owned();
@@ -298,10 +322,13 @@ async fn itinerary_lifecycle(db: Db) {
     db.drop_pg().await;
 }
 
-/// Many coordinators book at once, all on the same flights: every request is answered (201 or
-/// 422), and no escort, chair or lab slot is held twice.
+/// Two coordinators book twelve patients at once, all on the same flights: each request gets 201
+/// or 409 naming what other bookings hold (it would fit in an empty clinic), and no escort,
+/// chair or lab slot is held twice.
 async fn parallel_bookings_never_double_book(db: Db) {
     let s = Server::start(&db);
+    let out = itinerary(&db).args(["admin", "create-coordinator", "Second Coordinator"]).output().unwrap();
+    let second = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let mut ids = Vec::new();
     for i in 0..12 {
         let (st, p) = s.call("POST", "/patients", Some(patient(&format!("Patient {i}")))).await;
@@ -311,23 +338,36 @@ async fn parallel_bookings_never_double_book(db: Db) {
     let s = std::sync::Arc::new(s);
     let tasks: Vec<_> = ids
         .iter()
-        .map(|&pid| {
+        .enumerate()
+        .map(|(i, &pid)| {
             let s = s.clone();
-            tokio::spawn(async move { s.call("POST", "/itineraries", Some(request(pid, 1))).await })
+            let token = if i % 2 == 0 { s.token.clone() } else { second.clone() };
+            tokio::spawn(async move {
+                let r = s.http.post(s.url("/itineraries")).bearer_auth(token).json(&request(pid, 1)).send().await.unwrap();
+                (r.status(), r.json::<Value>().await.unwrap())
+            })
         })
         .collect();
     let mut plans = Vec::new();
+    let mut conflicts = 0;
     for t in tasks {
         let (st, v) = t.await.unwrap();
-        assert!(st == StatusCode::CREATED || st == StatusCode::UNPROCESSABLE_ENTITY, "{st}: {v}");
-        if st != StatusCode::CREATED {
-            println!("refused: {}", v["error"]["message"]);
-        }
-        if st == StatusCode::CREATED {
-            plans.push(v);
+        match st {
+            StatusCode::CREATED => plans.push(v),
+            StatusCode::CONFLICT => {
+                conflicts += 1;
+                assert_eq!(v["error"]["code"], "conflict", "{v}");
+                let rules: Vec<&str> = v["error"]["violations"].as_array().unwrap().iter().map(|x| x["rule"].as_str().unwrap()).collect();
+                assert!(
+                    rules.iter().any(|r| ["escort_available", "chair_capacity", "lab_capacity"].contains(r)),
+                    "a 409 names what is held: {v}"
+                );
+                assert!(!v["error"]["fields"].as_array().unwrap().is_empty(), "{v}");
+            }
+            other => panic!("{other}: {v}"),
         }
     }
-    assert!(plans.len() >= 2, "some bookings succeed");
+    assert!(plans.len() >= 2 && conflicts >= 1, "{} booked, {conflicts} conflicts", plans.len());
     // Escort duties: no two overlap unless they are the same shared duty.
     let mut duties: Vec<(String, String, String, Option<String>)> = Vec::new();
     for p in &plans {

@@ -100,6 +100,20 @@ impl From<BookError> for ApiError {
                 out.violations = Some(inf);
                 out
             }
+            BookError::Conflict(inf) => {
+                let mut out = ApiError::new(StatusCode::CONFLICT, "conflict", format!("other bookings hold what this needs: {inf}"));
+                out.fields = inf
+                    .violations
+                    .iter()
+                    .map(|v| FieldError {
+                        field: v.field.clone().unwrap_or_else(|| "trips".into()),
+                        value: v.values.values().cloned().collect::<Vec<_>>().join(", "),
+                        problem: v.text.en.clone(),
+                    })
+                    .collect();
+                out.violations = Some(inf);
+                out
+            }
             BookError::Cancelled(id) => {
                 ApiError::field(StatusCode::CONFLICT, "cancelled", "id", &id.to_string(), "the itinerary is cancelled")
             }

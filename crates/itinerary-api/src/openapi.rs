@@ -17,6 +17,9 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/escorts", "List escorts", true),
     ("get", "/escorts/{id}", "Read an escort", true),
     ("put", "/escorts/{id}", "Create or replace an escort", true),
+    ("get", "/resources", "List counted resources (chairs, lab_draws_per_slot)", true),
+    ("get", "/resources/{id}", "Read a resource", true),
+    ("put", "/resources/{id}", "Set a resource's capacity ({\"capacity\": 4})", true),
     ("post", "/itineraries", "Plan and book an itinerary (422 with the planner's reasons when no plan fits)", true),
     ("get", "/itineraries/{id}", "Read an itinerary: plan, versions, scheduled messages", true),
     ("put", "/itineraries/{id}", "Change an itinerary: a new version, planned again", true),
@@ -44,7 +47,10 @@ pub fn document() -> Value {
         let params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": if name == "id" { "integer" } else { "string" } } }))
+            .map(|name| {
+                let integer = name == "id" && !path.starts_with("/escorts") && !path.starts_with("/resources");
+                json!({ "name": name, "in": "path", "required": true, "schema": { "type": if integer { "integer" } else { "string" } } })
+            })
             .collect();
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);

@@ -28,6 +28,8 @@ pub fn router(state: AppState) -> Router {
         .route("/patients/{id}/feed", post(rotate_feed).delete(revoke_feed))
         .route("/escorts", get(list_escorts))
         .route("/escorts/{id}", get(get_escort).put(put_escort))
+        .route("/resources", get(list_resources))
+        .route("/resources/{id}", get(get_resource).put(put_resource))
         .route("/itineraries", post(create_itinerary))
         .route("/itineraries/{id}", get(get_itinerary).put(change_itinerary))
         .route("/itineraries/{id}/cancel", post(cancel_itinerary))
@@ -145,6 +147,30 @@ async fn put_escort(
         ));
     }
     Ok(Json(s.store.put_escort(Some(c.0), &e).await?).into_response())
+}
+
+async fn list_resources(State(s): State<AppState>) -> ApiResult<Response> {
+    Ok(Json(json!({ "resources": s.store.resources().await? })).into_response())
+}
+
+async fn get_resource(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(Json(s.store.resource(&id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Capacity {
+    capacity: i64,
+}
+
+async fn put_resource(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    Path(id): Path<String>,
+    b: Result<Json<Capacity>, JsonRejection>,
+) -> ApiResult<Response> {
+    let cap = body(b)?;
+    Ok(Json(s.store.put_resource(Some(c.0), &id, cap.capacity).await?).into_response())
 }
 
 async fn create_itinerary(

@@ -32,6 +32,9 @@ pub struct NewItinerary {
     pub trips: Vec<RawTrip>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preferred_dates: Vec<String>,
+    /// The escort to accompany every duty (a coordinator's choice); any free one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escort: Option<String>,
 }
 
 /// Why an itinerary could not be booked.
@@ -41,6 +44,10 @@ pub enum BookError {
     Invalid(#[from] InvalidRequest),
     #[error(transparent)]
     Infeasible(#[from] Infeasible),
+    /// It would fit, but other itineraries hold what it needs (an escort, the last chair):
+    /// the violations name those rules.
+    #[error("held by other bookings: {0}")]
+    Conflict(Infeasible),
     #[error("itinerary {0} is cancelled")]
     Cancelled(i32),
     #[error(transparent)]
@@ -127,6 +134,14 @@ impl Store {
         let mut setup = base.clone();
         let escorts = escort::Entity::find().filter(escort::Column::Active.eq(true)).order_by_asc(escort::Column::Id).all(db).await?;
         setup.resources.escorts = escorts.iter().map(escort_from_model).collect::<Result<_, _>>()?;
+        for r in crate::entity::resource::Entity::find().all(db).await? {
+            let c = u16::try_from(r.capacity).unwrap_or(1);
+            match r.id.as_str() {
+                "chairs" => setup.resources.chairs = c,
+                "lab_draws_per_slot" => setup.resources.lab_draws_per_slot = c,
+                _ => {}
+            }
+        }
         Ok(setup)
     }
 
@@ -380,6 +395,26 @@ async fn plan_locked(
         preferred_dates: req.preferred_dates.clone(),
     };
     let parsed = PlanRequest::parse(&raw, setup)?;
+    let pinned;
+    let setup = match &req.escort {
+        None => setup,
+        Some(id) => {
+            let Some(e) = setup.resources.escorts.iter().find(|e| e.id == *id) else {
+                return Err(InvalidRequest {
+                    errors: vec![itinerary_core::FieldError {
+                        field: "escort".into(),
+                        value: id.clone(),
+                        problem: "no active escort has this id".into(),
+                    }],
+                }
+                .into());
+            };
+            let mut only = setup.clone();
+            only.resources.escorts = vec![e.clone()];
+            pinned = only;
+            &pinned
+        }
+    };
     if let Some(id) = own {
         booking::Entity::delete_many().filter(booking::Column::ItineraryId.eq(id)).exec(txn).await?;
     }
@@ -392,8 +427,14 @@ async fn plan_locked(
     for b in &held {
         ledger.book(&as_booking(b));
     }
-    let plan = itinerary_core::plan(setup, &parsed, now, &ledger)?;
-    Ok((plan, raw))
+    match itinerary_core::plan(setup, &parsed, now, &ledger) {
+        Ok(plan) => Ok((plan, raw)),
+        // Would it fit with nothing else booked? Then others hold what it needs: a conflict.
+        Err(held) if itinerary_core::plan(setup, &parsed, now, &Ledger::new(setup.rules.slot_minutes)).is_ok() => {
+            Err(BookError::Conflict(held))
+        }
+        Err(never) => Err(never.into()),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -16,7 +16,7 @@ pub use itineraries::{BookError, ItineraryView, MessageView, NewItinerary, Versi
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 
-pub use people::{EscortInput, InputError, PatientInput, PatientView};
+pub use people::{EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
 pub use token::{Token, hash_token};
 
 /// Why the store could not do what it was asked.

@@ -8,7 +8,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::entity::{audit_log, coordinator, coordinator_token, escort, feed_token, patient};
+use crate::entity::{audit_log, coordinator, coordinator_token, escort, feed_token, patient, resource};
 use crate::{Store, StoreError, Token, hash_token};
 
 /// A patient as a coordinator sends it (create and update).
@@ -130,6 +130,22 @@ fn check_patient(p: &PatientInput) -> Result<CheckedPatient, InvalidRequest> {
             line_user_id: p.line_user_id.clone(),
         }),
         _ => Err(InvalidRequest { errors }),
+    }
+}
+
+/// The counted resources a coordinator can set.
+pub const RESOURCES: &[&str] = &["chairs", "lab_draws_per_slot"];
+
+/// A counted resource and its capacity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResourceView {
+    pub id: String,
+    pub capacity: i32,
+}
+
+impl From<resource::Model> for ResourceView {
+    fn from(m: resource::Model) -> Self {
+        ResourceView { id: m.id, capacity: m.capacity }
     }
 }
 
@@ -298,6 +314,58 @@ impl Store {
             self.put_escort(None, e).await?;
         }
         Ok(escorts.len())
+    }
+
+    /// The counted resources: `chairs` (infusion chairs) and `lab_draws_per_slot`.
+    pub async fn resources(&self) -> Result<Vec<ResourceView>, StoreError> {
+        Ok(resource::Entity::find().order_by_asc(resource::Column::Id).all(&self.db).await?.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn resource(&self, id: &str) -> Result<ResourceView, StoreError> {
+        resource::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(Into::into)
+            .ok_or(StoreError::NotFound { entity: "resource", id: id.to_owned() })
+    }
+
+    /// Sets a resource's capacity (from the next booking on).
+    pub async fn put_resource(&self, by: Option<i32>, id: &str, capacity: i64) -> Result<ResourceView, InputError> {
+        if !RESOURCES.contains(&id) {
+            return Err(InvalidRequest {
+                errors: vec![FieldError { field: "id".into(), value: id.into(), problem: format!("one of: {}", RESOURCES.join(", ")) }],
+            }
+            .into());
+        }
+        let capacity = match u16::try_from(capacity) {
+            Ok(c) if c > 0 => i32::from(c),
+            _ => {
+                return Err(InvalidRequest {
+                    errors: vec![FieldError { field: "capacity".into(), value: capacity.to_string(), problem: "must be 1–65535".into() }],
+                }
+                .into());
+            }
+        };
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let m = resource::ActiveModel { id: Set(id.to_owned()), capacity: Set(capacity), updated_at: Set(Utc::now()) };
+        let saved = if resource::Entity::find_by_id(id.to_owned()).one(&txn).await?.is_some() {
+            m.update(&txn).await?
+        } else {
+            m.insert(&txn).await?
+        };
+        audit(&txn, by, "update", "resource", id, json!({ "capacity": capacity })).await?;
+        txn.commit().await?;
+        Ok(saved.into())
+    }
+
+    /// Fills missing resources from the configuration (the first start of a new database).
+    pub async fn seed_resources(&self, chairs: u16, lab_draws_per_slot: u16) -> Result<(), InputError> {
+        for (id, c) in [("chairs", chairs), ("lab_draws_per_slot", lab_draws_per_slot)] {
+            if resource::Entity::find_by_id(id.to_owned()).one(&self.db).await?.is_none() {
+                self.put_resource(None, id, i64::from(c)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// A new coordinator and their first bearer token, shown only here.
