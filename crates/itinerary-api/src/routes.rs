@@ -219,11 +219,9 @@ async fn itinerary_ics(State(s): State<AppState>, p: Result<Path<i32>, PathRejec
 /// The patient's feed: the token is the only credential, and shows only its own patient.
 async fn feed(State(s): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
     let token = token.strip_suffix(".ics").unwrap_or(&token);
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no_feed", "no such feed (revoked, or never issued)");
-    let patient = s.store.feed_patient(token).await?.ok_or_else(not_found)?;
-    match s.store.patient_feed(&s.setup, patient).await? {
-        Some(ics) => Ok(calendar(ics)),
-        None => Err(not_found()),
+    match s.store.feed(&s.setup, token).await? {
+        Some(ics) => Ok(calendar(ics.to_string())),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no_feed", "no such feed (revoked, never issued, or no itinerary yet)")),
     }
 }
 

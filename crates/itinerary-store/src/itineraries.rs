@@ -14,7 +14,10 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::entity::{booking, calendar_uid, escort, event, itinerary, itinerary_version, scheduled_message};
+use std::sync::Arc;
+
+use crate::PlanningSetup;
+use crate::entity::{booking, calendar_uid, escort, event, feed_token, itinerary, itinerary_version, resource, scheduled_message};
 use crate::people::{audit, escort_from_model};
 use crate::{PatientView, Store, StoreError};
 
@@ -129,18 +132,33 @@ fn as_booking(m: &booking::Model) -> Booking {
 }
 
 impl Store {
-    /// The clinic as the planner sees it now: the configuration with the stored escorts.
-    async fn setup_now(&self, db: &impl ConnectionTrait, base: &ClinicSetup) -> Result<ClinicSetup, StoreError> {
-        let mut setup = base.clone();
+    /// The clinic as the planner sees it now: the configuration with the stored escorts and
+    /// resources. Rebuilt (a clone of the airport and holiday tables) only when they changed.
+    async fn setup_now(&self, db: &impl ConnectionTrait, base: &ClinicSetup) -> Result<Arc<ClinicSetup>, StoreError> {
         let escorts = escort::Entity::find().filter(escort::Column::Active.eq(true)).order_by_asc(escort::Column::Id).all(db).await?;
+        let resources = resource::Entity::find().order_by_asc(resource::Column::Id).all(db).await?;
+        let key = std::ptr::from_ref(base) as usize;
+        if let Ok(cached) = self.planning.lock()
+            && let Some(p) = cached.as_ref()
+            && p.base == key
+            && p.escorts == escorts
+            && p.resources == resources
+        {
+            return Ok(p.setup.clone());
+        }
+        let mut setup = base.clone();
         setup.resources.escorts = escorts.iter().map(escort_from_model).collect::<Result<_, _>>()?;
-        for r in crate::entity::resource::Entity::find().all(db).await? {
+        for r in &resources {
             let c = u16::try_from(r.capacity).unwrap_or(1);
             match r.id.as_str() {
                 "chairs" => setup.resources.chairs = c,
                 "lab_draws_per_slot" => setup.resources.lab_draws_per_slot = c,
                 _ => {}
             }
+        }
+        let setup = Arc::new(setup);
+        if let Ok(mut cached) = self.planning.lock() {
+            *cached = Some(PlanningSetup { base: key, escorts, resources, setup: setup.clone() });
         }
         Ok(setup)
     }
@@ -156,6 +174,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<ItineraryView, BookError> {
         let patient = self.patient(req.patient_id).await?;
+        let turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         lock(&txn).await?;
         let setup = self.setup_now(&txn, base).await?;
@@ -171,10 +190,21 @@ impl Store {
         }
         .insert(&txn)
         .await?;
-        store_version(&txn, &setup, &it, &patient, &raw, &plan, 1, by).await?;
+        let (version, messages) = store_version(&txn, &setup, &it, &patient, &raw, &plan, 1, by).await?;
         audit(&txn, Some(by), "create", "itinerary", &it.id.to_string(), json!({ "version": 1, "protocol": plan.protocol })).await?;
         txn.commit().await?;
-        self.itinerary(it.id).await.map_err(Into::into)
+        drop(turn);
+        // Everything the answer holds is at hand: no reading back.
+        Ok(ItineraryView {
+            id: it.id,
+            reference: it.reference,
+            patient_id: it.patient_id,
+            status: it.status,
+            version: 1,
+            plan,
+            versions: vec![version],
+            messages,
+        })
     }
 
     /// Plans the itinerary again from a changed request, as a new version: its own bookings are
@@ -187,6 +217,7 @@ impl Store {
         req: &NewItinerary,
         now: DateTime<Utc>,
     ) -> Result<ItineraryView, BookError> {
+        let turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         lock(&txn).await?;
         let it =
@@ -215,12 +246,14 @@ impl Store {
         store_version(&txn, &setup, &it, &patient, &raw, &plan, version, by).await?;
         audit(&txn, Some(by), "change", "itinerary", &id.to_string(), json!({ "version": version })).await?;
         txn.commit().await?;
+        drop(turn);
         self.itinerary(id).await.map_err(Into::into)
     }
 
     /// Cancels the itinerary: its bookings are released, its pending messages cancelled, and
     /// every calendar UID it issued goes out as a cancellation.
     pub async fn cancel_itinerary(&self, by: i32, id: i32) -> Result<ItineraryView, BookError> {
+        let turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         lock(&txn).await?;
         let it =
@@ -232,7 +265,7 @@ impl Store {
         mark_messages(&txn, id, "cancelled").await?;
         let state = calendar_state(&txn, id).await?;
         let (changes, next) = state.changes(&[]);
-        save_calendar_state(&txn, id, &next).await?;
+        save_calendar_state(&txn, id, &next, false).await?;
         let version = it.current_version + 1;
         let plan_json = itinerary_version::Entity::find()
             .filter(itinerary_version::Column::ItineraryId.eq(id))
@@ -260,6 +293,7 @@ impl Store {
         m.update(&txn).await?;
         audit(&txn, Some(by), "cancel", "itinerary", &id.to_string(), json!({ "version": version })).await?;
         txn.commit().await?;
+        drop(turn);
         self.itinerary(id).await.map_err(Into::into)
     }
 
@@ -353,19 +387,39 @@ impl Store {
         Ok(itinerary_calendar::publish(&it, &ordered, |uid| state.sequence(uid)))
     }
 
-    /// The patient's subscription feed: their latest itinerary that is not cancelled, or an
-    /// empty calendar.
-    pub async fn patient_feed(&self, base: &ClinicSetup, patient_id: i32) -> Result<Option<String>, StoreError> {
-        let latest = itinerary::Entity::find()
-            .filter(itinerary::Column::PatientId.eq(patient_id))
-            .filter(itinerary::Column::Status.eq("active"))
-            .order_by_desc(itinerary::Column::Id)
-            .one(&self.db)
-            .await?;
-        match latest {
-            Some(it) => Ok(Some(self.itinerary_ics(base, it.id).await?)),
-            None => Ok(None),
+    /// The calendar a feed token opens: its patient's latest itinerary that is not cancelled,
+    /// found in one query and rendered once per itinerary version. None for a token that is
+    /// revoked or unknown, or a patient with no itinerary.
+    pub async fn feed(&self, base: &ClinicSetup, secret: &str) -> Result<Option<Arc<str>>, StoreError> {
+        use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
+        let q = Query::select()
+            .column((itinerary::Entity, itinerary::Column::Id))
+            .column((itinerary::Entity, itinerary::Column::CurrentVersion))
+            .from(feed_token::Entity)
+            .inner_join(
+                itinerary::Entity,
+                Expr::col((itinerary::Entity, itinerary::Column::PatientId)).equals((feed_token::Entity, feed_token::Column::PatientId)),
+            )
+            .and_where(Expr::col((feed_token::Entity, feed_token::Column::TokenHash)).eq(crate::hash_token(secret)))
+            .and_where(Expr::col((feed_token::Entity, feed_token::Column::RevokedAt)).is_null())
+            .and_where(Expr::col((itinerary::Entity, itinerary::Column::Status)).eq("active"))
+            .order_by((itinerary::Entity, itinerary::Column::Id), Order::Desc)
+            .limit(1)
+            .to_owned();
+        let Some(row) = self.db.query_one(&q).await? else { return Ok(None) };
+        let key: (i32, i32) = (row.try_get("", "id")?, row.try_get("", "current_version")?);
+        if let Some(hit) = self.feeds.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(Some(hit));
         }
+        let text: Arc<str> = self.itinerary_ics(base, key.0).await?.into();
+        if let Ok(mut cache) = self.feeds.lock() {
+            // Bounded: versions only accumulate; start over rather than grow without end.
+            if cache.len() >= 10_000 {
+                cache.clear();
+            }
+            cache.insert(key, text.clone());
+        }
+        Ok(Some(text))
     }
 }
 
@@ -447,12 +501,16 @@ async fn store_version(
     plan: &Plan,
     version: i32,
     by: i32,
-) -> Result<(), BookError> {
+) -> Result<(VersionView, Vec<MessageView>), BookError> {
     let corrupt = |what| move |e: serde_json::Error| StoreError::corrupt(what, e);
-    for b in plan.bookings() {
-        booking_row(it.id, &b).insert(txn).await?;
+    // One statement per table, and none that a first version cannot need: under the booking
+    // lock, statements are what the next booking waits for.
+    let first = version == 1;
+    insert_all(txn, plan.bookings().iter().map(|b| booking_row(it.id, b)).collect::<Vec<_>>()).await?;
+    if !first {
+        event::Entity::delete_many().filter(event::Column::ItineraryId.eq(it.id)).exec(txn).await?;
     }
-    event::Entity::delete_many().filter(event::Column::ItineraryId.eq(it.id)).exec(txn).await?;
+    let mut events = Vec::with_capacity(plan.events.len());
     for e in &plan.events {
         let (starts_at, ends_at, start_zone, end_zone, start_date, end_date) = match &e.when {
             When::Timed { start, end } => {
@@ -463,7 +521,7 @@ async fn store_version(
                 (day(*start), day(*end), None, None, Some(*start), Some(*end))
             }
         };
-        event::ActiveModel {
+        events.push(event::ActiveModel {
             itinerary_id: Set(it.id),
             key: Set(e.key.clone()),
             kind: Set(serde_json::to_value(e.kind).map_err(corrupt("event kind"))?.as_str().unwrap_or_default().to_owned()),
@@ -475,19 +533,33 @@ async fn store_version(
             end_date: Set(end_date),
             escort_id: Set(e.escort.clone()),
             ..Default::default()
-        }
-        .insert(txn)
-        .await?;
+        });
     }
+    insert_all(txn, events).await?;
     // Messages of earlier versions are superseded; the worker sends only pending ones.
-    mark_messages(txn, it.id, "superseded").await?;
+    if !first {
+        mark_messages(txn, it.id, "superseded").await?;
+    }
+    let mut messages = Vec::with_capacity(plan.messages.len());
+    let mut views = Vec::with_capacity(plan.messages.len());
     for m in &plan.messages {
-        scheduled_message::ActiveModel {
+        let recipient = serde_json::to_value(&m.recipient).map_err(corrupt("recipient"))?;
+        let kind = serde_json::to_value(m.kind).map_err(corrupt("message kind"))?.as_str().unwrap_or_default().to_owned();
+        views.push(MessageView {
+            key: m.key.clone(),
+            kind: kind.clone(),
+            version,
+            recipient: recipient.clone(),
+            due_at: m.at.utc(),
+            due_zone: m.at.zone().name().to_owned(),
+            status: "pending".to_owned(),
+        });
+        messages.push(scheduled_message::ActiveModel {
             itinerary_id: Set(it.id),
             version: Set(version),
             key: Set(m.key.clone()),
-            kind: Set(serde_json::to_value(m.kind).map_err(corrupt("message kind"))?.as_str().unwrap_or_default().to_owned()),
-            recipient: Set(serde_json::to_value(&m.recipient).map_err(corrupt("recipient"))?),
+            kind: Set(kind),
+            recipient: Set(recipient),
             language: Set(m.language.code().to_owned()),
             due_at: Set(m.at.utc()),
             due_zone: Set(m.at.zone().name().to_owned()),
@@ -495,10 +567,9 @@ async fn store_version(
             if_late: Set(serde_json::to_value(m.if_late).map_err(corrupt("if_late"))?.as_str().unwrap_or_default().to_owned()),
             status: Set("pending".to_owned()),
             ..Default::default()
-        }
-        .insert(txn)
-        .await?;
+        });
     }
+    insert_all(txn, messages).await?;
     // Calendar: what this version sends under each UID.
     let calendar = Itinerary {
         id: &it.reference,
@@ -509,9 +580,10 @@ async fn store_version(
         settings: &setup.calendar,
     };
     let appointments = calendar.appointments().map_err(|e| StoreError::corrupt("calendar", e))?;
-    let state = calendar_state(txn, it.id).await?;
+    let state = if first { CalendarState::default() } else { calendar_state(txn, it.id).await? };
     let (changes, next) = state.changes(&appointments);
-    save_calendar_state(txn, it.id, &next).await?;
+    save_calendar_state(txn, it.id, &next, first).await?;
+    let calendar_changes = serde_json::to_value(&changes).map_err(corrupt("calendar changes"))?;
     itinerary_version::ActiveModel {
         itinerary_id: Set(it.id),
         version: Set(version),
@@ -519,12 +591,12 @@ async fn store_version(
         plan: Set(serde_json::to_value(plan).map_err(corrupt("plan"))?),
         planned_at: Set(plan.planned_at.utc()),
         coordinator_id: Set(Some(by)),
-        calendar_changes: Set(serde_json::to_value(&changes).map_err(corrupt("calendar changes"))?),
+        calendar_changes: Set(calendar_changes.clone()),
         ..Default::default()
     }
     .insert(txn)
     .await?;
-    Ok(())
+    Ok((VersionView { version, planned_at: plan.planned_at.utc(), coordinator_id: Some(by), calendar_changes }, views))
 }
 
 async fn mark_messages(txn: &DatabaseTransaction, itinerary_id: i32, status: &str) -> Result<(), sea_orm::DbErr> {
@@ -548,19 +620,32 @@ async fn calendar_state(db: &impl ConnectionTrait, itinerary_id: i32) -> Result<
     Ok(state)
 }
 
-async fn save_calendar_state(txn: &DatabaseTransaction, itinerary_id: i32, state: &CalendarState) -> Result<(), StoreError> {
-    calendar_uid::Entity::delete_many().filter(calendar_uid::Column::ItineraryId.eq(itinerary_id)).exec(txn).await?;
+async fn save_calendar_state(txn: &DatabaseTransaction, itinerary_id: i32, state: &CalendarState, first: bool) -> Result<(), StoreError> {
+    if !first {
+        calendar_uid::Entity::delete_many().filter(calendar_uid::Column::ItineraryId.eq(itinerary_id)).exec(txn).await?;
+    }
+    let mut rows = Vec::with_capacity(state.issued.len());
     for (uid, i) in &state.issued {
-        calendar_uid::ActiveModel {
+        rows.push(calendar_uid::ActiveModel {
             itinerary_id: Set(itinerary_id),
             uid: Set(uid.clone()),
             sequence: Set(i32::try_from(i.sequence).unwrap_or(i32::MAX)),
             cancelled: Set(i.cancelled),
             appointment: Set(serde_json::to_value(&i.appointment).map_err(|e| StoreError::corrupt("calendar appointment", e))?),
             ..Default::default()
-        }
-        .insert(txn)
-        .await?;
+        });
+    }
+    insert_all(txn, rows).await?;
+    Ok(())
+}
+
+/// One INSERT for all of `rows` (none for none).
+async fn insert_all<A>(txn: &DatabaseTransaction, rows: Vec<A>) -> Result<(), sea_orm::DbErr>
+where
+    A: ActiveModelTrait + Send,
+{
+    if !rows.is_empty() {
+        <A::Entity as EntityTrait>::insert_many(rows).exec_without_returning(txn).await?;
     }
     Ok(())
 }

@@ -14,6 +14,10 @@ mod token;
 
 pub use itineraries::{BookError, ItineraryView, MessageView, NewItinerary, VersionView};
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use itinerary_core::ClinicSetup;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 
 pub use people::{EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
@@ -36,10 +40,24 @@ impl StoreError {
     }
 }
 
-/// A connection pool to the service's database.
+/// A connection pool to the service's database, and what this process keeps in memory.
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// SQLite has one writer: bookings queue here, in order, instead of polling for its lock.
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// The clinic as the planner sees it, rebuilt only when escorts or resources change.
+    planning: Arc<Mutex<Option<PlanningSetup>>>,
+    /// Rendered feeds by (itinerary, version): a version never changes once stored.
+    feeds: Arc<Mutex<HashMap<(i32, i32), Arc<str>>>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PlanningSetup {
+    pub(crate) base: usize,
+    pub(crate) escorts: Vec<entity::escort::Model>,
+    pub(crate) resources: Vec<entity::resource::Model>,
+    pub(crate) setup: Arc<ClinicSetup>,
 }
 
 impl Store {
@@ -60,7 +78,7 @@ impl Store {
             // turns foreign keys on and waits 5 s for a lock on every connection.)
             db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
         }
-        Ok(Store { db })
+        Ok(Store { db, writer: Arc::default(), planning: Arc::default(), feeds: Arc::default() })
     }
 
     /// Applies every migration not yet applied.
@@ -68,6 +86,15 @@ impl Store {
         use itinerary_migration::MigratorTrait;
         itinerary_migration::Migrator::up(&self.db, None).await?;
         Ok(())
+    }
+
+    /// Held by every booking transaction on SQLite; nothing on PostgreSQL, where the lock row
+    /// queues bookings from every process.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend() {
+            DbBackend::Sqlite => Some(self.writer.lock().await),
+            _ => None,
+        }
     }
 
     pub fn backend(&self) -> DbBackend {

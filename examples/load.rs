@@ -1,0 +1,137 @@
+//! The load client of `bench/load.sh`: creates patients, then itineraries from many concurrent
+//! clients, then fetches feeds as fast as it can; prints throughput and latency percentiles as
+//! JSON lines. Needs a running `itinerary serve` and a coordinator token.
+//!
+//! cargo run --release --example load -- BASE_URL TOKEN [ITINERARIES] [CONCURRENCY] [FEED_SECONDS]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{Datelike, Utc};
+use serde_json::{Value, json};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn report(what: &str, started: Instant, mut lat: Vec<f64>, extra: Value) {
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let mut v = json!({
+        "what": what, "requests": lat.len(), "seconds": (secs * 1000.0).round() / 1000.0,
+        "per_second": (lat.len() as f64 / secs).round(),
+        "p50_ms": (percentile(&lat, 0.50) * 1e5).round() / 100.0,
+        "p99_ms": (percentile(&lat, 0.99) * 1e5).round() / 100.0,
+        "max_ms": (percentile(&lat, 1.0) * 1e5).round() / 100.0,
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    println!("{v}");
+}
+
+/// A single infusion for patient `pid` in week `week` from a year ahead: Sunday night out on
+/// the red-eye, back Thursday night. Spread over weeks so the clinic does not simply fill up.
+fn request(pid: i64, week: i64) -> Value {
+    let today = Utc::now().date_naive();
+    let d = today + chrono::Duration::days(365 + 7 * week - i64::from(today.weekday().num_days_from_monday()) - 1);
+    let f = |n: i64| (d + chrono::Duration::days(n)).format("%Y-%m-%d").to_string();
+    json!({ "patient_id": pid, "protocol": "single-infusion", "trips": [{
+        "outbound": { "flight": "MH71", "from": "NRT", "depart": format!("{} 21:40", f(0)), "to": "KUL", "arrive": format!("{} 04:30", f(1)) },
+        "return": { "flight": "MH88", "from": "KUL", "depart": format!("{} 23:35", f(4)), "to": "NRT", "arrive": format!("{} 07:15", f(5)) } }] })
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let base = Arc::new(args[0].trim_end_matches('/').to_owned());
+    let token = Arc::new(args[1].clone());
+    let n: usize = args.get(2).map_or(2000, |s| s.parse().unwrap());
+    let concurrency: usize = args.get(3).map_or(16, |s| s.parse().unwrap());
+    let feed_seconds: u64 = args.get(4).map_or(10, |s| s.parse().unwrap());
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency * 2).build().unwrap();
+
+    // Patients (not timed): one per itinerary.
+    let mut pids = Vec::with_capacity(n);
+    for i in 0..n {
+        let p = json!({ "name": format!("Load {i}"), "email": format!("load{i}@example.jp"), "birth_date": "1980-01-01", "passport_expiry": "2040-01-01" });
+        let r: Value = http.post(format!("{base}/patients")).bearer_auth(&*token).json(&p).send().await.unwrap().json().await.unwrap();
+        pids.push(r["id"].as_i64().unwrap());
+    }
+    let pids = Arc::new(pids);
+
+    // Itineraries: `concurrency` clients take the next patient until all are done.
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (http, base, token, pids, next) = (http.clone(), base.clone(), token.clone(), pids.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= pids.len() {
+                    return out;
+                }
+                // Three patients a week: what the sample rota's early escorts can meet.
+                let body = request(pids[i], (i / 3) as i64);
+                let t = Instant::now();
+                let r = http.post(format!("{base}/itineraries")).bearer_auth(&*token).json(&body).send().await.unwrap();
+                let status = r.status().as_u16();
+                let _ = r.bytes().await;
+                out.push((t.elapsed().as_secs_f64(), status));
+            }
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
+    for t in tasks {
+        for (l, st) in t.await.unwrap() {
+            lat.push(l);
+            *by_status.entry(st).or_default() += 1;
+        }
+    }
+    report("create itinerary", started, lat, json!({ "concurrency": concurrency, "status": by_status }));
+
+    // Feeds: one URL per patient with an itinerary, fetched round-robin for `feed_seconds`.
+    let mut feeds = Vec::new();
+    for &pid in pids.iter().take(200) {
+        let r: Value = http.post(format!("{base}/patients/{pid}/feed")).bearer_auth(&*token).send().await.unwrap().json().await.unwrap();
+        let url = r["feed_url"].as_str().unwrap();
+        feeds.push(format!("{base}/feed/{}", url.rsplit('/').next().unwrap()));
+    }
+    let feeds = Arc::new(feeds);
+    let deadline = Instant::now() + Duration::from_secs(feed_seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..concurrency {
+        let (http, feeds) = (http.clone(), feeds.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut i = c;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = http.get(&feeds[i % feeds.len()]).send().await.unwrap();
+                let status = r.status().as_u16();
+                let _ = r.bytes().await;
+                out.push((t.elapsed().as_secs_f64(), status));
+                i += concurrency;
+            }
+            out
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
+    for t in tasks {
+        for (l, st) in t.await.unwrap() {
+            lat.push(l);
+            *by_status.entry(st).or_default() += 1;
+        }
+    }
+    report("fetch feed", started, lat, json!({ "concurrency": concurrency, "status": by_status }));
+}
