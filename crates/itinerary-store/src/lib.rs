@@ -49,8 +49,11 @@ pub struct Store {
     /// The clinic as the planner sees it, rebuilt only when escorts or resources change.
     planning: Arc<Mutex<Option<PlanningSetup>>>,
     /// Rendered feeds by (itinerary, version): a version never changes once stored.
-    feeds: Arc<Mutex<HashMap<(i32, i32), Arc<str>>>>,
+    feeds: Arc<Mutex<FeedCache>>,
 }
+
+/// Rendered feeds by (itinerary id, version).
+type FeedCache = HashMap<(i32, i32), Arc<str>>;
 
 #[derive(Debug)]
 pub(crate) struct PlanningSetup {
