@@ -220,11 +220,7 @@ impl Store {
         let turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         lock(&txn).await?;
-        let it =
-            itinerary::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
-        if it.status != "active" {
-            return Err(BookError::Cancelled(id));
-        }
+        let it = active_itinerary(&txn, id).await?;
         if req.patient_id != it.patient_id {
             return Err(InvalidRequest {
                 errors: vec![itinerary_core::FieldError {
@@ -256,11 +252,7 @@ impl Store {
         let turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         lock(&txn).await?;
-        let it =
-            itinerary::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
-        if it.status != "active" {
-            return Err(BookError::Cancelled(id));
-        }
+        let it = active_itinerary(&txn, id).await?;
         booking::Entity::delete_many().filter(booking::Column::ItineraryId.eq(id)).exec(&txn).await?;
         mark_messages(&txn, id, "cancelled").await?;
         let state = calendar_state(&txn, id).await?;
@@ -421,6 +413,15 @@ impl Store {
         }
         Ok(Some(text))
     }
+}
+
+/// The itinerary, if it exists and is not cancelled (read under the booking lock).
+async fn active_itinerary(txn: &DatabaseTransaction, id: i32) -> Result<itinerary::Model, BookError> {
+    let it = itinerary::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
+    if it.status != "active" {
+        return Err(BookError::Cancelled(id));
+    }
+    Ok(it)
 }
 
 /// Takes the booking lock: every booking transaction updates this one row first.

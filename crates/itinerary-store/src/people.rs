@@ -400,29 +400,32 @@ impl Store {
 
     /// A new feed token for the patient; earlier ones stop working. The secret is shown once.
     pub async fn rotate_feed(&self, by: i32, patient_id: i32) -> Result<String, StoreError> {
-        self.patient(patient_id).await?;
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
-        revoke_feeds(&txn, patient_id).await?;
         let t = Token::generate("itf_");
-        feed_token::ActiveModel {
-            patient_id: Set(patient_id),
-            token_hash: Set(t.hash),
-            created_at: Set(Utc::now()),
-            revoked_at: Set(None),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
-        audit(&txn, Some(by), "rotate", "feed", &patient_id.to_string(), json!({})).await?;
-        txn.commit().await?;
+        self.replace_feed(by, patient_id, "rotate", Some(t.hash)).await?;
         Ok(t.secret)
     }
 
     pub async fn revoke_feed(&self, by: i32, patient_id: i32) -> Result<(), StoreError> {
+        self.replace_feed(by, patient_id, "revoke", None).await
+    }
+
+    /// Revokes the patient's feed tokens and, with `hash`, issues a new one, in one transaction.
+    async fn replace_feed(&self, by: i32, patient_id: i32, action: &str, hash: Option<String>) -> Result<(), StoreError> {
         self.patient(patient_id).await?;
         let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
         revoke_feeds(&txn, patient_id).await?;
-        audit(&txn, Some(by), "revoke", "feed", &patient_id.to_string(), json!({})).await?;
+        if let Some(hash) = hash {
+            feed_token::ActiveModel {
+                patient_id: Set(patient_id),
+                token_hash: Set(hash),
+                created_at: Set(Utc::now()),
+                revoked_at: Set(None),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+        }
+        audit(&txn, Some(by), action, "feed", &patient_id.to_string(), json!({})).await?;
         txn.commit().await?;
         Ok(())
     }
