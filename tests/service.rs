@@ -283,7 +283,10 @@ async fn itinerary_lifecycle(db: Db) {
     let feed_path = f["feed_url"].as_str().unwrap().strip_prefix("http://feed.example").unwrap().to_owned();
     let r = s.http.get(s.url(&feed_path)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(r.text().await.unwrap(), ics, "the feed is the patient's itinerary");
+    let r = s.http.get(s.url(&feed_path)).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "an unchanged feed answers 304 to its ETag");
     let (_, other) = s.call("POST", "/patients", Some(patient("Other"))).await;
     let (_, f2) = s.call("POST", &format!("/patients/{}/feed", other["id"]), None).await;
     let other_path = f2["feed_url"].as_str().unwrap().strip_prefix("http://feed.example").unwrap().to_owned();

@@ -217,12 +217,21 @@ async fn itinerary_ics(State(s): State<AppState>, p: Result<Path<i32>, PathRejec
 }
 
 /// The patient's feed: the token is the only credential, and shows only its own patient.
-async fn feed(State(s): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
+/// Calendar apps poll it; an unchanged itinerary answers 304 to their `If-None-Match`.
+async fn feed(State(s): State<AppState>, Path(token): Path<String>, headers: axum::http::HeaderMap) -> ApiResult<Response> {
     let token = token.strip_suffix(".ics").unwrap_or(&token);
-    match s.store.feed(&s.setup, token).await? {
-        Some(ics) => Ok(calendar(ics.to_string())),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no_feed", "no such feed (revoked, never issued, or no itinerary yet)")),
+    let Some(feed) = s.store.feed(&s.setup, token).await? else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no_feed", "no such feed (revoked, never issued, or no itinerary yet)"));
+    };
+    let unchanged =
+        headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == feed.etag));
+    let mut r = if unchanged { StatusCode::NOT_MODIFIED.into_response() } else { calendar(feed.text.to_string()) };
+    if let Ok(etag) = HeaderValue::from_str(&feed.etag) {
+        r.headers_mut().insert(header::ETAG, etag);
     }
+    // Personal data: no shared cache may keep it.
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    Ok(r)
 }
 
 #[derive(Deserialize)]

@@ -87,6 +87,13 @@ pub struct ItineraryView {
     pub messages: Vec<MessageView>,
 }
 
+/// A patient's feed as served: its text, and an entity tag that changes with every version.
+#[derive(Clone, Debug)]
+pub struct Feed {
+    pub etag: String,
+    pub text: Arc<str>,
+}
+
 /// A scheduled message and what became of it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MessageView {
@@ -382,7 +389,7 @@ impl Store {
     /// The calendar a feed token opens: its patient's latest itinerary that is not cancelled,
     /// found in one query and rendered once per itinerary version. None for a token that is
     /// revoked or unknown, or a patient with no itinerary.
-    pub async fn feed(&self, base: &ClinicSetup, secret: &str) -> Result<Option<Arc<str>>, StoreError> {
+    pub async fn feed(&self, base: &ClinicSetup, secret: &str) -> Result<Option<Feed>, StoreError> {
         use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
         let q = Query::select()
             .column((itinerary::Entity, itinerary::Column::Id))
@@ -400,8 +407,9 @@ impl Store {
             .to_owned();
         let Some(row) = self.db.query_one(&q).await? else { return Ok(None) };
         let key: (i32, i32) = (row.try_get("", "id")?, row.try_get("", "current_version")?);
+        let tag = format!("\"{}-{}\"", key.0, key.1);
         if let Some(hit) = self.feeds.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            return Ok(Some(hit));
+            return Ok(Some(Feed { etag: tag, text: hit }));
         }
         let text: Arc<str> = self.itinerary_ics(base, key.0).await?.into();
         if let Ok(mut cache) = self.feeds.lock() {
@@ -411,7 +419,7 @@ impl Store {
             }
             cache.insert(key, text.clone());
         }
-        Ok(Some(text))
+        Ok(Some(Feed { etag: tag, text }))
     }
 }
 

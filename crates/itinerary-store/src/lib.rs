@@ -12,7 +12,7 @@ mod itineraries;
 mod people;
 mod token;
 
-pub use itineraries::{BookError, ItineraryView, MessageView, NewItinerary, VersionView};
+pub use itineraries::{BookError, Feed, ItineraryView, MessageView, NewItinerary, VersionView};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
