@@ -405,6 +405,81 @@ async fn parallel_bookings_never_double_book(db: Db) {
     db.drop_pg().await;
 }
 
+/// SIGTERM while bookings are in flight: the server stops taking connections, finishes what it
+/// accepted, and exits cleanly. No request is cut off mid-answer, and every itinerary it
+/// answered 201 for is there after a restart.
+async fn shutdown_finishes_requests_in_flight(db: Db) {
+    let mut s = Server::start(&db);
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let (_, p) = s.call("POST", "/patients", Some(patient(&format!("Patient {i}")))).await;
+        ids.push(p["id"].as_i64().unwrap());
+    }
+    let (base, token, http) = (s.base.clone(), s.token.clone(), s.http.clone());
+    let tasks: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &pid)| {
+            let (base, token, http) = (base.clone(), token.clone(), http.clone());
+            tokio::spawn(async move {
+                let r = http.post(format!("{base}/itineraries")).bearer_auth(token).json(&request(pid, 3 + i as i64 / 3)).send().await;
+                match r {
+                    Ok(r) => {
+                        let status = r.status();
+                        let body: Value = r.json().await.expect("an accepted request gets its whole answer");
+                        Ok((status, body, std::time::Instant::now()))
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let signalled = std::time::Instant::now();
+    assert!(s.stop().success(), "SIGTERM with requests in flight still exits cleanly");
+    let mut after_signal = 0;
+    let mut booked = Vec::new();
+    let (mut answered, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok((st, body, done)) => {
+                answered += 1;
+                after_signal += usize::from(done > signalled);
+                assert!([StatusCode::CREATED, StatusCode::CONFLICT, StatusCode::UNPROCESSABLE_ENTITY].contains(&st), "{st}: {body}");
+                if st == StatusCode::CREATED {
+                    booked.push(body["id"].as_i64().unwrap());
+                }
+            }
+            // Refused at the door once shutdown began: never cut off after being accepted.
+            Err(e) => {
+                refused += 1;
+                assert!(e.is_connect() || e.is_request(), "a request was cut off: {e:?}");
+            }
+        }
+    }
+    println!("{answered} answered ({after_signal} after SIGTERM), {refused} refused at shutdown, {} booked", booked.len());
+    assert!(after_signal > 0, "some requests were still in flight when SIGTERM came");
+    let s = Server::start(&db);
+    for id in booked {
+        let (st, it) = s.call("GET", &format!("/itineraries/{id}"), None).await;
+        assert_eq!(st, StatusCode::OK, "itinerary {id} answered 201 before shutdown: {it}");
+    }
+    drop(s);
+    db.drop_pg().await;
+}
+
+#[tokio::test]
+async fn sqlite_shutdown_finishes_requests_in_flight() {
+    shutdown_finishes_requests_in_flight(Db::sqlite("shutdown")).await;
+}
+
+#[tokio::test]
+async fn postgres_shutdown_finishes_requests_in_flight() {
+    if let Some(db) = Db::postgres("shutdown").await {
+        shutdown_finishes_requests_in_flight(db).await;
+    }
+}
+
 #[tokio::test]
 async fn sqlite_health_auth_and_bad_input() {
     health_auth_and_bad_input(Db::sqlite("bad-input")).await;
