@@ -228,6 +228,15 @@ async fn itinerary_lifecycle(db: Db) {
     assert_eq!((st, r["capacity"].as_i64()), (StatusCode::OK, Some(5)), "{r}");
     let (_, escorts) = s.call("GET", "/escorts", None).await;
     assert_eq!(escorts["escorts"].as_array().unwrap().len(), 6, "seeded from config/resources.toml");
+    let (_, e06) = s.call("GET", "/escorts/E06", None).await;
+    let (st, _) = s.call("DELETE", "/escorts/E06", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (_, escorts) = s.call("GET", "/escorts", None).await;
+    assert!(escorts["escorts"].as_array().unwrap().iter().all(|e| e["id"] != "E06"), "deactivated: {escorts}");
+    let (st, back) = s.call("PUT", "/escorts/E06", Some(e06.clone())).await;
+    assert_eq!((st, back), (StatusCode::OK, e06), "putting an escort again takes them back");
+    let (st, _) = s.call("DELETE", "/escorts/E99", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
     let (st, e) = s
         .call(
             "POST",

@@ -27,7 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/patients/{id}", get(get_patient).put(update_patient))
         .route("/patients/{id}/feed", post(rotate_feed).delete(revoke_feed))
         .route("/escorts", get(list_escorts))
-        .route("/escorts/{id}", get(get_escort).put(put_escort))
+        .route("/escorts/{id}", get(get_escort).put(put_escort).delete(deactivate_escort))
         .route("/resources", get(list_resources))
         .route("/resources/{id}", get(get_resource).put(put_resource))
         .route("/itineraries", post(create_itinerary))
@@ -147,6 +147,11 @@ async fn put_escort(
         ));
     }
     Ok(Json(s.store.put_escort(Some(c.0), &e).await?).into_response())
+}
+
+async fn deactivate_escort(State(s): State<AppState>, Extension(c): Extension<Coordinator>, Path(id): Path<String>) -> ApiResult<Response> {
+    s.store.deactivate_escort(c.0, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list_resources(State(s): State<AppState>) -> ApiResult<Response> {

@@ -301,8 +301,33 @@ impl Store {
         escort_from_model(&m)
     }
 
+    /// The escorts who take new duties.
     pub async fn escorts(&self) -> Result<Vec<EscortInput>, StoreError> {
-        escort::Entity::find().order_by_asc(escort::Column::Id).all(&self.db).await?.iter().map(escort_from_model).collect()
+        escort::Entity::find()
+            .filter(escort::Column::Active.eq(true))
+            .order_by_asc(escort::Column::Id)
+            .all(&self.db)
+            .await?
+            .iter()
+            .map(escort_from_model)
+            .collect()
+    }
+
+    /// The escort takes no new duties from now on (leaving, on long leave); duties already
+    /// booked stay. Putting the escort again brings them back.
+    pub async fn deactivate_escort(&self, by: i32, id: &str) -> Result<(), StoreError> {
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let m = escort::Entity::find_by_id(id.to_owned())
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "escort", id: id.to_owned() })?;
+        let mut m: escort::ActiveModel = m.into();
+        m.active = Set(false);
+        m.updated_at = Set(Utc::now());
+        m.update(&txn).await?;
+        audit(&txn, Some(by), "deactivate", "escort", id, json!({})).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Fills an empty escort table from the configuration (the first start of a new database).
