@@ -309,6 +309,20 @@ async fn itinerary_lifecycle(db: Db) {
     assert_eq!(st, StatusCode::NO_CONTENT);
     assert_eq!(s.http.get(s.url(&new_path)).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 
+    // A second set months later: the feed shows both itineraries, and a new ETag.
+    let (st, second) = s.call("POST", "/itineraries", Some(request(pid, 30))).await;
+    assert_eq!(st, StatusCode::CREATED, "{second}");
+    let (_, f4) = s.call("POST", &format!("/patients/{pid}/feed"), None).await;
+    let both_path = f4["feed_url"].as_str().unwrap().strip_prefix("http://feed.example").unwrap().to_owned();
+    let r = s.http.get(s.url(&both_path)).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "a new itinerary is a new ETag");
+    let both = r.text().await.unwrap();
+    for reference in [it2["reference"].as_str().unwrap(), second["reference"].as_str().unwrap()] {
+        assert!(both.contains(&format!("UID:{reference}.trip1.infusion1.patient-")), "{reference} missing from the feed");
+    }
+    let (st, _) = s.call("POST", &format!("/itineraries/{}/cancel", second["id"]), None).await;
+    assert_eq!(st, StatusCode::OK);
+
     // What happens on which day.
     let first = it2["plan"]["trips"][0]["arrives"]["utc"].as_str().unwrap()[..10].to_owned();
     let d = chrono::NaiveDate::parse_from_str(&first, "%Y-%m-%d").unwrap();
@@ -322,6 +336,9 @@ async fn itinerary_lifecycle(db: Db) {
     assert_eq!((st, c["status"].as_str()), (StatusCode::OK, Some("cancelled")), "{c}");
     assert!(c["versions"][2]["calendar_changes"].as_array().unwrap().iter().all(|x| x["kind"] == "cancel"));
     assert!(c["messages"].as_array().unwrap().iter().all(|m| m["status"] != "pending"));
+    let (_, after) =
+        s.call("GET", &format!("/trips?from={}&to={}", d - chrono::Duration::days(2), d + chrono::Duration::days(8)), None).await;
+    assert!(after["trips"].as_array().unwrap().is_empty(), "a cancelled trip leaves the date-range view: {after}");
     let (st, _) = s.call("POST", &format!("/itineraries/{id}/cancel"), None).await;
     assert_eq!(st, StatusCode::CONFLICT);
 

@@ -261,6 +261,8 @@ impl Store {
         lock(&txn).await?;
         let it = active_itinerary(&txn, id).await?;
         booking::Entity::delete_many().filter(booking::Column::ItineraryId.eq(id)).exec(&txn).await?;
+        // Off the date-range view too; the versions keep what was planned.
+        event::Entity::delete_many().filter(event::Column::ItineraryId.eq(id)).exec(&txn).await?;
         mark_messages(&txn, id, "cancelled").await?;
         let state = calendar_state(&txn, id).await?;
         let (changes, next) = state.changes(&[]);
@@ -368,27 +370,44 @@ impl Store {
 
     /// The itinerary as the patient's calendar (METHOD:PUBLISH), at each UID's current SEQUENCE.
     pub async fn itinerary_ics(&self, base: &ClinicSetup, id: i32) -> Result<String, StoreError> {
-        let view = self.itinerary(id).await?;
+        self.calendar_of(base, &[id]).await
+    }
+
+    /// One METHOD:PUBLISH calendar of the appointments still standing in `ids` (all of one
+    /// patient; the first is the newest and names the calendar), in start order, each UID at
+    /// its current SEQUENCE.
+    async fn calendar_of(&self, base: &ClinicSetup, ids: &[i32]) -> Result<String, StoreError> {
+        let newest = *ids.first().ok_or(StoreError::corrupt("calendar", "no itinerary"))?;
+        let view = self.itinerary(newest).await?;
         let patient = self.patient(view.patient_id).await?;
-        let state = calendar_state(&self.db, id).await?;
-        let live: Vec<Appointment> = state.issued.values().filter(|i| !i.cancelled).map(|i| i.appointment.clone()).collect();
-        let escorts = self.escorts().await?;
+        let mut sequences = std::collections::HashMap::new();
+        let mut live: Vec<Appointment> = Vec::new();
+        for &id in ids {
+            for i in calendar_state(&self.db, id).await?.issued.into_values().filter(|i| !i.cancelled) {
+                sequences.insert(i.appointment.uid.clone(), i.sequence);
+                live.push(i.appointment);
+            }
+        }
+        let start = |a: &Appointment| match &a.when {
+            When::Timed { start, .. } => start.utc(),
+            When::Dates { start, .. } => start.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_default(),
+        };
+        live.sort_by(|a, b| start(a).cmp(&start(b)).then_with(|| a.uid.cmp(&b.uid)));
         let it = Itinerary {
             id: &view.reference,
             plan: &view.plan,
             patient: Person { name: &patient.name, email: &patient.email },
-            escorts: &escorts,
+            escorts: &[],
             clinic_name: &base.clinic.name,
             settings: &base.calendar,
         };
-        let mut ordered = live;
-        ordered.sort_by_key(|a| view.plan.events.iter().position(|e| e.key == a.event).unwrap_or(usize::MAX));
-        Ok(itinerary_calendar::publish(&it, &ordered, |uid| state.sequence(uid)))
+        Ok(itinerary_calendar::publish(&it, &live, |uid| sequences.get(uid).copied().unwrap_or(0)))
     }
 
-    /// The calendar a feed token opens: its patient's latest itinerary that is not cancelled,
-    /// found in one query and rendered once per itinerary version. None for a token that is
-    /// revoked or unknown, or a patient with no itinerary.
+    /// The calendar a feed token opens: every itinerary of its patient that is not cancelled (a
+    /// second set a year later joins the first one's follow-ups), found in one query and
+    /// rendered once per set of itinerary versions. None for a token that is revoked or
+    /// unknown, or a patient with no itinerary.
     pub async fn feed(&self, base: &ClinicSetup, secret: &str) -> Result<Option<Feed>, StoreError> {
         use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
         let q = Query::select()
@@ -403,15 +422,19 @@ impl Store {
             .and_where(Expr::col((feed_token::Entity, feed_token::Column::RevokedAt)).is_null())
             .and_where(Expr::col((itinerary::Entity, itinerary::Column::Status)).eq("active"))
             .order_by((itinerary::Entity, itinerary::Column::Id), Order::Desc)
-            .limit(1)
             .to_owned();
-        let Some(row) = self.db.query_one(&q).await? else { return Ok(None) };
-        let key: (i32, i32) = (row.try_get("", "id")?, row.try_get("", "current_version")?);
-        let tag = format!("\"{}-{}\"", key.0, key.1);
+        let rows = self.db.query_all(&q).await?;
+        let key: Vec<(i32, i32)> =
+            rows.iter().map(|r| Ok((r.try_get("", "id")?, r.try_get("", "current_version")?))).collect::<Result<_, sea_orm::DbErr>>()?;
+        if key.is_empty() {
+            return Ok(None);
+        }
+        let tag = format!("\"{}\"", key.iter().map(|(i, v)| format!("{i}-{v}")).collect::<Vec<_>>().join("."));
         if let Some(hit) = self.feeds.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(Some(Feed { etag: tag, text: hit }));
         }
-        let text: Arc<str> = self.itinerary_ics(base, key.0).await?.into();
+        let ids: Vec<i32> = key.iter().map(|k| k.0).collect();
+        let text: Arc<str> = self.calendar_of(base, &ids).await?.into();
         if let Ok(mut cache) = self.feeds.lock() {
             // Bounded: versions only accumulate; start over rather than grow without end.
             if cache.len() >= 10_000 {

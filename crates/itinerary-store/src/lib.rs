@@ -48,12 +48,12 @@ pub struct Store {
     writer: Arc<tokio::sync::Mutex<()>>,
     /// The clinic as the planner sees it, rebuilt only when escorts or resources change.
     planning: Arc<Mutex<Option<PlanningSetup>>>,
-    /// Rendered feeds by (itinerary, version): a version never changes once stored.
+    /// Rendered feeds by their itineraries' (id, version): a version never changes once stored.
     feeds: Arc<Mutex<FeedCache>>,
 }
 
-/// Rendered feeds by (itinerary id, version).
-type FeedCache = HashMap<(i32, i32), Arc<str>>;
+/// Rendered feeds by the (itinerary id, version) of every itinerary they show.
+type FeedCache = HashMap<Vec<(i32, i32)>, Arc<str>>;
 
 #[derive(Debug)]
 pub(crate) struct PlanningSetup {
