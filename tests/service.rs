@@ -330,6 +330,14 @@ async fn itinerary_lifecycle(db: Db) {
         s.call("GET", &format!("/trips?from={}&to={}", d - chrono::Duration::days(2), d + chrono::Duration::days(8)), None).await;
     assert_eq!(st, StatusCode::OK, "{trips}");
     assert_eq!(trips["trips"][0]["itinerary"], id);
+    let duties = trips["escorts"].as_object().unwrap();
+    let pickup_escort =
+        it2["plan"]["escorts"].as_array().unwrap().iter().find(|d| d["event"] == "trip1.pickup").unwrap()["escort"].as_str().unwrap();
+    assert!(
+        duties[pickup_escort].as_object().unwrap().values().flat_map(|v| v.as_array().unwrap()).any(|d| d["itinerary"] == id),
+        "{trips}"
+    );
+    assert_eq!(trips["zone"], "Asia/Kuala_Lumpur");
 
     // Cancel: every UID goes out as a cancellation; a second cancel is a conflict.
     let (st, c) = s.call("POST", &format!("/itineraries/{id}/cancel"), None).await;

@@ -246,7 +246,8 @@ struct Range {
     to: NaiveDate,
 }
 
-/// What each itinerary (and escort) does between two dates (UTC days, `to` exclusive).
+/// What each itinerary has, and what each escort does on which day, between two dates (UTC
+/// days, `to` exclusive; escorts' days in the clinic's zone).
 async fn trips(State(s): State<AppState>, q: Result<Query<Range>, QueryRejection>) -> ApiResult<Response> {
     let Query(r) = q?;
     if r.to <= r.from || (r.to - r.from).num_days() > 366 {
@@ -270,7 +271,25 @@ async fn trips(State(s): State<AppState>, q: Result<Query<Range>, QueryRejection
             json!({ "itinerary": itinerary, "events": events })
         })
         .collect();
-    Ok(Json(json!({ "from": r.from, "to": r.to, "trips": trips })).into_response())
+    // What each escort does on which day, days as the clinic counts them.
+    let zone = s.setup.clinic.zone;
+    let mut escorts = serde_json::Map::new();
+    for d in s.store.escort_duties_between(day(r.from), day(r.to)).await? {
+        let local_day = d.starts_at.with_timezone(&zone).date_naive().to_string();
+        let duty = json!({
+            "itinerary": d.itinerary_id,
+            "starts_at": d.starts_at.with_timezone(&zone).to_rfc3339(),
+            "ends_at": d.ends_at.with_timezone(&zone).to_rfc3339(),
+            "shared": d.shared,
+        });
+        let days = escorts.entry(d.resource).or_insert_with(|| json!({}));
+        if let Some(list) = days.as_object_mut().map(|m| m.entry(local_day).or_insert_with(|| json!([])))
+            && let Some(a) = list.as_array_mut()
+        {
+            a.push(duty);
+        }
+    }
+    Ok(Json(json!({ "from": r.from, "to": r.to, "zone": zone.name(), "trips": trips, "escorts": escorts })).into_response())
 }
 
 async fn audit(State(s): State<AppState>) -> ApiResult<Response> {

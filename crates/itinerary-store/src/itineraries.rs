@@ -350,6 +350,19 @@ impl Store {
         })
     }
 
+    /// Escort duties (from the bookings of standing itineraries) between `from` and `to`, by
+    /// escort and start.
+    pub async fn escort_duties_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<booking::Model>, StoreError> {
+        Ok(booking::Entity::find()
+            .filter(booking::Column::Kind.eq("escort"))
+            .filter(booking::Column::StartsAt.lt(to))
+            .filter(booking::Column::EndsAt.gt(from))
+            .order_by_asc(booking::Column::Resource)
+            .order_by_asc(booking::Column::StartsAt)
+            .all(&self.db)
+            .await?)
+    }
+
     /// Itineraries with an event between `from` and `to`, newest first.
     pub async fn itineraries_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<(i32, Vec<event::Model>)>, StoreError> {
         let events = event::Entity::find()
