@@ -56,8 +56,7 @@ pub struct Appointment {
 }
 
 impl Appointment {
-    /// The file an invite for this appointment is written to: `trip1.pickup.patient.ics`.
-    /// One per UID, and never a path: the UID's left part with anything but letters, digits,
+    /// The file an invite for this appointment is written to, one per UID, and never a path: the UID's left part with anything but letters, digits,
     /// `.`, `_` and `-` replaced (`trip-7.trip1.pickup.patient-1a2b3c4d.ics`).
     pub fn file_name(&self) -> String {
         let left = self.uid.rsplit_once('@').map_or(self.uid.as_str(), |(l, _)| l);

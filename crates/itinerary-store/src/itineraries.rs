@@ -268,13 +268,7 @@ impl Store {
         let (changes, next) = state.changes(&[]);
         save_calendar_state(&txn, id, &next, false).await?;
         let version = it.current_version + 1;
-        let plan_json = itinerary_version::Entity::find()
-            .filter(itinerary_version::Column::ItineraryId.eq(id))
-            .filter(itinerary_version::Column::Version.eq(it.current_version))
-            .one(&txn)
-            .await?
-            .map(|v| (v.request, v.plan));
-        let (request, plan) = plan_json.ok_or(StoreError::corrupt("itinerary version", "missing"))?;
+        let itinerary_version::Model { request, plan, .. } = current_version(&txn, &it).await?;
         itinerary_version::ActiveModel {
             itinerary_id: Set(id),
             version: Set(version),
@@ -391,8 +385,13 @@ impl Store {
     /// its current SEQUENCE.
     async fn calendar_of(&self, base: &ClinicSetup, ids: &[i32]) -> Result<String, StoreError> {
         let newest = *ids.first().ok_or(StoreError::corrupt("calendar", "no itinerary"))?;
-        let view = self.itinerary(newest).await?;
-        let patient = self.patient(view.patient_id).await?;
+        // The newest itinerary's current plan names the calendar: one version read, not all.
+        let it = itinerary::Entity::find_by_id(newest)
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "itinerary", id: newest.to_string() })?;
+        let plan: Plan = serde_json::from_value(current_version(&self.db, &it).await?.plan).map_err(|e| StoreError::corrupt("plan", e))?;
+        let patient = self.patient(it.patient_id).await?;
         let mut sequences = std::collections::HashMap::new();
         let mut live: Vec<Appointment> = Vec::new();
         for &id in ids {
@@ -407,8 +406,8 @@ impl Store {
         };
         live.sort_by(|a, b| start(a).cmp(&start(b)).then_with(|| a.uid.cmp(&b.uid)));
         let it = Itinerary {
-            id: &view.reference,
-            plan: &view.plan,
+            id: &it.reference,
+            plan: &plan,
             patient: Person { name: &patient.name, email: &patient.email },
             escorts: &[],
             clinic_name: &base.clinic.name,
@@ -457,6 +456,16 @@ impl Store {
         }
         Ok(Some(Feed { etag: tag, text }))
     }
+}
+
+/// The stored row of the itinerary's current version.
+async fn current_version(db: &impl ConnectionTrait, it: &itinerary::Model) -> Result<itinerary_version::Model, StoreError> {
+    itinerary_version::Entity::find()
+        .filter(itinerary_version::Column::ItineraryId.eq(it.id))
+        .filter(itinerary_version::Column::Version.eq(it.current_version))
+        .one(db)
+        .await?
+        .ok_or(StoreError::corrupt("itinerary version", format!("itinerary {} has no version {}", it.id, it.current_version)))
 }
 
 /// The itinerary, if it exists and is not cancelled (read under the booking lock).
