@@ -54,6 +54,7 @@ async fn main() {
     let n: usize = args.get(2).map_or(2000, |s| s.parse().unwrap());
     let concurrency: usize = args.get(3).map_or(16, |s| s.parse().unwrap());
     let feed_seconds: u64 = args.get(4).map_or(10, |s| s.parse().unwrap());
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency * 2).build().unwrap();
 
     // Patients (not timed): one per itinerary.

@@ -43,8 +43,11 @@ enum Command {
         #[arg(long, value_name = "ID")]
         itinerary: Option<String>,
     },
-    /// Run the HTTP API (settings: config/default.toml; DATABASE_URL, ITINERARY_LISTEN override).
+    /// Run the HTTP API and the delivery worker (settings: config/default.toml, each overridable
+    /// by ITINERARY_SECTION_KEY; DATABASE_URL, ITINERARY_LISTEN).
     Serve,
+    /// Deliver due messages (invites, reminders) without serving HTTP; any number may run.
+    Worker,
     /// Apply the database migrations and exit.
     Migrate,
     /// Administration.
@@ -65,6 +68,8 @@ enum AdminCommand {
 
 /// Exit codes: 0 planned, 1 infeasible, 2 bad request or configuration.
 fn main() -> ExitCode {
+    // reqwest (LINE) and lettre share ring's TLS; reqwest has no provider of its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -85,7 +90,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let setup =
                 itinerary_config::load(&cli.config).with_context(|| format!("loading the configuration from {}", cli.config.display()))?;
             let settings = service::Settings::load(&cli.config)?;
-            service::runtime()?.block_on(service::serve(settings, setup))?;
+            service::runtime()?.block_on(service::serve(settings, setup, &cli.config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+                .with_writer(std::io::stderr)
+                .init();
+            let setup =
+                itinerary_config::load(&cli.config).with_context(|| format!("loading the configuration from {}", cli.config.display()))?;
+            let settings = service::Settings::load(&cli.config)?;
+            service::runtime()?.block_on(service::worker(settings, setup, &cli.config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

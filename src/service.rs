@@ -1,12 +1,16 @@
-//! `itinerary serve`, `itinerary migrate` and `itinerary admin`: the service's settings
-//! (config/default.toml, each overridable by an environment variable) and its start-up.
+//! `itinerary serve`, `itinerary worker`, `itinerary migrate` and `itinerary admin`: the
+//! service's settings (config/default.toml, each overridable by an environment variable) and
+//! its start-up.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use itinerary_core::ClinicSetup;
-use itinerary_store::Store;
+use itinerary_notify::{EmailTransport, LineClient, SmtpSettings, Templates};
+use itinerary_store::{Clock, Store};
+use itinerary_worker::{Deliverer, DeliveryRules, Queue, WorkerSettings};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -14,6 +18,11 @@ use serde::Deserialize;
 struct File {
     server: Server,
     database: DatabaseSettings,
+    clock: ClockSettings,
+    delivery: Delivery,
+    smtp: Smtp,
+    line: Line,
+    worker: Worker,
 }
 
 #[derive(Debug, Deserialize)]
@@ -21,6 +30,8 @@ struct File {
 struct Server {
     listen: String,
     public_url: String,
+    worker: bool,
+    environment: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,24 +40,112 @@ struct DatabaseSettings {
     url: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockSettings {
+    mode: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Delivery {
+    update_grace_seconds: u32,
+    late_after_minutes: u32,
+    first_retry_seconds: u32,
+    max_retry_seconds: u32,
+    retry_hours: u32,
+    coordinator_email: String,
+    outbox: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Smtp {
+    host: String,
+    port: u16,
+    security: String,
+    username: String,
+    password: String,
+    timeout_seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    api: String,
+    token: String,
+    monthly_budget: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Worker {
+    poll_ms: u64,
+    concurrency: usize,
+    batch: u64,
+    lease_seconds: u32,
+    heartbeat_seconds: u64,
+}
+
 /// The settings in force: the file's, with the environment's on top.
 #[derive(Debug)]
 pub struct Settings {
     pub listen: String,
     pub public_url: String,
     pub database_url: String,
+    file: File,
+}
+
+/// Environment variables with customary names, and the setting each overrides.
+const ALIASES: &[(&str, &str, &str)] =
+    &[("ITINERARY_LISTEN", "server", "listen"), ("ITINERARY_PUBLIC_URL", "server", "public_url"), ("DATABASE_URL", "database", "url")];
+
+/// Puts `ITINERARY_SECTION_KEY` (and the aliases) over the file's values, parsed as the type the
+/// file gives, so a typo is an error that names the variable.
+fn apply_environment(doc: &mut toml::Table, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+    for (section, table) in doc.iter_mut() {
+        let Some(table) = table.as_table_mut() else { continue };
+        for (key, value) in table.iter_mut() {
+            let name = format!("ITINERARY_{}_{}", section.to_uppercase(), key.to_uppercase());
+            let alias = ALIASES.iter().find(|(_, s, k)| s == section && k == key).map(|a| a.0);
+            let Some((var, raw)) = alias.and_then(|a| env(a).map(|v| (a.to_owned(), v))).or_else(|| env(&name).map(|v| (name.clone(), v)))
+            else {
+                continue;
+            };
+            *value = match value {
+                toml::Value::Integer(_) => {
+                    toml::Value::Integer(raw.trim().parse().with_context(|| format!("{var}={raw:?} is not a whole number"))?)
+                }
+                toml::Value::Boolean(_) => {
+                    toml::Value::Boolean(raw.trim().parse().with_context(|| format!("{var}={raw:?} is not true or false"))?)
+                }
+                _ => toml::Value::String(raw),
+            };
+        }
+    }
+    Ok(())
 }
 
 impl Settings {
     pub fn load(config_dir: &Path) -> anyhow::Result<Settings> {
         let path = config_dir.join("default.toml");
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let f: File = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut doc: toml::Table =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        apply_environment(&mut doc, &|k| std::env::var(k).ok().filter(|v| !v.is_empty()))?;
+        let file: File =
+            doc.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        if !matches!(file.clock.mode.as_str(), "system" | "test") {
+            anyhow::bail!("[clock] mode: {:?} is neither \"system\" nor \"test\"", file.clock.mode);
+        }
+        if file.clock.mode == "test" && file.server.environment == "production" {
+            anyhow::bail!("[clock] mode = \"test\" is refused when [server] environment = \"production\"");
+        }
         Ok(Settings {
-            listen: env("ITINERARY_LISTEN").unwrap_or(f.server.listen),
-            public_url: env("ITINERARY_PUBLIC_URL").unwrap_or(f.server.public_url).trim_end_matches('/').to_owned(),
-            database_url: env("DATABASE_URL").unwrap_or(f.database.url),
+            listen: file.server.listen.clone(),
+            public_url: file.server.public_url.trim_end_matches('/').to_owned(),
+            database_url: file.database.url.clone(),
+            file,
         })
     }
 
@@ -60,10 +159,78 @@ impl Settings {
         }
         let store = Store::connect(&self.database_url)
             .await
-            .with_context(|| format!("connecting to the database ({})", redact(&self.database_url)))?;
+            .with_context(|| format!("connecting to the database ({})", redact(&self.database_url)))?
+            .with_update_grace(chrono::Duration::seconds(i64::from(self.file.delivery.update_grace_seconds)));
         store.migrate().await.context("applying migrations")?;
         Ok(store)
     }
+
+    fn clock(&self, store: &Store) -> Clock {
+        if self.file.clock.mode == "test" { Clock::Test(store.clone()) } else { Clock::System }
+    }
+
+    fn worker_settings(&self) -> WorkerSettings {
+        let w = &self.file.worker;
+        WorkerSettings {
+            poll: Duration::from_millis(w.poll_ms.max(10)),
+            concurrency: w.concurrency.max(1),
+            batch: w.batch.max(1),
+            lease: chrono::Duration::seconds(i64::from(w.lease_seconds.max(1))),
+            heartbeat: Duration::from_secs(w.heartbeat_seconds.max(1)),
+        }
+    }
+
+    /// Everything a worker needs to deliver messages.
+    fn deliverer(&self, store: &Store, setup: Arc<ClinicSetup>, config_dir: &Path) -> anyhow::Result<Deliverer> {
+        let d = &self.file.delivery;
+        let templates = Templates::load(&config_dir.join("messages")).context("loading message templates")?;
+        let s = &self.file.smtp;
+        let email = if s.host.is_empty() {
+            EmailTransport::outbox(Path::new(&d.outbox))?
+        } else {
+            let some = |v: &str| Some(v.to_owned()).filter(|v| !v.is_empty());
+            EmailTransport::smtp(&SmtpSettings {
+                host: s.host.clone(),
+                port: s.port,
+                security: s.security.clone(),
+                username: some(&s.username),
+                password: some(&s.password),
+                timeout_secs: s.timeout_seconds,
+            })?
+        };
+        let l = &self.file.line;
+        let line = if l.token.is_empty() { None } else { Some(LineClient::new(&l.api, &l.token, Duration::from_secs(30))?) };
+        let minutes = |m: u32| chrono::Duration::minutes(i64::from(m));
+        let seconds = |s: u32| chrono::Duration::seconds(i64::from(s));
+        let rules = DeliveryRules {
+            quiet_start: setup.rules.quiet_hours_start,
+            quiet_end: setup.rules.quiet_hours_end,
+            late_after: minutes(d.late_after_minutes),
+            first_backoff: seconds(d.first_retry_seconds.max(1)),
+            max_backoff: seconds(d.max_retry_seconds.max(1)),
+            retry_for: chrono::Duration::hours(i64::from(d.retry_hours)),
+            line_monthly_budget: l.monthly_budget,
+            coordinator_email: Some(d.coordinator_email.clone()).filter(|e| !e.is_empty()),
+            public_url: self.public_url.clone(),
+        };
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
+        Ok(Deliverer {
+            store: store.clone(),
+            setup,
+            templates: Arc::new(templates),
+            email,
+            line,
+            rules,
+            clock: self.clock(store),
+            // Unique per process: apalis on SQLite refuses a name still registered by a worker that died.
+            name: format!("{host}-{}-{}", std::process::id(), rand_suffix()),
+        })
+    }
+}
+
+fn rand_suffix() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{t:08x}")
 }
 
 /// A database URL without its password, for messages.
@@ -78,8 +245,8 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
-/// Serves until SIGTERM or Ctrl-C; requests in flight finish first.
-pub async fn serve(settings: Settings, setup: ClinicSetup) -> anyhow::Result<()> {
+/// Serves until SIGTERM or Ctrl-C; requests in flight finish first, then the worker stops.
+pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) -> anyhow::Result<()> {
     let store = settings.store().await?;
     let seeded = store.seed_escorts(&setup.resources.escorts).await.map_err(|e| anyhow::anyhow!("seeding escorts: {e}"))?;
     store
@@ -89,13 +256,53 @@ pub async fn serve(settings: Settings, setup: ClinicSetup) -> anyhow::Result<()>
     if seeded > 0 {
         tracing::info!(escorts = seeded, "escorts imported from config/resources.toml into an empty database");
     }
-    let state = itinerary_api::AppState { store, setup: Arc::new(setup), public_url: settings.public_url.clone() };
+    let setup = Arc::new(setup);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = if settings.file.server.worker {
+        let deliverer = Arc::new(settings.deliverer(&store, setup.clone(), config_dir)?);
+        let queue = Queue::connect(&settings.database_url).await.context("opening the job queue")?;
+        Some((deliverer, queue))
+    } else {
+        None
+    };
+    let with_worker = worker.is_some();
+    let state =
+        itinerary_api::AppState { store: store.clone(), setup, public_url: settings.public_url.clone(), clock: settings.clock(&store) };
     let listener = tokio::net::TcpListener::bind(&settings.listen).await.with_context(|| format!("listening on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port.
     println!("listening on http://{addr}");
-    tracing::info!(%addr, "serving");
-    axum::serve(listener, itinerary_api::router(state)).with_graceful_shutdown(shutdown()).await.context("serving")?;
+    tracing::info!(%addr, worker = with_worker, "serving");
+    let server = async {
+        let r = axum::serve(listener, itinerary_api::router(state)).with_graceful_shutdown(shutdown()).await.context("serving");
+        // Requests in flight are done: now the worker stops too.
+        let _ = stop_tx.send(true);
+        r
+    };
+    let ws = settings.worker_settings();
+    let delivering = async move {
+        let Some((deliverer, queue)) = worker else { return Ok(()) };
+        let mut stop = stop_rx;
+        itinerary_worker::run(deliverer, queue, ws, async move {
+            let _ = stop.changed().await;
+        })
+        .await
+        .context("worker")
+    };
+    tokio::try_join!(server, delivering)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Delivers messages until SIGTERM or Ctrl-C (the message in hand is finished first).
+pub async fn worker(settings: Settings, setup: ClinicSetup, config_dir: &Path) -> anyhow::Result<()> {
+    let store = settings.store().await?;
+    let deliverer = Arc::new(settings.deliverer(&store, Arc::new(setup), config_dir)?);
+    let queue = Queue::connect(&settings.database_url).await.context("opening the job queue")?;
+    tracing::info!(worker = %deliverer.name, "delivering");
+    // Tests and scripts read this line to know the worker is up.
+    println!("worker {} started", deliverer.name);
+    itinerary_worker::run(deliverer, queue, settings.worker_settings(), shutdown()).await.context("worker")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -116,5 +323,27 @@ async fn shutdown() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { () = ctrl_c => {}, () = term => {} }
-    tracing::info!("shutting down: finishing requests in flight");
+    tracing::info!("shutting down: finishing work in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_by_section_and_key_and_names_a_bad_value() {
+        let mut doc: toml::Table =
+            toml::from_str("[worker]\nconcurrency = 8\n[server]\nlisten = \"a\"\nworker = true\n").unwrap_or_default();
+        let env = |k: &str| match k {
+            "ITINERARY_WORKER_CONCURRENCY" => Some("3".to_owned()),
+            "ITINERARY_LISTEN" => Some("b".to_owned()),
+            _ => None,
+        };
+        assert!(apply_environment(&mut doc, &env).is_ok());
+        assert_eq!(doc["worker"]["concurrency"].as_integer(), Some(3));
+        assert_eq!(doc["server"]["listen"].as_str(), Some("b"));
+        let bad = |k: &str| (k == "ITINERARY_SERVER_WORKER").then(|| "yes".to_owned());
+        let e = apply_environment(&mut doc, &bad).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("ITINERARY_SERVER_WORKER=\"yes\""), "{e}");
+    }
 }

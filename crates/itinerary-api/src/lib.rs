@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use itinerary_core::ClinicSetup;
-use itinerary_store::Store;
+use itinerary_store::{Clock, Store};
 
 pub use error::ApiError;
 
@@ -21,6 +21,8 @@ pub struct AppState {
     pub setup: Arc<ClinicSetup>,
     /// Where feed URLs point (`https://itinerary.example.my`), without a trailing slash.
     pub public_url: String,
+    /// Now, for planning: the system clock, or the test clock that `PUT /clock` moves.
+    pub clock: Clock,
 }
 
 /// The largest request body accepted (a plan request is a few KiB).

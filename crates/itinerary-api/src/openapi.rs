@@ -28,6 +28,9 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/itineraries/{id}/calendar.ics", "The itinerary as the patient's calendar (METHOD:PUBLISH)", true),
     ("get", "/trips", "Itineraries with events between two dates (?from=YYYY-MM-DD&to=YYYY-MM-DD)", true),
     ("get", "/audit", "The audit log, newest first", true),
+    ("get", "/messages/failed", "Messages that could not be delivered, with the reason", true),
+    ("get", "/clock", "The service's clock (the test clock when enabled)", true),
+    ("put", "/clock", "Move the test clock ({\"now\": instant} or {\"advance_seconds\": n}); 409 unless [clock] mode = \"test\"", true),
 ];
 
 pub fn document() -> Value {

@@ -36,6 +36,8 @@ pub fn router(state: AppState) -> Router {
         .route("/itineraries/{id}/calendar.ics", get(itinerary_ics))
         .route("/trips", get(trips))
         .route("/audit", get(audit))
+        .route("/messages/failed", get(failed_messages))
+        .route("/clock", get(get_clock).put(set_clock))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/health", get(health))
@@ -184,7 +186,7 @@ async fn create_itinerary(
     b: Result<Json<NewItinerary>, JsonRejection>,
 ) -> ApiResult<Response> {
     let req = body(b)?;
-    let it = s.store.create_itinerary(c.0, &s.setup, &req, Utc::now()).await?;
+    let it = s.store.create_itinerary(c.0, &s.setup, &req, s.clock.now().await?).await?;
     Ok((StatusCode::CREATED, Json(it)).into_response())
 }
 
@@ -200,7 +202,7 @@ async fn change_itinerary(
 ) -> ApiResult<Response> {
     let id = id(p)?;
     let req = body(b)?;
-    Ok(Json(s.store.change_itinerary(c.0, &s.setup, id, &req, Utc::now()).await?).into_response())
+    Ok(Json(s.store.change_itinerary(c.0, &s.setup, id, &req, s.clock.now().await?).await?).into_response())
 }
 
 async fn cancel_itinerary(
@@ -208,7 +210,62 @@ async fn cancel_itinerary(
     Extension(c): Extension<Coordinator>,
     p: Result<Path<i32>, PathRejection>,
 ) -> ApiResult<Response> {
-    Ok(Json(s.store.cancel_itinerary(c.0, id(p)?).await?).into_response())
+    Ok(Json(s.store.cancel_itinerary(c.0, &s.setup, id(p)?, s.clock.now().await?).await?).into_response())
+}
+
+/// Messages that could not be delivered (a permanent refusal, or retries that ran out).
+async fn failed_messages(State(s): State<AppState>) -> ApiResult<Response> {
+    Ok(Json(json!({ "failed": s.store.failed_messages(500).await? })).into_response())
+}
+
+async fn get_clock(State(s): State<AppState>) -> ApiResult<Response> {
+    let offset_ms = if s.clock.is_test() { s.store.clock_offset().await? } else { 0 };
+    Ok(Json(json!({ "now": s.clock.now().await?, "test": s.clock.is_test(), "offset_ms": offset_ms })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetClock {
+    /// Move the clock to this instant.
+    #[serde(default)]
+    now: Option<DateTime<Utc>>,
+    /// Or move it on by this many seconds.
+    #[serde(default)]
+    advance_seconds: Option<i64>,
+}
+
+/// Moves the test clock (refused unless the service runs with `[clock] mode = "test"`).
+async fn set_clock(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    b: Result<Json<SetClock>, JsonRejection>,
+) -> ApiResult<Response> {
+    let req = body(b)?;
+    if !s.clock.is_test() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "clock_is_system",
+            "the clock is the system clock; start the service with [clock] mode = \"test\" to move it",
+        ));
+    }
+    let current = s.store.clock_offset().await?;
+    let offset = match (req.now, req.advance_seconds) {
+        (Some(t), None) => (t - Utc::now()).num_milliseconds(),
+        (None, Some(secs)) if (0..=10 * 366 * 86_400).contains(&secs) => current + secs * 1000,
+        (None, Some(secs)) => {
+            return Err(ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "advance_seconds",
+                &secs.to_string(),
+                "must be between 0 and ten years; the clock does not go back",
+            ));
+        }
+        _ => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "give either now or advance_seconds")),
+    };
+    s.store.set_clock_offset(offset).await?;
+    tracing::info!(coordinator = c.0, offset_ms = offset, "test clock moved");
+    get_clock(State(s)).await
 }
 
 fn calendar(text: String) -> Response {

@@ -181,6 +181,17 @@ pub mod scheduled_message {
         pub about: Option<String>,
         pub if_late: String,
         pub status: String,
+        /// The instant the message must precede (the event's start, the window's close).
+        pub before_at: Option<DateTimeUtc>,
+        /// For calendar messages: the `Change` (appointment, SEQUENCE, invite/update/cancel).
+        pub payload: Option<Json>,
+        pub attempts: i32,
+        /// The worker sending it now, and since when (a claim older than the lease is stale).
+        pub claimed_by: Option<String>,
+        pub claimed_at: Option<DateTimeUtc>,
+        pub sent_at: Option<DateTimeUtc>,
+        pub channel: Option<String>,
+        pub last_error: Option<String>,
     }
     no_relations!();
 }
@@ -229,6 +240,39 @@ pub mod audit_log {
         pub entity_id: String,
         pub detail: Json,
         pub at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod delivery {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "delivery")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub message_id: i32,
+        pub channel: String,
+        pub attempt: i32,
+        pub status: String,
+        pub provider_ref: Option<String>,
+        pub error: Option<String>,
+        pub at: DateTimeUtc,
+        /// The message id on a "sent" row, NULL otherwise: unique, so one message is sent once.
+        pub sent_key: Option<String>,
+    }
+    no_relations!();
+}
+
+pub mod clock {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "clock")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub offset_ms: i64,
+        pub updated_at: DateTimeUtc,
     }
     no_relations!();
 }

@@ -2,8 +2,9 @@
 //! and calendar.
 
 use chrono::{DateTime, Duration, Utc};
-use itinerary_calendar::{Appointment, CalendarState, Issued, Itinerary, Person};
+use itinerary_calendar::{Appointment, Audience, CalendarState, Change, ChangeKind, Issued, Itinerary, Person};
 use itinerary_core::plan::When;
+use itinerary_core::plan::{MessageDue, MessageKind, Recipient};
 use itinerary_core::request::{RawPlanRequest, RawTrip};
 use itinerary_core::{Booking, ClinicSetup, Infeasible, InvalidRequest, Ledger, Plan, PlanRequest};
 use rand::RngCore;
@@ -104,6 +105,14 @@ pub struct MessageView {
     pub due_at: DateTime<Utc>,
     pub due_zone: String,
     pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// email or line, once sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Why the last attempt failed (or why it was skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn reference() -> String {
@@ -197,7 +206,7 @@ impl Store {
         }
         .insert(&txn)
         .await?;
-        let (version, messages) = store_version(&txn, &setup, &it, &patient, &raw, &plan, 1, by).await?;
+        let (version, messages) = store_version(&txn, &setup, &it, &patient, &raw, &plan, 1, by, self.update_grace).await?;
         audit(&txn, Some(by), "create", "itinerary", &it.id.to_string(), json!({ "version": 1, "protocol": plan.protocol })).await?;
         txn.commit().await?;
         drop(turn);
@@ -246,7 +255,7 @@ impl Store {
         m.current_version = Set(version);
         m.updated_at = Set(now);
         let it = m.update(&txn).await?;
-        store_version(&txn, &setup, &it, &patient, &raw, &plan, version, by).await?;
+        store_version(&txn, &setup, &it, &patient, &raw, &plan, version, by, self.update_grace).await?;
         audit(&txn, Some(by), "change", "itinerary", &id.to_string(), json!({ "version": version })).await?;
         txn.commit().await?;
         drop(turn);
@@ -255,7 +264,7 @@ impl Store {
 
     /// Cancels the itinerary: its bookings are released, its pending messages cancelled, and
     /// every calendar UID it issued goes out as a cancellation.
-    pub async fn cancel_itinerary(&self, by: i32, id: i32) -> Result<ItineraryView, BookError> {
+    pub async fn cancel_itinerary(&self, by: i32, base: &ClinicSetup, id: i32, now: DateTime<Utc>) -> Result<ItineraryView, BookError> {
         let turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         lock(&txn).await?;
@@ -269,12 +278,16 @@ impl Store {
         save_calendar_state(&txn, id, &next, false).await?;
         let version = it.current_version + 1;
         let itinerary_version::Model { request, plan, .. } = current_version(&txn, &it).await?;
+        let patient = self.patient(it.patient_id).await?;
+        let rows = calendar_rows(&changes, now + self.update_grace, &patient.home_zone, base.clinic.zone.name())
+            .map_err(|e| StoreError::corrupt("calendar change", e))?;
+        insert_all(&txn, rows.into_iter().map(|r| r.active(id, version)).collect::<Vec<_>>()).await?;
         itinerary_version::ActiveModel {
             itinerary_id: Set(id),
             version: Set(version),
             request: Set(request),
             plan: Set(plan),
-            planned_at: Set(Utc::now()),
+            planned_at: Set(now),
             coordinator_id: Set(Some(by)),
             calendar_changes: Set(serde_json::to_value(&changes).map_err(|e| StoreError::corrupt("calendar changes", e))?),
             ..Default::default()
@@ -284,7 +297,7 @@ impl Store {
         let mut m: itinerary::ActiveModel = it.into();
         m.status = Set("cancelled".to_owned());
         m.current_version = Set(version);
-        m.updated_at = Set(Utc::now());
+        m.updated_at = Set(now);
         m.update(&txn).await?;
         audit(&txn, Some(by), "cancel", "itinerary", &id.to_string(), json!({ "version": version })).await?;
         txn.commit().await?;
@@ -322,6 +335,9 @@ impl Store {
                 due_at: m.due_at,
                 due_zone: m.due_zone,
                 status: m.status,
+                sent_at: m.sent_at,
+                channel: m.channel,
+                error: m.last_error,
             })
             .collect();
         Ok(ItineraryView {
@@ -555,6 +571,7 @@ async fn store_version(
     plan: &Plan,
     version: i32,
     by: i32,
+    grace: Duration,
 ) -> Result<(VersionView, Vec<MessageView>), BookError> {
     let corrupt = |what| move |e: serde_json::Error| StoreError::corrupt(what, e);
     // One statement per table, and none that a first version cannot need: under the booking
@@ -594,36 +611,6 @@ async fn store_version(
     if !first {
         mark_messages(txn, it.id, "superseded").await?;
     }
-    let mut messages = Vec::with_capacity(plan.messages.len());
-    let mut views = Vec::with_capacity(plan.messages.len());
-    for m in &plan.messages {
-        let recipient = serde_json::to_value(&m.recipient).map_err(corrupt("recipient"))?;
-        let kind = serde_json::to_value(m.kind).map_err(corrupt("message kind"))?.as_str().unwrap_or_default().to_owned();
-        views.push(MessageView {
-            key: m.key.clone(),
-            kind: kind.clone(),
-            version,
-            recipient: recipient.clone(),
-            due_at: m.at.utc(),
-            due_zone: m.at.zone().name().to_owned(),
-            status: "pending".to_owned(),
-        });
-        messages.push(scheduled_message::ActiveModel {
-            itinerary_id: Set(it.id),
-            version: Set(version),
-            key: Set(m.key.clone()),
-            kind: Set(kind),
-            recipient: Set(recipient),
-            language: Set(m.language.code().to_owned()),
-            due_at: Set(m.at.utc()),
-            due_zone: Set(m.at.zone().name().to_owned()),
-            about: Set(m.about.clone()),
-            if_late: Set(serde_json::to_value(m.if_late).map_err(corrupt("if_late"))?.as_str().unwrap_or_default().to_owned()),
-            status: Set("pending".to_owned()),
-            ..Default::default()
-        });
-    }
-    insert_all(txn, messages).await?;
     // Calendar: what this version sends under each UID.
     let calendar = Itinerary {
         id: &it.reference,
@@ -638,6 +625,34 @@ async fn store_version(
     let (changes, next) = state.changes(&appointments);
     save_calendar_state(txn, it.id, &next, first).await?;
     let calendar_changes = serde_json::to_value(&changes).map_err(corrupt("calendar changes"))?;
+    // Invites and the confirmation wait out the grace period, so quick edits send one update.
+    let settled = plan.planned_at.utc() + grace;
+    let patient_changed = changes.iter().any(|c| c.kind != ChangeKind::Unchanged && c.appointment.attendee.audience == Audience::Patient);
+    let confirmed = !first && confirmation_sent(txn, it.id).await?;
+    let mut rows = Vec::with_capacity(plan.messages.len() + changes.len());
+    for m in &plan.messages {
+        let mut row = MessageRow::from_plan(m).map_err(corrupt("message"))?;
+        if m.kind == MessageKind::BookingConfirmation {
+            row.due_at = row.due_at.max(settled);
+            // After a confirmation went out, a change is announced only when the patient's
+            // appointments changed.
+            if confirmed {
+                if !patient_changed {
+                    continue;
+                }
+                row.kind = "itinerary_changed".to_owned();
+            }
+        }
+        rows.push(row);
+    }
+    let home_zone = plan
+        .messages
+        .iter()
+        .find(|m| m.kind == MessageKind::BookingConfirmation)
+        .map_or(patient.home_zone.as_str(), |m| m.at.zone().name());
+    rows.extend(calendar_rows(&changes, settled, home_zone, setup.clinic.zone.name()).map_err(corrupt("calendar change"))?);
+    let views = rows.iter().map(|r| r.view(version)).collect();
+    insert_all(txn, rows.into_iter().map(|r| r.active(it.id, version)).collect::<Vec<_>>()).await?;
     itinerary_version::ActiveModel {
         itinerary_id: Set(it.id),
         version: Set(version),
@@ -653,12 +668,128 @@ async fn store_version(
     Ok((VersionView { version, planned_at: plan.planned_at.utc(), coordinator_id: Some(by), calendar_changes }, views))
 }
 
+/// A scheduled message as it is stored: from the plan's reminders or from a calendar change.
+struct MessageRow {
+    key: String,
+    kind: String,
+    recipient: serde_json::Value,
+    language: String,
+    due_at: DateTime<Utc>,
+    due_zone: String,
+    about: Option<String>,
+    before_at: Option<DateTime<Utc>>,
+    if_late: String,
+    payload: Option<serde_json::Value>,
+}
+
+impl MessageRow {
+    fn from_plan(m: &MessageDue) -> Result<MessageRow, serde_json::Error> {
+        let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        Ok(MessageRow {
+            key: m.key.clone(),
+            kind: name(serde_json::to_value(m.kind)?),
+            recipient: serde_json::to_value(&m.recipient)?,
+            language: m.language.code().to_owned(),
+            due_at: m.at.utc(),
+            due_zone: m.at.zone().name().to_owned(),
+            about: m.about.clone(),
+            before_at: m.before.map(|b| b.utc()),
+            if_late: name(serde_json::to_value(m.if_late)?),
+            payload: None,
+        })
+    }
+
+    fn view(&self, version: i32) -> MessageView {
+        MessageView {
+            key: self.key.clone(),
+            kind: self.kind.clone(),
+            version,
+            recipient: self.recipient.clone(),
+            due_at: self.due_at,
+            due_zone: self.due_zone.clone(),
+            status: "pending".to_owned(),
+            sent_at: None,
+            channel: None,
+            error: None,
+        }
+    }
+
+    fn active(self, itinerary_id: i32, version: i32) -> scheduled_message::ActiveModel {
+        scheduled_message::ActiveModel {
+            itinerary_id: Set(itinerary_id),
+            version: Set(version),
+            key: Set(self.key),
+            kind: Set(self.kind),
+            recipient: Set(self.recipient),
+            language: Set(self.language),
+            due_at: Set(self.due_at),
+            due_zone: Set(self.due_zone),
+            about: Set(self.about),
+            if_late: Set(self.if_late),
+            status: Set("pending".to_owned()),
+            before_at: Set(self.before_at),
+            payload: Set(self.payload),
+            attempts: Set(0),
+            ..Default::default()
+        }
+    }
+}
+
+/// One message per appointment that changed: an invite, an update or a cancellation, to its
+/// attendee, due once the grace period is over.
+fn calendar_rows(
+    changes: &[Change],
+    due: DateTime<Utc>,
+    patient_zone: &str,
+    clinic_zone: &str,
+) -> Result<Vec<MessageRow>, serde_json::Error> {
+    let mut rows = Vec::new();
+    for c in changes.iter().filter(|c| c.kind != ChangeKind::Unchanged) {
+        let (recipient, zone) = match &c.appointment.attendee.audience {
+            Audience::Patient => (Recipient::Patient, patient_zone),
+            Audience::Escort { id } => (Recipient::Escort { id: id.clone() }, clinic_zone),
+        };
+        let kind = match c.kind {
+            ChangeKind::Invite => "calendar_invite",
+            ChangeKind::Update => "calendar_update",
+            _ => "calendar_cancel",
+        };
+        rows.push(MessageRow {
+            key: format!("{}.{kind}", c.appointment.event),
+            kind: kind.to_owned(),
+            recipient: serde_json::to_value(&recipient)?,
+            language: c.appointment.attendee.language.code().to_owned(),
+            due_at: due,
+            due_zone: zone.to_owned(),
+            about: Some(c.appointment.uid.clone()),
+            before_at: match &c.appointment.when {
+                When::Timed { start, .. } => Some(start.utc()),
+                When::Dates { .. } => None,
+            },
+            if_late: "send_now".to_owned(),
+            payload: Some(serde_json::to_value(c)?),
+        });
+    }
+    Ok(rows)
+}
+
+/// Whether the patient already received a booking confirmation (or a change notice) for it.
+async fn confirmation_sent(db: &impl ConnectionTrait, itinerary_id: i32) -> Result<bool, sea_orm::DbErr> {
+    let sent = scheduled_message::Entity::find()
+        .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
+        .filter(scheduled_message::Column::Kind.is_in(["booking_confirmation", "itinerary_changed"]))
+        .filter(scheduled_message::Column::Status.eq("sent"))
+        .one(db)
+        .await?;
+    Ok(sent.is_some())
+}
+
 async fn mark_messages(txn: &DatabaseTransaction, itinerary_id: i32, status: &str) -> Result<(), sea_orm::DbErr> {
     use sea_orm::sea_query::Expr;
     scheduled_message::Entity::update_many()
         .col_expr(scheduled_message::Column::Status, Expr::value(status))
         .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
-        .filter(scheduled_message::Column::Status.eq("pending"))
+        .filter(scheduled_message::Column::Status.is_in(["pending", "queued"]))
         .exec(txn)
         .await?;
     Ok(())

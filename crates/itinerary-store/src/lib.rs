@@ -7,11 +7,13 @@
 //! what active itineraries hold around the new trip, plans, and stores the plan with its
 //! bookings. Nothing is half-stored: any failure rolls the whole transaction back.
 
+mod deliveries;
 pub mod entity;
 mod itineraries;
 mod people;
 mod token;
 
+pub use deliveries::{Claimed, Clock, Delivered, DeliveryTarget, FailedMessage};
 pub use itineraries::{BookError, Feed, ItineraryView, MessageView, NewItinerary, VersionView};
 
 use std::collections::HashMap;
@@ -50,6 +52,9 @@ pub struct Store {
     planning: Arc<Mutex<Option<PlanningSetup>>>,
     /// Rendered feeds by their itineraries' (id, version): a version never changes once stored.
     feeds: Arc<Mutex<FeedCache>>,
+    /// How long invites and the booking confirmation wait for further edits, so that several
+    /// quick changes send one update.
+    update_grace: chrono::Duration,
 }
 
 /// Rendered feeds by the (itinerary id, version) of every itinerary they show.
@@ -81,7 +86,20 @@ impl Store {
             // turns foreign keys on and waits 5 s for a lock on every connection.)
             db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
         }
-        Ok(Store { db, writer: Arc::default(), planning: Arc::default(), feeds: Arc::default() })
+        Ok(Store {
+            db,
+            writer: Arc::default(),
+            planning: Arc::default(),
+            feeds: Arc::default(),
+            update_grace: chrono::Duration::minutes(3),
+        })
+    }
+
+    /// Sets how long invites and confirmations wait for further edits (3 minutes by default).
+    #[must_use]
+    pub fn with_update_grace(mut self, grace: chrono::Duration) -> Store {
+        self.update_grace = grace;
+        self
     }
 
     /// Applies every migration not yet applied.

@@ -1,0 +1,24 @@
+//! What a message says and how it travels. `letter` puts a plan's facts into words from the
+//! templates in `config/messages/` (Japanese for patients, English for escorts); `mime` wraps
+//! words and calendars into email as calendar clients expect (iMIP); `transport` hands the
+//! result to SMTP, to a file outbox, or to LINE's Messaging API. Deciding when to send is the
+//! worker's job, not this crate's.
+
+pub mod letter;
+pub mod mime;
+pub mod transport;
+
+pub use letter::{Composed, Letter, Subject, Templates};
+pub use mime::{CalendarPart, Envelope};
+pub use transport::{EmailTransport, LineClient, SendError, SmtpSettings};
+
+/// What can go wrong before anything is sent.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("message template: {0}")]
+    Template(String),
+    #[error("{field}: {value:?} is not an address ({problem})")]
+    Address { field: String, value: String, problem: String },
+    #[error("{0}")]
+    Setup(String),
+}

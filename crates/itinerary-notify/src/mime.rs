@@ -1,0 +1,64 @@
+//! Email as calendar clients expect it (iMIP, RFC 6047): multipart/alternative with text/plain,
+//! text/html and `text/calendar; method=…` (the parameter equal to the METHOD inside, base64),
+//! plus the same calendar attached as a file, for clients that only show attachments.
+
+use lettre::Message;
+use lettre::message::header::{ContentDisposition, ContentTransferEncoding, ContentType};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+
+use crate::NotifyError;
+use crate::letter::Composed;
+
+/// A calendar object to carry: its METHOD (`REQUEST`, `CANCEL`, `PUBLISH`) and text.
+#[derive(Clone, Debug)]
+pub struct CalendarPart {
+    pub method: &'static str,
+    pub ics: String,
+    /// The attachment's file name (`invite.ics`, `itinerary.ics`).
+    pub file_name: String,
+}
+
+/// Who sends, to whom, and the Message-ID that names this message (the same on every attempt,
+/// so a receiving system can tell a resend from a new message).
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub from: Mailbox,
+    pub to: Mailbox,
+    pub message_id: String,
+}
+
+/// Parses `Name <addr>` pieces into a mailbox, naming the field that is wrong.
+pub fn mailbox(field: &str, name: &str, email: &str) -> Result<Mailbox, NotifyError> {
+    let address =
+        email.parse().map_err(|e| NotifyError::Address { field: field.to_owned(), value: email.to_owned(), problem: format!("{e}") })?;
+    Ok(Mailbox::new(Some(name.to_owned()).filter(|n| !n.is_empty()), address))
+}
+
+/// The whole email.
+pub fn email(env: &Envelope, words: &Composed, calendar: Option<&CalendarPart>) -> Result<Message, NotifyError> {
+    let builder = Message::builder()
+        .from(env.from.clone())
+        .reply_to(env.from.clone())
+        .to(env.to.clone())
+        .subject(words.subject.clone())
+        .message_id(Some(env.message_id.clone()));
+    let alternative =
+        MultiPart::alternative().singlepart(SinglePart::plain(words.text.clone())).singlepart(SinglePart::html(words.html.clone()));
+    let message = match calendar {
+        None => builder.multipart(alternative),
+        Some(cal) => {
+            let kind = ContentType::parse(&format!("text/calendar; method={}; charset=UTF-8", cal.method))
+                .map_err(|e| NotifyError::Template(format!("calendar content type: {e}")))?;
+            let inline = SinglePart::builder().header(kind).header(ContentTransferEncoding::Base64).body(cal.ics.clone());
+            let file_type = ContentType::parse(&format!("application/ics; name=\"{}\"", cal.file_name))
+                .map_err(|e| NotifyError::Template(format!("attachment content type: {e}")))?;
+            let attachment = SinglePart::builder()
+                .header(file_type)
+                .header(ContentDisposition::attachment(&cal.file_name))
+                .header(ContentTransferEncoding::Base64)
+                .body(cal.ics.clone());
+            builder.multipart(MultiPart::mixed().multipart(alternative.singlepart(inline)).singlepart(attachment))
+        }
+    };
+    message.map_err(|e| NotifyError::Template(format!("email: {e}")))
+}

@@ -1,0 +1,175 @@
+//! Where a message goes: an SMTP relay (lettre: plain, STARTTLS or TLS, with or without
+//! authentication), a file outbox with one `.eml` per message (the embedded default), or LINE's
+//! Messaging API push. Every failure is sorted into transient (try again later) or permanent.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
+
+use crate::NotifyError;
+
+/// Why a send did not go through.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Try again later (SMTP 4xx, connection refused, timeout, LINE 429 or 5xx).
+    #[error("temporary: {reason}")]
+    Transient { reason: String, retry_after: Option<Duration> },
+    /// Trying again will not help (SMTP 5xx such as 550, LINE 400/403).
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// How to reach the SMTP relay (`[smtp]` in config/default.toml).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    /// `none` (a relay on loopback), `starttls` (port 587) or `tls` (port 465).
+    pub security: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+/// The email transport in force.
+#[derive(Clone, Debug)]
+pub enum EmailTransport {
+    /// One `.eml` per message in this directory.
+    Outbox(PathBuf),
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+impl EmailTransport {
+    pub fn outbox(dir: &Path) -> Result<EmailTransport, NotifyError> {
+        std::fs::create_dir_all(dir).map_err(|e| NotifyError::Setup(format!("creating outbox {}: {e}", dir.display())))?;
+        Ok(EmailTransport::Outbox(dir.to_owned()))
+    }
+
+    pub fn smtp(s: &SmtpSettings) -> Result<EmailTransport, NotifyError> {
+        let setup = |e: lettre::transport::smtp::Error| NotifyError::Setup(format!("smtp.host {:?}: {e}", s.host));
+        let builder = match s.security.as_str() {
+            "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host),
+            "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host).map_err(setup)?,
+            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host).map_err(setup)?,
+            other => return Err(NotifyError::Setup(format!("smtp.security: {other:?} is not none, starttls or tls"))),
+        };
+        let mut builder = builder.port(s.port).timeout(Some(Duration::from_secs(s.timeout_secs)));
+        if let (Some(u), Some(p)) = (&s.username, &s.password) {
+            builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
+        }
+        Ok(EmailTransport::Smtp(builder.build()))
+    }
+
+    /// Hands `message` over. `name` is the message's stable name (`m42`): the outbox writes
+    /// `name.eml` once, so a second attempt for the same message finds it there and writes
+    /// nothing. Returns the provider's reference (the SMTP reply, the file).
+    pub async fn send(&self, message: &Message, name: &str) -> Result<String, SendError> {
+        match self {
+            EmailTransport::Outbox(dir) => write_once(dir, name, &message.formatted()),
+            EmailTransport::Smtp(t) => match t.send(message.clone()).await {
+                Ok(r) => Ok(format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" "))),
+                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+                Err(e) => Err(SendError::Transient { reason: e.to_string(), retry_after: None }),
+            },
+        }
+    }
+
+    pub fn channel(&self) -> &'static str {
+        match self {
+            EmailTransport::Outbox(_) => "outbox",
+            EmailTransport::Smtp(_) => "email",
+        }
+    }
+}
+
+/// Writes `dir/name.eml` through a temporary file and a rename, so the file is either whole or
+/// absent; when it already exists the message went out before and nothing is written.
+fn write_once(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, SendError> {
+    let io = |e: std::io::Error| SendError::Transient { reason: format!("outbox {}: {e}", dir.display()), retry_after: None };
+    let path = dir.join(format!("{name}.eml"));
+    if path.exists() {
+        return Ok(format!("{} (written before)", path.display()));
+    }
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(path.display().to_string())
+}
+
+/// LINE Messaging API: `POST /v2/bot/message/push` with the channel access token.
+#[derive(Clone, Debug)]
+pub struct LineClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl LineClient {
+    /// `base` is `https://api.line.me` in production, a local stand-in in tests.
+    pub fn new(base: &str, token: &str, timeout: Duration) -> Result<LineClient, NotifyError> {
+        // reqwest is built without a TLS provider of its own; ring's is the one lettre uses too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| NotifyError::Setup(format!("line client: {e}")))?;
+        Ok(LineClient { http, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
+    }
+
+    /// Pushes up to five text messages to `to`. `retry_key` (a UUID, the same on every attempt
+    /// for one message) lets LINE refuse a second acceptance with 409 instead of sending twice.
+    pub async fn push(&self, to: &str, texts: &[String], retry_key: &str) -> Result<String, SendError> {
+        let messages: Vec<_> = texts.iter().take(5).map(|t| serde_json::json!({ "type": "text", "text": clip(t, 5000) })).collect();
+        let res = self
+            .http
+            .post(format!("{}/v2/bot/message/push", self.base))
+            .bearer_auth(&self.token)
+            .header("X-Line-Retry-Key", retry_key)
+            .json(&serde_json::json!({ "to": to, "messages": messages }))
+            .send()
+            .await
+            .map_err(|e| SendError::Transient { reason: format!("LINE: {e}"), retry_after: None })?;
+        let status = res.status();
+        let header = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let request_id = header("x-line-request-id").unwrap_or_default();
+        let accepted_id = header("x-line-accepted-request-id");
+        let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+        let body = res.text().await.unwrap_or_default();
+        match status.as_u16() {
+            200 => Ok(format!("line {request_id}")),
+            // The same retry key was accepted before: it went out then.
+            409 if accepted_id.is_some() => Ok(format!("line {} (accepted earlier)", accepted_id.unwrap_or_default())),
+            429 if body.contains("monthly limit") => Err(SendError::Permanent(format!("LINE 429: monthly limit reached: {body}"))),
+            429 => Err(SendError::Transient { reason: format!("LINE 429: {body}"), retry_after }),
+            500..=599 => Err(SendError::Transient { reason: format!("LINE {status}: {body}"), retry_after }),
+            _ => Err(SendError::Permanent(format!("LINE {status}: {body}"))),
+        }
+    }
+}
+
+fn clip(s: &str, max_chars: usize) -> &str {
+    s.char_indices().nth(max_chars).map_or(s, |(i, _)| &s[..i])
+}
+
+/// A UUID-shaped retry key that is the same for every attempt at one message.
+pub fn retry_key(message_id: i32, salt: u64) -> String {
+    let id = u32::from_ne_bytes(message_id.to_ne_bytes());
+    format!(
+        "{id:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        (salt >> 48) & 0xffff,
+        (salt >> 36) & 0xfff,
+        (salt >> 24) & 0xfff,
+        salt & 0xffff_ffff_ffff
+    )
+}

@@ -1,0 +1,426 @@
+//! The delivery ledger: which scheduled messages are due, who is sending one now, and what
+//! became of each attempt. A message moves `pending → queued → sending → sent` (or `failed`,
+//! `skipped`, back to `pending` for a retry); every step is one conditional UPDATE, so two
+//! workers never both hold it, and a "sent" delivery row carries the message id in a unique
+//! column, so the database itself refuses a second one.
+
+use chrono::{DateTime, Duration, Utc};
+use itinerary_core::Plan;
+use itinerary_core::plan::Recipient;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use serde::Serialize;
+
+use crate::entity::{clock, delivery, escort, feed_token, itinerary, itinerary_version, scheduled_message};
+use crate::{PatientView, Store, StoreError, Token};
+
+/// Where a claimed message goes.
+#[derive(Clone, Debug)]
+pub enum DeliveryTarget {
+    Patient(PatientView),
+    Escort { id: String, name: String, email: String },
+    Coordinator,
+}
+
+/// A message this worker now holds, with what rendering it needs.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub id: i32,
+    pub itinerary_id: i32,
+    pub reference: String,
+    pub version: i32,
+    pub key: String,
+    pub kind: String,
+    pub language: String,
+    pub due_at: DateTime<Utc>,
+    pub due_zone: String,
+    pub before_at: Option<DateTime<Utc>>,
+    pub about: Option<String>,
+    pub if_late: String,
+    /// 1 on the first attempt.
+    pub attempt: i32,
+    pub payload: Option<serde_json::Value>,
+    /// The plan of the message's version.
+    pub plan: Plan,
+    pub target: DeliveryTarget,
+    /// Same key, same event time, already sent by an earlier version: nothing new to say.
+    pub already_sent: bool,
+    /// For a cancellation: whether anything was ever sent under its UID.
+    pub uid_was_sent: bool,
+}
+
+/// What the transport answered for a message it accepted.
+#[derive(Clone, Debug)]
+pub struct Delivered {
+    pub channel: String,
+    pub provider_ref: Option<String>,
+}
+
+/// A message that could not be delivered, for the coordinator.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailedMessage {
+    pub message_id: i32,
+    pub itinerary_id: i32,
+    pub key: String,
+    pub kind: String,
+    pub recipient: serde_json::Value,
+    pub due_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub error: Option<String>,
+}
+
+/// The service's idea of now: the system clock, or in tests and demos the system clock plus an
+/// offset kept in the database, so every process of a deployment agrees on it.
+#[derive(Clone, Debug)]
+pub enum Clock {
+    System,
+    Test(Store),
+}
+
+impl Clock {
+    pub async fn now(&self) -> Result<DateTime<Utc>, StoreError> {
+        match self {
+            Clock::System => Ok(Utc::now()),
+            Clock::Test(store) => Ok(Utc::now() + Duration::milliseconds(store.clock_offset().await?)),
+        }
+    }
+
+    pub fn is_test(&self) -> bool {
+        matches!(self, Clock::Test(_))
+    }
+}
+
+/// Statuses in which a message may still go out.
+const OPEN: [&str; 3] = ["pending", "queued", "sending"];
+
+impl Store {
+    /// The test clock's offset from the system clock, in milliseconds (0 when never set).
+    pub async fn clock_offset(&self) -> Result<i64, StoreError> {
+        Ok(clock::Entity::find_by_id(1).one(&self.db).await?.map_or(0, |c| c.offset_ms))
+    }
+
+    pub async fn set_clock_offset(&self, offset_ms: i64) -> Result<(), StoreError> {
+        let row = clock::ActiveModel { id: Set(1), offset_ms: Set(offset_ms), updated_at: Set(Utc::now()) };
+        if clock::Entity::find_by_id(1).one(&self.db).await?.is_some() {
+            row.update(&self.db).await?;
+        } else {
+            row.insert(&self.db).await?;
+        }
+        Ok(())
+    }
+
+    /// Pending messages due by `now`, earliest first, as (id, attempts so far).
+    pub async fn due_messages(&self, now: DateTime<Utc>, limit: u64) -> Result<Vec<(i32, i32)>, StoreError> {
+        let rows: Vec<(i32, i32)> = scheduled_message::Entity::find()
+            .select_only()
+            .column(scheduled_message::Column::Id)
+            .column(scheduled_message::Column::Attempts)
+            .filter(scheduled_message::Column::Status.eq("pending"))
+            .filter(scheduled_message::Column::DueAt.lte(now))
+            .order_by_asc(scheduled_message::Column::DueAt)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows)
+    }
+
+    /// Marks messages as handed to the job queue, and returns those that were still pending.
+    pub async fn mark_queued(&self, ids: &[i32], now: DateTime<Utc>) -> Result<Vec<i32>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = scheduled_message::Entity::update_many()
+            .col_expr(scheduled_message::Column::Status, Expr::value("queued"))
+            .col_expr(scheduled_message::Column::ClaimedAt, Expr::value(now))
+            .col_expr(scheduled_message::Column::ClaimedBy, Expr::value(Option::<String>::None))
+            .filter(scheduled_message::Column::Id.is_in(ids.iter().copied()))
+            .filter(scheduled_message::Column::Status.eq("pending"))
+            .exec_with_returning(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(|m| m.id).collect())
+    }
+
+    /// Messages queued or being sent for longer than `lease` go back to pending: their job was
+    /// lost, or their worker died. A send that died after the provider accepted it is the one
+    /// window in which a message can go out twice; each is recorded as an `abandoned` delivery.
+    /// Returns how many sends were abandoned.
+    pub async fn requeue_stale(&self, now: DateTime<Utc>, lease: Duration) -> Result<u64, StoreError> {
+        let cutoff = now - lease;
+        let txn = self.db.begin().await?;
+        let abandoned = scheduled_message::Entity::find()
+            .filter(scheduled_message::Column::Status.eq("sending"))
+            .filter(scheduled_message::Column::ClaimedAt.lt(cutoff))
+            .all(&txn)
+            .await?;
+        for m in &abandoned {
+            delivery::ActiveModel {
+                message_id: Set(m.id),
+                channel: Set(m.channel.clone().unwrap_or_default()),
+                attempt: Set(m.attempts),
+                status: Set("abandoned".to_owned()),
+                error: Set(Some(format!("worker {} stopped while sending", m.claimed_by.as_deref().unwrap_or("?")))),
+                at: Set(now),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+        }
+        scheduled_message::Entity::update_many()
+            .col_expr(scheduled_message::Column::Status, Expr::value("pending"))
+            .col_expr(scheduled_message::Column::ClaimedBy, Expr::value(Option::<String>::None))
+            .filter(scheduled_message::Column::Status.is_in(["queued", "sending"]))
+            .filter(scheduled_message::Column::ClaimedAt.lt(cutoff))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(abandoned.len() as u64)
+    }
+
+    /// Takes a queued message for `worker`, or `None` when it is not queued any more (sent,
+    /// moved, cancelled, or another worker has it).
+    pub async fn claim(&self, id: i32, worker: &str, now: DateTime<Utc>) -> Result<Option<Claimed>, StoreError> {
+        let taken = scheduled_message::Entity::update_many()
+            .col_expr(scheduled_message::Column::Status, Expr::value("sending"))
+            .col_expr(scheduled_message::Column::ClaimedBy, Expr::value(worker))
+            .col_expr(scheduled_message::Column::ClaimedAt, Expr::value(now))
+            .col_expr(scheduled_message::Column::Attempts, Expr::col(scheduled_message::Column::Attempts).add(1))
+            .filter(scheduled_message::Column::Id.eq(id))
+            .filter(scheduled_message::Column::Status.eq("queued"))
+            .exec(&self.db)
+            .await?;
+        if taken.rows_affected != 1 {
+            return Ok(None);
+        }
+        let m = scheduled_message::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "message", id: id.to_string() })?;
+        let it = itinerary::Entity::find_by_id(m.itinerary_id)
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "itinerary", id: m.itinerary_id.to_string() })?;
+        let version = itinerary_version::Entity::find()
+            .filter(itinerary_version::Column::ItineraryId.eq(m.itinerary_id))
+            .filter(itinerary_version::Column::Version.eq(m.version))
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::corrupt("itinerary version", format!("{} of itinerary {}", m.version, m.itinerary_id)))?;
+        let plan: Plan = serde_json::from_value(version.plan).map_err(|e| StoreError::corrupt("plan", e))?;
+        let recipient: Recipient = serde_json::from_value(m.recipient.clone()).map_err(|e| StoreError::corrupt("recipient", e))?;
+        let target = match recipient {
+            Recipient::Patient => DeliveryTarget::Patient(self.patient(it.patient_id).await?),
+            Recipient::Escort { id } => {
+                let e = escort::Entity::find_by_id(id.clone())
+                    .one(&self.db)
+                    .await?
+                    .ok_or(StoreError::NotFound { entity: "escort", id: id.clone() })?;
+                DeliveryTarget::Escort { id, name: e.name, email: e.email }
+            }
+            Recipient::Coordinator => DeliveryTarget::Coordinator,
+        };
+        let earlier_sent = scheduled_message::Entity::find()
+            .filter(scheduled_message::Column::ItineraryId.eq(m.itinerary_id))
+            .filter(scheduled_message::Column::Status.eq("sent"))
+            .filter(scheduled_message::Column::Id.ne(id))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(scheduled_message::Column::Key.eq(m.key.clone()))
+                    .add(scheduled_message::Column::About.eq(m.about.clone().unwrap_or_default())),
+            )
+            .all(&self.db)
+            .await?;
+        let already_sent = earlier_sent.iter().any(|s| s.key == m.key && s.before_at == m.before_at);
+        let uid_was_sent = m.about.as_ref().is_some_and(|uid| earlier_sent.iter().any(|s| s.about.as_ref() == Some(uid)));
+        Ok(Some(Claimed {
+            id,
+            itinerary_id: m.itinerary_id,
+            reference: it.reference,
+            version: m.version,
+            key: m.key,
+            kind: m.kind,
+            language: m.language,
+            due_at: m.due_at,
+            due_zone: m.due_zone,
+            before_at: m.before_at,
+            about: m.about,
+            if_late: m.if_late,
+            attempt: m.attempts,
+            payload: m.payload,
+            plan,
+            target,
+            already_sent,
+            uid_was_sent,
+        }))
+    }
+
+    /// Records that the provider accepted the message. `false` when this worker no longer held
+    /// it (its claim went stale and another took over), in which case nothing is written.
+    pub async fn record_sent(&self, id: i32, worker: &str, d: &Delivered, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let txn = self.db.begin().await?;
+        let held = scheduled_message::Entity::update_many()
+            .col_expr(scheduled_message::Column::Status, Expr::value("sent"))
+            .col_expr(scheduled_message::Column::SentAt, Expr::value(now))
+            .col_expr(scheduled_message::Column::Channel, Expr::value(d.channel.clone()))
+            .col_expr(scheduled_message::Column::LastError, Expr::value(Option::<String>::None))
+            .filter(scheduled_message::Column::Id.eq(id))
+            .filter(scheduled_message::Column::Status.eq("sending"))
+            .filter(scheduled_message::Column::ClaimedBy.eq(worker))
+            .exec(&txn)
+            .await?;
+        let attempt = attempts(&txn, id).await?;
+        delivery::ActiveModel {
+            message_id: Set(id),
+            channel: Set(d.channel.clone()),
+            attempt: Set(attempt),
+            status: Set("sent".to_owned()),
+            provider_ref: Set(d.provider_ref.clone()),
+            at: Set(now),
+            sent_key: Set(Some(id.to_string())),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(held.rows_affected == 1)
+    }
+
+    /// A transient failure: the message goes back to pending, due again at `next`.
+    pub async fn record_retry(
+        &self,
+        id: i32,
+        worker: &str,
+        channel: &str,
+        error: &str,
+        next: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.record_outcome(id, worker, channel, "retry", error, Some(next), now).await
+    }
+
+    /// A permanent failure, shown to the coordinator.
+    pub async fn record_failed(&self, id: i32, worker: &str, channel: &str, error: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.record_outcome(id, worker, channel, "failed", error, None, now).await
+    }
+
+    /// Not sent on purpose (outdated, nothing new, never invited): `reason` says why.
+    pub async fn record_skipped(&self, id: i32, worker: &str, reason: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.record_outcome(id, worker, "", "skipped", reason, None, now).await
+    }
+
+    /// Deferred without an attempt (the recipient's night): pending again, due at `next`.
+    pub async fn defer(&self, id: i32, worker: &str, reason: &str, next: DateTime<Utc>) -> Result<(), StoreError> {
+        scheduled_message::Entity::update_many()
+            .col_expr(scheduled_message::Column::Status, Expr::value("pending"))
+            .col_expr(scheduled_message::Column::DueAt, Expr::value(next))
+            .col_expr(scheduled_message::Column::LastError, Expr::value(reason))
+            .col_expr(scheduled_message::Column::Attempts, Expr::col(scheduled_message::Column::Attempts).sub(1))
+            .filter(scheduled_message::Column::Id.eq(id))
+            .filter(scheduled_message::Column::Status.eq("sending"))
+            .filter(scheduled_message::Column::ClaimedBy.eq(worker))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record_outcome(
+        &self,
+        id: i32,
+        worker: &str,
+        channel: &str,
+        status: &str,
+        error: &str,
+        next: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        let mut update = scheduled_message::Entity::update_many()
+            .col_expr(scheduled_message::Column::Status, Expr::value(if next.is_some() { "pending" } else { status }))
+            .col_expr(scheduled_message::Column::LastError, Expr::value(error))
+            .filter(scheduled_message::Column::Id.eq(id))
+            .filter(scheduled_message::Column::Status.eq("sending"))
+            .filter(scheduled_message::Column::ClaimedBy.eq(worker));
+        if let Some(next) = next {
+            update = update.col_expr(scheduled_message::Column::DueAt, Expr::value(next));
+        }
+        let held = update.exec(&txn).await?;
+        if held.rows_affected == 1 && status != "skipped" {
+            delivery::ActiveModel {
+                message_id: Set(id),
+                channel: Set(channel.to_owned()),
+                attempt: Set(attempts(&txn, id).await?),
+                status: Set(status.to_owned()),
+                error: Set(Some(error.to_owned())),
+                at: Set(now),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Messages that failed for good, newest first.
+    pub async fn failed_messages(&self, limit: u64) -> Result<Vec<FailedMessage>, StoreError> {
+        let rows = scheduled_message::Entity::find()
+            .filter(scheduled_message::Column::Status.eq("failed"))
+            .order_by_desc(scheduled_message::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| FailedMessage {
+                message_id: m.id,
+                itinerary_id: m.itinerary_id,
+                key: m.key,
+                kind: m.kind,
+                recipient: m.recipient,
+                due_at: m.due_at,
+                attempts: m.attempts,
+                error: m.last_error,
+            })
+            .collect())
+    }
+
+    /// How many messages went out on `channel` since `since` (LINE's monthly allowance).
+    pub async fn sent_since(&self, channel: &str, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        use sea_orm::PaginatorTrait;
+        Ok(delivery::Entity::find()
+            .filter(delivery::Column::Channel.eq(channel))
+            .filter(delivery::Column::Status.eq("sent"))
+            .filter(delivery::Column::At.gte(since))
+            .count(&self.db)
+            .await?)
+    }
+
+    /// Messages not yet settled (pending, queued or being sent).
+    pub async fn open_messages(&self) -> Result<u64, StoreError> {
+        use sea_orm::PaginatorTrait;
+        Ok(scheduled_message::Entity::find().filter(scheduled_message::Column::Status.is_in(OPEN)).count(&self.db).await?)
+    }
+
+    /// A further feed token for the patient, for a confirmation to carry (tokens are stored
+    /// hashed, so an existing one cannot be shown again). Revoking the feed revokes it too.
+    pub async fn issue_feed_token(&self, patient_id: i32) -> Result<String, StoreError> {
+        let t = Token::generate("itf");
+        feed_token::ActiveModel {
+            patient_id: Set(patient_id),
+            token_hash: Set(t.hash.clone()),
+            created_at: Set(Utc::now()),
+            revoked_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(t.secret)
+    }
+}
+
+async fn attempts(db: &impl sea_orm::ConnectionTrait, id: i32) -> Result<i32, StoreError> {
+    let n: Option<i32> =
+        scheduled_message::Entity::find_by_id(id).select_only().column(scheduled_message::Column::Attempts).into_tuple().one(db).await?;
+    Ok(n.unwrap_or(0))
+}

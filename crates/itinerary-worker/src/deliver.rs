@@ -1,0 +1,272 @@
+//! One message, once: claim it, decide whether it is still wanted and whether now is a decent
+//! hour where its reader is, render it, hand it to a transport, and record the outcome.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, NaiveTime, Utc};
+use chrono_tz::Tz;
+use itinerary_calendar::{Change, ChangeKind, Edition, Method, invite};
+use itinerary_core::ClinicSetup;
+use itinerary_core::request::Language;
+use itinerary_core::time::at_local;
+use itinerary_notify::letter::{Letter, Subject};
+use itinerary_notify::mime::{self, CalendarPart, Envelope};
+use itinerary_notify::transport::retry_key;
+use itinerary_notify::{EmailTransport, LineClient, SendError, Templates};
+use itinerary_store::{Claimed, Delivered, DeliveryTarget, Store};
+
+use crate::{Clock, WorkerError};
+
+/// How the worker delivers: `[delivery]` in config/default.toml.
+#[derive(Clone, Debug)]
+pub struct DeliveryRules {
+    /// No message starts in the reader's night: from `quiet_start` to `quiet_end`, local time.
+    pub quiet_start: NaiveTime,
+    pub quiet_end: NaiveTime,
+    /// A message found more than this late (the worker was down) follows its `if_late` rule.
+    pub late_after: Duration,
+    /// First retry after a transient failure; each next one waits twice as long, up to `max_backoff`.
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Give up (failed, shown to the coordinator) when transient failures last this long.
+    pub retry_for: Duration,
+    /// LINE pushes per calendar month before falling back to email.
+    pub line_monthly_budget: u64,
+    /// Where coordinator messages go (none: they are skipped, and say so).
+    pub coordinator_email: Option<String>,
+    /// For feed links in confirmations.
+    pub public_url: String,
+}
+
+/// What happened to a message this worker took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not queued any more (sent, moved, cancelled, or another worker has it).
+    NotMine,
+    Sent {
+        channel: String,
+    },
+    Skipped(String),
+    Deferred(DateTime<Utc>),
+    Retry(DateTime<Utc>),
+    Failed(String),
+}
+
+/// Everything delivering needs, shared by every job of this worker.
+#[derive(Debug)]
+pub struct Deliverer {
+    pub store: Store,
+    pub setup: Arc<ClinicSetup>,
+    pub templates: Arc<Templates>,
+    pub email: EmailTransport,
+    pub line: Option<LineClient>,
+    pub rules: DeliveryRules,
+    pub clock: Clock,
+    /// Unique per process: claims name it.
+    pub name: String,
+}
+
+impl Deliverer {
+    /// Delivers message `id` if it is still queued, and records what became of it.
+    pub async fn deliver(&self, id: i32) -> Result<Outcome, WorkerError> {
+        // Claims run on the system clock: a test clock that jumps a month must not make every
+        // claim look stale.
+        let Some(m) = self.store.claim(id, &self.name, Utc::now()).await? else {
+            return Ok(Outcome::NotMine);
+        };
+        let now = self.clock.now().await?;
+        if let Some(reason) = self.unwanted(&m, now) {
+            self.store.record_skipped(id, &self.name, &reason, now).await?;
+            tracing::info!(message = id, kind = %m.kind, %reason, "skipped");
+            return Ok(Outcome::Skipped(reason));
+        }
+        let zone: Tz = m.due_zone.parse().unwrap_or(self.setup.clinic.zone);
+        if let Some(morning) = self.after_night(now, zone) {
+            if m.before_at.is_some_and(|b| morning >= b) {
+                let reason = format!("the reader's night ({zone}) lasts until after what it is about begins");
+                self.store.record_skipped(id, &self.name, &reason, now).await?;
+                return Ok(Outcome::Skipped(reason));
+            }
+            self.store.defer(id, &self.name, &format!("night in {zone}: deferred to the morning"), morning).await?;
+            return Ok(Outcome::Deferred(morning));
+        }
+        match self.send(&m, now).await {
+            Ok(d) => {
+                let mine = self.store.record_sent(id, &self.name, &d, Utc::now()).await?;
+                if !mine {
+                    tracing::warn!(message = id, "sent after this worker's claim had lapsed");
+                }
+                tracing::info!(message = id, kind = %m.kind, channel = %d.channel, attempt = m.attempt, "sent");
+                Ok(Outcome::Sent { channel: d.channel })
+            }
+            Err((channel, SendError::Permanent(e))) => {
+                self.store.record_failed(id, &self.name, &channel, &e, now).await?;
+                tracing::warn!(message = id, kind = %m.kind, %channel, error = %e, "failed for good");
+                Ok(Outcome::Failed(e))
+            }
+            Err((channel, SendError::Transient { reason, retry_after })) => {
+                let wait = self.backoff(m.attempt).max(retry_after.and_then(|d| Duration::from_std(d).ok()).unwrap_or_default());
+                let next = now + wait;
+                let first_due = m.due_at.min(now);
+                if next - first_due > self.rules.retry_for {
+                    let e = format!("gave up after {} attempts: {reason}", m.attempt);
+                    self.store.record_failed(id, &self.name, &channel, &e, now).await?;
+                    return Ok(Outcome::Failed(e));
+                }
+                self.store.record_retry(id, &self.name, &channel, &reason, next, now).await?;
+                tracing::info!(message = id, kind = %m.kind, %channel, attempt = m.attempt, error = %reason, retry_at = %next, "will retry");
+                Ok(Outcome::Retry(next))
+            }
+        }
+    }
+
+    /// Why the message should not go out at all, if it should not.
+    fn unwanted(&self, m: &Claimed, now: DateTime<Utc>) -> Option<String> {
+        if m.kind == "calendar_cancel" && !m.uid_was_sent {
+            return Some("nothing was ever sent under this UID".into());
+        }
+        let calendar = m.kind.starts_with("calendar_") || m.kind == "booking_confirmation" || m.kind == "itinerary_changed";
+        if m.already_sent && !calendar {
+            return Some("the same reminder for the same time was sent by an earlier version".into());
+        }
+        if m.before_at.is_some_and(|b| b <= now) {
+            return Some("what it is about has already begun".into());
+        }
+        if now - m.due_at > self.rules.late_after && m.if_late == "skip" {
+            return Some(format!("due at {} and found late; its rule is to skip when late", m.due_at.to_rfc3339()));
+        }
+        if matches!(m.target, DeliveryTarget::Coordinator) && self.rules.coordinator_email.is_none() {
+            return Some("no coordinator address is configured ([delivery] coordinator_email)".into());
+        }
+        None
+    }
+
+    /// The end of the night in `zone`, if `now` is inside it.
+    fn after_night(&self, now: DateTime<Utc>, zone: Tz) -> Option<DateTime<Utc>> {
+        let (start, end) = (self.rules.quiet_start, self.rules.quiet_end);
+        let local = now.with_timezone(&zone);
+        let t = local.time();
+        let quiet = if start > end { t >= start || t < end } else { t >= start && t < end };
+        if !quiet {
+            return None;
+        }
+        let day = if t >= end { local.date_naive() + Duration::days(1) } else { local.date_naive() };
+        Some(at_local(day, end, zone).utc())
+    }
+
+    fn backoff(&self, attempt: i32) -> Duration {
+        let doublings = u32::try_from(attempt.saturating_sub(1).clamp(0, 20)).unwrap_or(0);
+        (self.rules.first_backoff * 2_i32.pow(doublings)).min(self.rules.max_backoff)
+    }
+
+    async fn send(&self, m: &Claimed, now: DateTime<Utc>) -> Result<Delivered, (String, SendError)> {
+        let internal = |e: String| (String::new(), SendError::Transient { reason: e, retry_after: None });
+        let (name, email, language, line_id) = match &m.target {
+            DeliveryTarget::Patient(p) => {
+                (p.name.clone(), p.email.clone(), if p.language == "en" { Language::En } else { Language::Ja }, p.line_user_id.clone())
+            }
+            DeliveryTarget::Escort { name, email, .. } => (name.clone(), email.clone(), Language::En, None),
+            DeliveryTarget::Coordinator => {
+                ("Coordinator".to_owned(), self.rules.coordinator_email.clone().unwrap_or_default(), Language::En, None)
+            }
+        };
+        let change: Option<Change> = match &m.payload {
+            Some(p) => Some(serde_json::from_value(p.clone()).map_err(|e| internal(format!("stored calendar change: {e}")))?),
+            None => None,
+        };
+        // An invite goes to the address its UID was made for (a cancellation to the old one).
+        let (name, email, language) = match &change {
+            Some(c) => (c.appointment.attendee.name.clone(), c.appointment.attendee.email.clone(), c.appointment.attendee.language),
+            None => (name, email, language),
+        };
+        let reader = m.due_zone.parse().unwrap_or(self.setup.clinic.zone);
+        let about = change.as_ref().map(|c| c.appointment.event.as_str()).or(m.about.as_deref());
+        let escort = match &m.target {
+            DeliveryTarget::Escort { id, .. } if m.kind == "escort_day_plan" => Some(id.as_str()),
+            _ => None,
+        };
+        let subject = Subject {
+            kind: &m.kind,
+            key: &m.key,
+            about,
+            language,
+            name: &name,
+            reference: &m.reference,
+            read_at: now,
+            reader_zone: reader,
+            escort,
+            both_zones: matches!(m.target, DeliveryTarget::Patient(_)),
+        };
+        let summary = matches!(m.kind.as_str(), "booking_confirmation" | "itinerary_changed");
+        let feed_url = match (&m.target, summary) {
+            (DeliveryTarget::Patient(p), true) => {
+                let token = self.store.issue_feed_token(p.id).await.map_err(|e| internal(e.to_string()))?;
+                Some(format!("{}/feed/{token}", self.rules.public_url))
+            }
+            _ => None,
+        };
+        let letter = Letter::of(&m.plan, &subject, &self.setup.clinic.name, self.setup.calendar.follow_up_url.as_deref(), feed_url);
+        let words = self.templates.compose(&letter).map_err(|e| ("email".to_owned(), SendError::Permanent(e.to_string())))?;
+
+        // LINE carries reminders (text) for patients who linked it, within the month's budget;
+        // anything with a calendar goes by email.
+        if let (Some(line), Some(to), None, false) = (&self.line, line_id.as_deref(), &change, summary) {
+            match self.line_allowed(now).await {
+                Ok(true) => {
+                    let text = format!("{}\n\n{}", words.subject, words.text.trim_end());
+                    match line.push(to, &[text], &retry_key(m.id, m.itinerary_id as u64)).await {
+                        Ok(r) => return Ok(Delivered { channel: "line".into(), provider_ref: Some(r) }),
+                        Err(e @ SendError::Transient { .. }) => return Err(("line".into(), e)),
+                        Err(SendError::Permanent(e)) => tracing::warn!(message = m.id, error = %e, "LINE refused; sending by email"),
+                    }
+                }
+                Ok(false) => tracing::info!(message = m.id, "LINE budget for the month used up; sending by email"),
+                Err(e) => return Err(internal(e.to_string())),
+            }
+        }
+
+        let calendar = match (&change, summary) {
+            (Some(c), _) => {
+                let ed = Edition {
+                    settings: &self.setup.calendar,
+                    organizer_name: self.setup.calendar.organizer_name.as_deref().unwrap_or(&self.setup.clinic.name),
+                    stamp: m.plan.planned_at.utc(),
+                };
+                let method = if c.kind == ChangeKind::Cancel { Method::Cancel } else { Method::Request };
+                Some(CalendarPart {
+                    method: method.as_str(),
+                    ics: invite(&ed, &c.appointment, c.sequence, method),
+                    file_name: "invite.ics".into(),
+                })
+            }
+            (None, true) => {
+                let ics = self.store.itinerary_ics(&self.setup, m.itinerary_id).await.map_err(|e| internal(e.to_string()))?;
+                Some(CalendarPart { method: "PUBLISH", ics, file_name: "itinerary.ics".into() })
+            }
+            (None, false) => None,
+        };
+        let channel = self.email.channel().to_owned();
+        let permanent = |e: itinerary_notify::NotifyError| (channel.clone(), SendError::Permanent(e.to_string()));
+        let organizer = self.setup.calendar.organizer_name.as_deref().unwrap_or(&self.setup.clinic.name);
+        let envelope = Envelope {
+            from: mime::mailbox("calendar.organizer_email", organizer, &self.setup.calendar.organizer_email).map_err(permanent)?,
+            to: mime::mailbox("recipient email", &name, &email).map_err(permanent)?,
+            message_id: format!("<{}.m{}@{}>", m.reference, m.id, self.setup.calendar.uid_domain),
+        };
+        let message = mime::email(&envelope, &words, calendar.as_ref()).map_err(permanent)?;
+        let file = format!("{}.m{}.{}", m.reference, m.id, m.kind);
+        match self.email.send(&message, &file).await {
+            Ok(r) => Ok(Delivered { channel, provider_ref: Some(r) }),
+            Err(e) => Err((channel, e)),
+        }
+    }
+
+    async fn line_allowed(&self, now: DateTime<Utc>) -> Result<bool, WorkerError> {
+        use chrono::Datelike;
+        // LINE counts its allowance per calendar month in Japan time.
+        let tokyo = now.with_timezone(&chrono_tz::Asia::Tokyo);
+        let first = tokyo.date_naive().with_day(1).unwrap_or(tokyo.date_naive());
+        let since = at_local(first, NaiveTime::MIN, chrono_tz::Asia::Tokyo).utc();
+        Ok(self.store.sent_since("line", since).await? < self.rules.line_monthly_budget)
+    }
+}

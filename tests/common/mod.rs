@@ -1,0 +1,170 @@
+//! What the end-to-end tests share: a fresh database (SQLite file or PostgreSQL database), the
+//! real `itinerary` binary started on port 0, and request builders.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub const ADMIN_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database for one test: a SQLite file, or a PostgreSQL database created for it.
+pub struct Db {
+    pub url: String,
+    pub pg_name: Option<String>,
+    /// Where the worker's file outbox goes for this database.
+    pub outbox: PathBuf,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Db {
+    pub fn sqlite(name: &str) -> Db {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("service");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{name}.db"));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+        Db { url: format!("sqlite://{}?mode=rwc", file.display()), pg_name: None, outbox: fresh_outbox(&format!("sqlite-{name}")) }
+    }
+
+    pub async fn postgres(name: &str) -> Option<Db> {
+        use sea_orm::ConnectionTrait;
+        let admin = match sea_orm::Database::connect(ADMIN_PG).await {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("ITINERARY_REQUIRE_POSTGRES").is_none(),
+                    "PostgreSQL is required here but does not answer at {ADMIN_PG}: {e}"
+                );
+                println!("skipping the PostgreSQL half: no server at {ADMIN_PG} ({e})");
+                return None;
+            }
+        };
+        let db = format!("itinerary_{}_{}_{}", name, std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {db}")).await.unwrap();
+        admin.execute_unprepared(&format!("CREATE DATABASE {db}")).await.unwrap();
+        let outbox = fresh_outbox(&db);
+        Some(Db { url: format!("postgres://postgres@127.0.0.1:5432/{db}"), pg_name: Some(db), outbox })
+    }
+
+    pub async fn drop_pg(&self) {
+        use sea_orm::ConnectionTrait;
+        if let Some(name) = &self.pg_name {
+            let admin = sea_orm::Database::connect(ADMIN_PG).await.unwrap();
+            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+        }
+    }
+}
+
+/// An HTTP client. reqwest is built without a TLS provider of its own (the service installs
+/// ring's at start-up), so the tests install it too.
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// An empty outbox directory for one database's worker.
+fn fresh_outbox(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("outbox").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The real server, on a free port, stopped with SIGTERM when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+pub fn itinerary(db: &Db) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_itinerary"));
+    c.current_dir(root())
+        .env("DATABASE_URL", &db.url)
+        .env("ITINERARY_LISTEN", "127.0.0.1:0")
+        .env("ITINERARY_PUBLIC_URL", "http://feed.example")
+        .env("ITINERARY_DELIVERY_OUTBOX", &db.outbox);
+    c
+}
+
+impl Server {
+    pub fn start(db: &Db) -> Server {
+        Server::start_with(db, &[])
+    }
+
+    /// The server with these settings on top (`ITINERARY_SECTION_KEY`, value).
+    pub fn start_with(db: &Db, settings: &[(&str, &str)]) -> Server {
+        let out = itinerary(db).args(["admin", "create-coordinator", "Test Coordinator"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        assert!(token.starts_with("itc_") && token.len() > 60, "{token}");
+        let mut child =
+            itinerary(db).envs(settings.iter().copied()).arg("serve").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("no address in {line:?}")).to_owned();
+        Server { child, base, token, http: http() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut r = self.http.request(method.parse().unwrap(), self.url(path)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn patient(name: &str) -> Value {
+    json!({ "name": name, "email": "taro.yamada@example.jp", "birth_date": "1978-05-14", "home_zone": "Asia/Tokyo", "language": "ja", "passport_expiry": "2031-03-31" })
+}
+
+pub fn trip(depart: &str, arrive: &str, back: &str, home: &str) -> Value {
+    json!({
+        "outbound": { "flight": "MH71", "from": "NRT", "depart": format!("{depart} 21:40"), "to": "KUL", "arrive": format!("{arrive} 04:30") },
+        "return": { "flight": "MH88", "from": "KUL", "depart": format!("{back} 23:35"), "to": "NRT", "arrive": format!("{home} 07:15") }
+    })
+}
+
+/// A single infusion on the red-eye, leaving in about a year (always in the future, always on a
+/// Sunday night: landing Monday, blood test Tuesday, infusion Wednesday).
+pub fn request(patient_id: i64, week: i64) -> Value {
+    use chrono::{Datelike, Duration, Utc};
+    let today = Utc::now().date_naive();
+    // Sunday night out, back Thursday night: a year and `week` weeks ahead.
+    let d = today + Duration::days(365 + 7 * week) - Duration::days(i64::from(today.weekday().num_days_from_monday())) - Duration::days(1);
+    let f = |n: i64| (d + Duration::days(n)).format("%Y-%m-%d").to_string();
+    json!({ "patient_id": patient_id, "protocol": "single-infusion", "trips": [trip(&f(0), &f(1), &f(4), &f(5))] })
+}
