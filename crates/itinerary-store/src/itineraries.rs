@@ -607,10 +607,6 @@ async fn store_version(
         });
     }
     insert_all(txn, events).await?;
-    // Messages of earlier versions are superseded; the worker sends only pending ones.
-    if !first {
-        mark_messages(txn, it.id, "superseded").await?;
-    }
     // Calendar: what this version sends under each UID.
     let calendar = Itinerary {
         id: &it.reference,
@@ -623,6 +619,13 @@ async fn store_version(
     let appointments = calendar.appointments().map_err(|e| StoreError::corrupt("calendar", e))?;
     let state = if first { CalendarState::default() } else { calendar_state(txn, it.id).await? };
     let (changes, next) = state.changes(&appointments);
+    // Messages of earlier versions are superseded; the worker sends only pending ones. A
+    // calendar message not yet sent stays when this version leaves its UID as it was: its
+    // invite or cancellation is still owed.
+    if !first {
+        let changed = changes.iter().filter(|c| c.kind != ChangeKind::Unchanged).map(|c| c.appointment.uid.clone());
+        supersede(txn, it.id, changed.collect()).await?;
+    }
     save_calendar_state(txn, it.id, &next, first).await?;
     let calendar_changes = serde_json::to_value(&changes).map_err(corrupt("calendar changes"))?;
     // Invites and the confirmation wait out the grace period, so quick edits send one update.
@@ -782,6 +785,21 @@ async fn confirmation_sent(db: &impl ConnectionTrait, itinerary_id: i32) -> Resu
         .one(db)
         .await?;
     Ok(sent.is_some())
+}
+
+/// Supersedes the pending reminders of an itinerary, and its pending calendar messages for the
+/// UIDs in `changed`.
+async fn supersede(txn: &DatabaseTransaction, itinerary_id: i32, changed: Vec<String>) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::Condition;
+    use sea_orm::sea_query::Expr;
+    scheduled_message::Entity::update_many()
+        .col_expr(scheduled_message::Column::Status, Expr::value("superseded"))
+        .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
+        .filter(scheduled_message::Column::Status.is_in(["pending", "queued"]))
+        .filter(Condition::any().add(scheduled_message::Column::Payload.is_null()).add(scheduled_message::Column::About.is_in(changed)))
+        .exec(txn)
+        .await?;
+    Ok(())
 }
 
 async fn mark_messages(txn: &DatabaseTransaction, itinerary_id: i32, status: &str) -> Result<(), sea_orm::DbErr> {

@@ -92,11 +92,15 @@ impl Deliverer {
         }
         match self.send(&m, now).await {
             Ok(d) => {
-                let mine = self.store.record_sent(id, &self.name, &d, Utc::now()).await?;
+                // From the provider's acceptance to the record: the one window in which a crash
+                // sends a message twice. Logged so that it can be measured.
+                let accepted = std::time::Instant::now();
+                let mine = self.store.record_sent(id, &self.name, &d, now).await?;
+                let window_us = accepted.elapsed().as_micros();
                 if !mine {
                     tracing::warn!(message = id, "sent after this worker's claim had lapsed");
                 }
-                tracing::info!(message = id, kind = %m.kind, channel = %d.channel, attempt = m.attempt, "sent");
+                tracing::info!(message = id, kind = %m.kind, channel = %d.channel, attempt = m.attempt, window_us, "sent");
                 Ok(Outcome::Sent { channel: d.channel })
             }
             Err((channel, SendError::Permanent(e))) => {

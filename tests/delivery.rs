@@ -1,0 +1,666 @@
+//! The delivery worker end to end, judged by what a real SMTP server on 127.0.0.1 received
+//! (aiosmtpd, from `scripts/interop-setup`): MIME and calendars read by Python's email package
+//! and icalendar, every message once, at its time, never in the reader's night. A worker killed
+//! with SIGKILL mid-batch, two workers on PostgreSQL, an SMTP outage, a 550, and LINE against a
+//! local stand-in that follows the Messaging API's push contract (429 included).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Timelike, Utc};
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn python() -> PathBuf {
+    std::env::var_os("ITINERARY_INTEROP_PYTHON").map_or_else(|| root().join("target/interop-venv/bin/python"), PathBuf::from)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The SMTP server, writing each message it accepts to its own directory.
+struct Smtp {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Smtp {
+    /// A port and a mailbox, with no server listening yet.
+    fn reserve(name: &str) -> Smtp {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smtp").join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Smtp { child: None, port: free_port(), dir }
+    }
+
+    fn start(name: &str) -> Smtp {
+        let mut s = Smtp::reserve(name);
+        s.up();
+        s
+    }
+
+    fn up(&mut self) {
+        let py = python();
+        assert!(py.exists(), "{} is missing: run scripts/interop-setup (scripts/test does)", py.display());
+        let mut child = Command::new(py)
+            .arg(root().join("tests/smtp/server.py"))
+            .args(["--port", &self.port.to_string(), "--dir"])
+            .arg(&self.dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("ready"), "SMTP server did not start: {line:?}");
+        self.child = Some(child);
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    fn count(&self) -> usize {
+        std::fs::read_dir(&self.dir).unwrap().filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".eml")).count()
+    }
+
+    /// Every message received, as Python's email package and icalendar read it.
+    fn received(&self) -> Vec<Value> {
+        let out = Command::new(python()).arg(root().join("tests/smtp/read_mail.py")).arg(&self.dir).output().unwrap();
+        assert!(out.status.success(), "read_mail.py: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+    }
+
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ITINERARY_SMTP_HOST", "127.0.0.1".into()),
+            ("ITINERARY_SMTP_PORT", self.port.to_string()),
+            ("ITINERARY_SMTP_SECURITY", "none".into()),
+            ("ITINERARY_SMTP_TIMEOUT_SECONDS", "5".into()),
+        ]
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// Settings for a quick worker on the test clock: polls every 100 ms, retries after a second,
+/// takes back a dead worker's messages after 3 s.
+fn quick(extra: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+    let mut v = vec![
+        ("ITINERARY_CLOCK_MODE", "test".to_owned()),
+        ("ITINERARY_WORKER_POLL_MS", "100".into()),
+        ("ITINERARY_WORKER_LEASE_SECONDS", "3".into()),
+        ("ITINERARY_WORKER_HEARTBEAT_SECONDS", "1".into()),
+        ("ITINERARY_DELIVERY_FIRST_RETRY_SECONDS", "1".into()),
+        ("ITINERARY_DELIVERY_MAX_RETRY_SECONDS", "2".into()),
+    ];
+    v.extend(extra);
+    v
+}
+
+fn start(db: &Db, settings: &[(&'static str, String)]) -> Server {
+    let s: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start_with(db, &s)
+}
+
+/// A worker process, killed when dropped (a failing test leaves none behind).
+struct WorkerProcess(Child);
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `itinerary worker` alone, with the same settings.
+fn worker(db: &Db, settings: &[(&'static str, String)]) -> WorkerProcess {
+    let mut child =
+        itinerary(db).envs(settings.iter().map(|(k, v)| (*k, v.as_str()))).arg("worker").stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("worker "), "worker did not start: {line:?}");
+    WorkerProcess(child)
+}
+
+async fn set_clock(s: &Server, now: &str) {
+    let (st, b) = s.call("PUT", "/clock", Some(json!({ "now": now }))).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+}
+
+async fn messages(s: &Server, id: i64) -> Vec<Value> {
+    let (st, it) = s.call("GET", &format!("/itineraries/{id}"), None).await;
+    assert_eq!(st, StatusCode::OK, "{it}");
+    it["messages"].as_array().unwrap().clone()
+}
+
+fn due(m: &Value) -> DateTime<Utc> {
+    m["due_at"].as_str().unwrap().parse().unwrap()
+}
+
+const SETTLED: [&str; 5] = ["sent", "skipped", "failed", "superseded", "cancelled"];
+
+/// Waits until `done` holds for the itinerary's messages, or fails after `secs`.
+async fn until(s: &Server, id: i64, secs: u64, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let t = Instant::now();
+    loop {
+        let m = messages(s, id).await;
+        if done(&m) {
+            return m;
+        }
+        assert!(t.elapsed() < Duration::from_secs(secs), "{what}: not after {secs} s: {}", Value::Array(m));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const README_TRIP: &str = r#"{ "protocol": "single-infusion", "trips": [{
+    "outbound": { "flight": "MH71", "from": "NRT", "depart": "2027-04-18 21:40", "to": "KUL", "arrive": "2027-04-19 04:30" },
+    "return":   { "flight": "MH88", "from": "KUL", "depart": "2027-04-22 23:35", "to": "NRT", "arrive": "2027-04-23 07:15" } }] }"#;
+
+async fn book(s: &Server, patient: Value, body: &str) -> (i64, Value) {
+    let (st, p) = s.call("POST", "/patients", Some(patient)).await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    let mut req: Value = serde_json::from_str(body).unwrap();
+    req["patient_id"] = p["id"].clone();
+    let (st, it) = s.call("POST", "/itineraries", Some(req)).await;
+    assert_eq!(st, StatusCode::CREATED, "{it}");
+    (it["id"].as_i64().unwrap(), it)
+}
+
+fn quiet(local_hour: u32) -> bool {
+    !(8..21).contains(&local_hour)
+}
+
+/// The whole life of an itinerary on the test clock: the clock is moved to each due time in
+/// turn; at each step everything due is delivered and nothing later is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_once_at_its_time_as_imip() {
+    let db = Db::sqlite("delivery-timeline");
+    let smtp = Smtp::start("timeline");
+    let s = start(&db, &quick(smtp.settings()));
+    set_clock(&s, "2027-03-01T01:00:00Z").await;
+    let (id, it) = book(&s, patient("山田 太郎"), README_TRIP).await;
+    let plan = it["plan"].clone();
+    let dues: BTreeSet<DateTime<Utc>> = it["messages"].as_array().unwrap().iter().map(due).collect();
+    assert!(dues.len() > 10, "{it}");
+    for t in &dues {
+        let at = *t + chrono::Duration::seconds(1);
+        set_clock(&s, &at.to_rfc3339()).await;
+        let m = until(&s, id, 30, &format!("everything due by {at}"), |m| {
+            m.iter().filter(|m| due(m) <= at).all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))
+        })
+        .await;
+        for m in &m {
+            if m["status"] == "sent" {
+                let sent: DateTime<Utc> = m["sent_at"].as_str().unwrap().parse().unwrap();
+                assert!(sent >= due(m), "sent before its time: {m}");
+                let zone: chrono_tz::Tz = m["due_zone"].as_str().unwrap().parse().unwrap();
+                assert!(!quiet(sent.with_timezone(&zone).hour()), "sent in the reader's night: {m}");
+            }
+            assert!(due(m) <= at || m["status"] == "pending", "settled before its time: {m}");
+        }
+    }
+    let m = messages(&s, id).await;
+    let sent: Vec<&Value> = m.iter().filter(|m| m["status"] == "sent").collect();
+    let not_sent: Vec<&Value> = m.iter().filter(|m| m["status"] != "sent").collect();
+    assert!(not_sent.is_empty(), "every message of a plan made well ahead goes out: {not_sent:?}");
+
+    // What the SMTP server received: each message once, as iMIP.
+    let mail = smtp.received();
+    assert_eq!(mail.len(), sent.len(), "one email per message");
+    let ids: BTreeSet<&str> = mail.iter().map(|e| e["message_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), mail.len(), "no Message-ID twice");
+    let starts: BTreeMap<String, String> = plan["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["when"]["type"] == "timed")
+        .map(|e| (e["key"].as_str().unwrap().to_owned(), e["when"]["start"]["utc"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let mut invites = 0;
+    for e in &mail {
+        let parts: Vec<&str> = e["parts"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        assert!(parts.contains(&"multipart/alternative") && parts.contains(&"text/plain") && parts.contains(&"text/html"), "{e}");
+        let patient = e["to"].as_str().unwrap().contains("taro.yamada@example.jp");
+        if patient {
+            assert!(e["subject"].as_str().unwrap().starts_with('【'), "{e}");
+            assert!(e["text"].as_str().unwrap().starts_with("山田 太郎 様"), "{e}");
+        } else {
+            assert!(e["text"].as_str().unwrap().starts_with("Dear "), "escorts get English: {e}");
+        }
+        if let Some(cal) = e["calendar"].as_object() {
+            // The method parameter equals METHOD inside; the attachment carries the same.
+            assert_eq!(cal["method_param"].as_str().unwrap().to_uppercase(), cal["method"].as_str().unwrap(), "{e}");
+            assert_eq!(cal["encoding"], "base64", "{e}");
+            assert_eq!(e["attachment"]["calendar"]["method"], cal["method"], "{e}");
+            if cal["method"] == "REQUEST" {
+                invites += 1;
+                let ev = &cal["events"][0];
+                // The UID is ITINERARY.EVENT.ATTENDEE@DOMAIN, EVENT the plan's key (trip1.pickup).
+                let plan_key = starts.keys().filter(|_| patient).find(|k| ev["uid"].as_str().unwrap().contains(&format!(".{k}."))).cloned();
+                if let Some(k) = plan_key {
+                    let want: DateTime<Utc> = starts[&k].parse().unwrap();
+                    let got: DateTime<Utc> = ev["start_utc"].as_str().unwrap().parse().unwrap();
+                    assert_eq!(got, want, "icalendar reads {k} at another instant: {e}");
+                }
+            }
+        }
+    }
+    assert_eq!(invites, m.iter().filter(|m| m["kind"] == "calendar_invite").count());
+    // The evening before the infusion, in Malaysia: both zones named, the weekday written.
+    let evening = mail.iter().find(|e| e["subject"].as_str().unwrap().contains("明日のご予定")).expect("an evening-before reminder");
+    let text = evening["text"].as_str().unwrap();
+    assert!(text.contains("(マレーシア時間)") && text.contains("(日本時間)") && text.contains("月") && text.contains("("), "{text}");
+}
+
+/// Quick edits send one update; a confirmation made at night waits for the morning; a change
+/// after the invites went out updates what changed and nothing else; a trip that is over
+/// skips its reminders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_night_updates_and_late_rules() {
+    let db = Db::sqlite("delivery-grace");
+    let smtp = Smtp::start("grace");
+    let s = start(&db, &quick(smtp.settings()));
+    // 23:30 in Tokyo.
+    set_clock(&s, "2027-03-01T14:30:00Z").await;
+    let (id, first) = book(&s, patient("山田 太郎"), README_TRIP).await;
+    // Two more edits within the grace period: the afternoon flight home, then saved again.
+    let mut req: Value = serde_json::from_str(README_TRIP).unwrap();
+    req["patient_id"] = first["patient_id"].clone();
+    req["trips"][0]["return"] =
+        json!({ "flight": "MH36", "from": "KUL", "depart": "2027-04-22 15:00", "to": "HND", "arrive": "2027-04-22 22:35" });
+    let (st, v2) = s.call("PUT", &format!("/itineraries/{id}"), Some(req.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{v2}");
+    let (st, v3) = s.call("PUT", &format!("/itineraries/{id}"), Some(req.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{v3}");
+    // Past the grace period, still night in Tokyo: the patient's messages wait for 08:00.
+    set_clock(&s, "2027-03-01T14:40:00Z").await;
+    let m = until(&s, id, 30, "night deferral", |m| {
+        m.iter()
+            .filter(|m| {
+                m["status"] == "pending" && m["version"] == 3 && m["recipient"]["role"] == "patient" && m["kind"] == "booking_confirmation"
+            })
+            .all(|m| due(m) == "2027-03-01T23:00:00Z".parse::<DateTime<Utc>>().unwrap())
+            && m.iter()
+                .filter(|m| m["recipient"]["role"] == "escort")
+                .all(|m| m["status"] != "pending" || due(m) > "2027-03-01T14:40:00Z".parse::<DateTime<Utc>>().unwrap())
+    })
+    .await;
+    assert!(m.iter().filter(|m| m["recipient"]["role"] == "patient").all(|m| m["status"] != "sent"), "nothing to the patient at night");
+    // 08:00:30 in Tokyo: one confirmation and one invite per appointment of version 3.
+    set_clock(&s, "2027-03-01T23:00:30Z").await;
+    let m = until(&s, id, 30, "the morning's messages", |m| {
+        m.iter()
+            .filter(|m| m["version"] == 3 && due(m) <= "2027-03-01T23:00:30Z".parse::<DateTime<Utc>>().unwrap())
+            .all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))
+    })
+    .await;
+    // Reminders and the confirmation of the last version only; an invite not sent yet stays
+    // pending (from whichever version) while its appointment is unchanged.
+    let sent_v: BTreeSet<i64> = m
+        .iter()
+        .filter(|m| m["status"] == "sent" && !m["kind"].as_str().unwrap().starts_with("calendar_"))
+        .map(|m| m["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sent_v, BTreeSet::from([3]), "only the last version's reminders go out: {m:?}");
+    let mail = smtp.received();
+    let to_patient: Vec<&Value> = mail.iter().filter(|e| e["to"].as_str().unwrap().contains("taro.yamada")).collect();
+    assert_eq!(to_patient.iter().filter(|e| e["calendar"]["method"] == "PUBLISH").count(), 1, "one confirmation");
+    assert!(to_patient.iter().all(|e| e["calendar"]["method"] != "CANCEL"), "nothing cancelled that was never sent");
+    let uids: BTreeSet<&str> = to_patient
+        .iter()
+        .filter(|e| e["calendar"]["method"] == "REQUEST")
+        .map(|e| e["calendar"]["events"][0]["uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(uids.len(), to_patient.iter().filter(|e| e["calendar"]["method"] == "REQUEST").count(), "one invite per UID");
+    let appointments = v3["versions"][2]["calendar_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["appointment"]["attendee"]["role"] == "patient")
+        .count();
+    assert_eq!(uids.len(), appointments, "an invite for every appointment of the last version");
+    let before = mail.len();
+
+    // A change after the invites went out: back to the night flight.
+    req["trips"][0]["return"] =
+        json!({ "flight": "MH88", "from": "KUL", "depart": "2027-04-22 23:35", "to": "NRT", "arrive": "2027-04-23 07:15" });
+    let (st, v4) = s.call("PUT", &format!("/itineraries/{id}"), Some(req)).await;
+    assert_eq!(st, StatusCode::OK, "{v4}");
+    let changed: Vec<&Value> = v4["versions"][3]["calendar_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] != "unchanged" && c["appointment"]["attendee"]["role"] == "patient")
+        .collect();
+    set_clock(&s, "2027-03-02T02:00:00Z").await;
+    until(&s, id, 30, "the update", |m| {
+        m.iter()
+            .filter(|m| m["version"] == 4 && due(m) <= "2027-03-02T02:00:00Z".parse::<DateTime<Utc>>().unwrap())
+            .all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))
+    })
+    .await;
+    let mail = smtp.received();
+    // The patient's mail since (escorts' invites deferred to the Malaysian morning come too).
+    let new: Vec<&Value> = mail[before..].iter().filter(|e| e["to"].as_str().unwrap().contains("taro.yamada")).collect();
+    let subjects: Vec<&str> = new.iter().map(|e| e["subject"].as_str().unwrap()).collect();
+    assert_eq!(new.iter().filter(|e| e["subject"].as_str().unwrap().contains("旅程が変更されました")).count(), 1, "{subjects:?}");
+    let calendar: Vec<&&Value> =
+        new.iter().filter(|e| e["calendar"]["method"] == "REQUEST" || e["calendar"]["method"] == "CANCEL").collect();
+    assert_eq!(calendar.len(), changed.len(), "one message per changed appointment: {subjects:?}");
+    for e in calendar {
+        let uid = e["calendar"]["events"][0]["uid"].as_str().unwrap();
+        let c = changed.iter().find(|c| c["appointment"]["uid"] == uid).unwrap_or_else(|| panic!("{uid} did not change"));
+        assert_eq!(e["calendar"]["events"][0]["sequence"], c["sequence"], "{e}");
+        assert!(c["sequence"].as_i64().unwrap() >= 1);
+    }
+
+    // Everything found late: the trip is over; reminders about it are skipped, later ones go.
+    set_clock(&s, "2027-05-01T02:00:00Z").await;
+    let m = until(&s, id, 30, "late rules", |m| {
+        m.iter()
+            .filter(|m| m["version"] == 4 && due(m) <= "2027-05-01T02:00:00Z".parse::<DateTime<Utc>>().unwrap())
+            .all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))
+    })
+    .await;
+    let evening = m.iter().find(|m| m["version"] == 4 && m["kind"] == "evening_before").unwrap();
+    assert_eq!(evening["status"], "skipped", "{evening}");
+    assert!(evening["error"].as_str().unwrap().contains("already begun"), "{evening}");
+    let checkin = m.iter().find(|m| m["version"] == 4 && m["key"] == "checkin_7d").unwrap();
+    assert_eq!(checkin["status"], "sent", "{checkin}");
+}
+
+/// SMTP down, then up: everything arrives, once. A 550 is final and shown to the coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_outage_retries_and_550_fails_visibly() {
+    let db = Db::sqlite("delivery-outage");
+    let mut smtp = Smtp::reserve("outage");
+    let s = start(&db, &quick(smtp.settings()));
+    set_clock(&s, "2027-03-01T01:00:00Z").await;
+    let (ok, _) = book(&s, patient("山田 太郎"), README_TRIP).await;
+    let mut rejected = patient("鈴木 花子");
+    rejected["email"] = json!("reject.hanako@example.jp");
+    let mut later: Value = serde_json::from_str(README_TRIP).unwrap();
+    later["trips"][0]["outbound"]["depart"] = json!("2027-05-16 21:40");
+    later["trips"][0]["outbound"]["arrive"] = json!("2027-05-17 04:30");
+    later["trips"][0]["return"]["depart"] = json!("2027-05-20 23:35");
+    later["trips"][0]["return"]["arrive"] = json!("2027-05-21 07:15");
+    let (bad, _) = book(&s, rejected, &later.to_string()).await;
+    set_clock(&s, "2027-03-01T01:10:00Z").await;
+    // With the server down, the first attempts fail and wait to retry.
+    until(&s, ok, 30, "transient failures", |m| {
+        m.iter().any(|m| m["status"] == "pending" && m["error"].as_str().is_some_and(|e| !e.is_empty()))
+    })
+    .await;
+    assert_eq!(smtp.count(), 0);
+    smtp.up();
+    let m = until(&s, ok, 60, "delivery after the outage", |m| {
+        m.iter()
+            .filter(|m| due(m) <= "2027-03-01T01:10:00Z".parse::<DateTime<Utc>>().unwrap() || m["status"] == "sent")
+            .all(|m| m["status"] == "sent")
+    })
+    .await;
+    let sent = m.iter().filter(|m| m["status"] == "sent").count();
+    let failed = until(&s, bad, 60, "the 550s", |m| {
+        m.iter()
+            .filter(|m| m["recipient"]["role"] == "patient" && due(m) <= "2027-03-01T01:10:00Z".parse::<DateTime<Utc>>().unwrap())
+            .all(|m| m["status"] == "failed")
+    })
+    .await;
+    let first_failure = failed.iter().find(|m| m["status"] == "failed").unwrap();
+    assert!(first_failure["error"].as_str().unwrap().contains("550"), "{first_failure}");
+    let (_, report) = s.call("GET", "/messages/failed", None).await;
+    let listed = report["failed"].as_array().unwrap();
+    assert!(!listed.is_empty() && listed.iter().all(|f| f["itinerary_id"] == bad), "{report}");
+    let mail = smtp.received();
+    let ids: BTreeSet<&str> = mail.iter().map(|e| e["message_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), mail.len(), "nothing twice");
+    assert!(mail.iter().filter(|e| e["to"].as_str().unwrap().contains("taro.yamada")).count() <= sent);
+    assert!(mail.iter().all(|e| !e["to"].as_str().unwrap().contains("reject")));
+}
+
+/// Itineraries booked with no worker running, so their confirmations and invites are due at
+/// once when one starts.
+async fn backlog(s: &Server, patients: i64) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for n in 0..patients {
+        let (st, p) = s.call("POST", "/patients", Some(patient(&format!("Patient {n}")))).await;
+        assert_eq!(st, StatusCode::CREATED, "{p}");
+        let (st, it) = s.call("POST", "/itineraries", Some(request(p["id"].as_i64().unwrap(), n))).await;
+        assert_eq!(st, StatusCode::CREATED, "{it}");
+        ids.push(it["id"].as_i64().unwrap());
+    }
+    ids
+}
+
+/// Today 01:00 UTC: daytime in Tokyo and Kuala Lumpur, so nothing waits for the morning.
+fn today_morning() -> String {
+    format!("{}T01:00:00Z", Utc::now().date_naive())
+}
+
+async fn db_rows(db: &Db, sql: &str) -> Vec<sea_orm::QueryResult> {
+    use sea_orm::ConnectionTrait;
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    conn.query_all_raw(sea_orm::Statement::from_string(conn.get_database_backend(), sql.to_owned())).await.unwrap()
+}
+
+/// Waits until every message of `ids` due by `now` has settled; returns the Message-IDs the
+/// SMTP server got, with how often each came.
+async fn drain(s: &Server, ids: &[i64], smtp: &Smtp, secs: u64) -> BTreeMap<String, usize> {
+    let (_, clock) = s.call("GET", "/clock", None).await;
+    let now: DateTime<Utc> = clock["now"].as_str().unwrap().parse().unwrap();
+    let t = Instant::now();
+    for id in ids {
+        let left = secs.saturating_sub(t.elapsed().as_secs()).max(1);
+        until(s, *id, left, "the backlog", |m| {
+            m.iter().filter(|m| due(m) <= now).all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))
+        })
+        .await;
+    }
+    let mut seen = BTreeMap::new();
+    for e in smtp.received() {
+        *seen.entry(e["message_id"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    seen
+}
+
+async fn sent_count(db: &Db) -> usize {
+    db_rows(db, "SELECT id FROM scheduled_message WHERE status = 'sent'").await.len()
+}
+
+/// SIGKILL a worker in the middle of a batch, start another: everything is delivered, and a
+/// message goes out twice only if the kill fell between the server's 250 and the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_mid_batch_loses_nothing() {
+    let db = Db::sqlite("delivery-kill");
+    let smtp = Smtp::start("kill");
+    let settings = quick(
+        [smtp.settings(), vec![("ITINERARY_DELIVERY_UPDATE_GRACE_SECONDS", "0".into()), ("ITINERARY_WORKER_CONCURRENCY", "2".into())]]
+            .concat(),
+    );
+    let s = start(&db, &[settings.clone(), vec![("ITINERARY_SERVER_WORKER", "false".into())]].concat());
+    set_clock(&s, &today_morning()).await;
+    let ids = backlog(&s, 10).await;
+    let first = worker(&db, &settings);
+    let t = Instant::now();
+    while smtp.count() < 40 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the first worker sent nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // SIGKILL: no chance to finish what it holds.
+    drop(first);
+    let at_kill = smtp.count();
+    let second = worker(&db, &settings);
+    let seen = drain(&s, &ids, &smtp, 90).await;
+    drop(second);
+    let sent = sent_count(&db).await;
+    let abandoned = db_rows(&db, "SELECT message_id FROM delivery WHERE status = 'abandoned'").await.len();
+    let twice = seen.values().filter(|n| **n > 1).count();
+    println!(
+        "kill -9 after {at_kill} emails: {sent} messages sent, {} emails received, {twice} twice, {abandoned} sends taken back",
+        seen.values().sum::<usize>()
+    );
+    assert_eq!(seen.len(), sent, "every sent message reached the server");
+    assert!(twice <= abandoned, "a message went out twice without a worker dying mid-send");
+}
+
+/// Two workers on PostgreSQL share the queue: every message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_postgres_send_each_message_once() {
+    let Some(db) = Db::postgres("delivery_two").await else { return };
+    let smtp = Smtp::start("two");
+    let settings = quick([smtp.settings(), vec![("ITINERARY_DELIVERY_UPDATE_GRACE_SECONDS", "0".into())]].concat());
+    let s = start(&db, &[settings.clone(), vec![("ITINERARY_SERVER_WORKER", "false".into())]].concat());
+    set_clock(&s, &today_morning()).await;
+    let ids = backlog(&s, 8).await;
+    let a = worker(&db, &settings);
+    let b = worker(&db, &settings);
+    let seen = drain(&s, &ids, &smtp, 90).await;
+    drop((a, b));
+    let sent = sent_count(&db).await;
+    let by_worker = db_rows(&db, "SELECT DISTINCT claimed_by FROM scheduled_message WHERE status = 'sent'").await.len();
+    println!("two workers: {sent} messages, {} emails, {by_worker} workers sent some", seen.values().sum::<usize>());
+    assert_eq!(seen.len(), sent);
+    assert!(seen.values().all(|n| *n == 1), "a message went out twice: {:?}", seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    drop(s);
+    db.drop_pg().await;
+}
+
+/// What the LINE stand-in saw.
+#[derive(Default)]
+struct LineLog {
+    accepted: Vec<Value>,
+    keys: BTreeSet<String>,
+    refused_429: usize,
+}
+
+/// A local server that follows the Messaging API push contract: bearer token, X-Line-Retry-Key
+/// (a UUID; a key already accepted gets 409 with x-line-accepted-request-id), `{to, messages}`
+/// with 1–5 text messages, and 429 with Retry-After for the first push (the rate limit).
+async fn line_stand_in(log: Arc<Mutex<LineLog>>) -> String {
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/v2/bot/message/push",
+        axum::routing::post(move |headers: HeaderMap, body: axum::Json<Value>| {
+            let log = log.clone();
+            async move {
+                let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                if h("authorization") != "Bearer line-test-token" {
+                    return (StatusCode::UNAUTHORIZED, axum::Json(json!({ "message": "Authentication failed" }))).into_response();
+                }
+                let key = h("x-line-retry-key");
+                let uuid = key.len() == 36 && key.split('-').map(str::len).collect::<Vec<_>>() == [8, 4, 4, 4, 12];
+                let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+                if !uuid
+                    || !body["to"].is_string()
+                    || msgs.is_empty()
+                    || msgs.len() > 5
+                    || msgs.iter().any(|m| m["type"] != "text" || m["text"].as_str().is_none_or(|t| t.chars().count() > 5000))
+                {
+                    return (StatusCode::BAD_REQUEST, axum::Json(json!({ "message": "The request body has 1 error(s)" }))).into_response();
+                }
+                let mut l = log.lock().unwrap();
+                if l.refused_429 == 0 {
+                    l.refused_429 += 1;
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "1")],
+                        axum::Json(json!({ "message": "The API rate limit has been exceeded. Try again later." })),
+                    )
+                        .into_response();
+                }
+                if l.keys.contains(&key) {
+                    return (
+                        StatusCode::CONFLICT,
+                        [("x-line-accepted-request-id", "earlier")],
+                        axum::Json(json!({ "message": "The retry key is already accepted" })),
+                    )
+                        .into_response();
+                }
+                l.keys.insert(key);
+                l.accepted.push(body.0);
+                let n = l.accepted.len();
+                (
+                    StatusCode::OK,
+                    [("x-line-request-id", format!("req-{n}"))],
+                    axum::Json(json!({ "sentMessages": [{ "id": n.to_string(), "quoteToken": "q" }] })),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// A patient who linked LINE gets reminders there, within the month's budget, and by email
+/// after it; calendars always go by email. A 429 waits for Retry-After and sends once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_reminders_honour_429_and_the_monthly_budget() {
+    let db = Db::sqlite("delivery-line");
+    let log = Arc::new(Mutex::new(LineLog::default()));
+    let api = line_stand_in(log.clone()).await;
+    let s = start(
+        &db,
+        &quick(vec![
+            ("ITINERARY_LINE_API", api),
+            ("ITINERARY_LINE_TOKEN", "line-test-token".into()),
+            ("ITINERARY_LINE_MONTHLY_BUDGET", "3".into()),
+        ]),
+    );
+    set_clock(&s, "2027-03-01T01:00:00Z").await;
+    let mut p = patient("山田 太郎");
+    p["line_user_id"] = json!("U4af4980629a0b3c6e5f1e2d3c4b5a6f7");
+    let (id, it) = book(&s, p, README_TRIP).await;
+    // Up to the day before the flight home.
+    let end: DateTime<Utc> = "2027-04-22T01:00:00Z".parse().unwrap();
+    let dues: BTreeSet<DateTime<Utc>> = it["messages"].as_array().unwrap().iter().map(due).filter(|d| *d <= end).collect();
+    for t in dues {
+        let at = t + chrono::Duration::seconds(1);
+        set_clock(&s, &at.to_rfc3339()).await;
+        until(&s, id, 30, "due messages", |m| m.iter().filter(|m| due(m) <= at).all(|m| SETTLED.contains(&m["status"].as_str().unwrap())))
+            .await;
+    }
+    let m = messages(&s, id).await;
+    let by_line: Vec<&Value> = m.iter().filter(|m| m["channel"] == "line").collect();
+    let l = log.lock().unwrap();
+    assert_eq!(l.refused_429, 1);
+    assert_eq!(l.accepted.len(), by_line.len(), "each LINE message accepted once");
+    assert!(by_line.iter().all(|m| m["recipient"]["role"] == "patient" && !m["kind"].as_str().unwrap().starts_with("calendar_")));
+    // March holds the passport reminder; April's budget of 3 is used, then email takes over.
+    let april: Vec<&&Value> = by_line.iter().filter(|m| m["sent_at"].as_str().unwrap().starts_with("2027-04")).collect();
+    assert_eq!(april.len(), 3, "{by_line:?}");
+    let april_email = m.iter().filter(|m| {
+        m["channel"] == "outbox" && m["recipient"]["role"] == "patient" && m["sent_at"].as_str().is_some_and(|t| t.starts_with("2027-04"))
+    });
+    assert!(april_email.count() >= 1, "after the budget, reminders go by email");
+    assert!(
+        l.accepted
+            .iter()
+            .all(|b| b["to"] == "U4af4980629a0b3c6e5f1e2d3c4b5a6f7" && b["messages"][0]["text"].as_str().unwrap().contains("山田 太郎 様"))
+    );
+    assert!(
+        m.iter()
+            .filter(|m| m["kind"].as_str().unwrap().starts_with("calendar_") && m["status"] == "sent")
+            .all(|m| m["channel"] == "outbox")
+    );
+}

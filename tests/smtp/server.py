@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""A real SMTP server on 127.0.0.1 for tests/delivery.rs and bench/delivery.sh (aiosmtpd).
+
+Every message accepted is written whole to DIR (one file per message, through a rename), so a
+test judges delivery by what the server received. Recipients starting with "reject" get
+550 (a permanent failure); "busy" gets 451 (a temporary one). Prints "ready PORT" once
+listening; stops on SIGTERM.
+
+    server.py --port 2525 --dir /tmp/mail
+"""
+import argparse
+import os
+import signal
+import threading
+import time
+
+from aiosmtpd.controller import Controller
+
+
+class Mailbox:
+    def __init__(self, directory):
+        self.dir = directory
+        self.n = 0
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.lower()
+        if local.startswith("reject"):
+            return "550 5.1.1 mailbox unavailable"
+        if local.startswith("busy"):
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.n += 1
+            n = self.n
+        name = f"{time.time_ns()}-{os.getpid()}-{n}.eml"
+        tmp = os.path.join(self.dir, "." + name)
+        with open(tmp, "wb") as f:
+            f.write(envelope.original_content or envelope.content)
+        os.rename(tmp, os.path.join(self.dir, name))
+        return "250 2.0.0 queued as " + name
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--dir", required=True)
+    a = p.parse_args()
+    os.makedirs(a.dir, exist_ok=True)
+    controller = Controller(Mailbox(a.dir), hostname="127.0.0.1", port=a.port, data_size_limit=10 * 1024 * 1024)
+    controller.start()
+    print(f"ready {a.port}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    controller.stop()
+
+
+if __name__ == "__main__":
+    main()
