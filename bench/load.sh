@@ -16,7 +16,7 @@ bin=target/release/itinerary
 
 run() { # name database-url
   local name=$1 url=$2
-  export DATABASE_URL=$url ITINERARY_LISTEN=127.0.0.1:0 RUST_LOG=warn
+  export DATABASE_URL=$url ITINERARY_LISTEN=127.0.0.1:0 RUST_LOG=warn ITINERARY_DELIVERY_OUTBOX=$PWD/$out/$name.outbox
   local token
   token=$($bin admin create-coordinator "Load $name" 2>/dev/null)
   $bin serve > "$out/$name.addr" 2> "$out/$name.log" &

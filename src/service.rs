@@ -81,7 +81,9 @@ struct Line {
 #[serde(deny_unknown_fields)]
 struct Worker {
     poll_ms: u64,
+    fetch_ms: u64,
     concurrency: usize,
+    job_size: usize,
     batch: u64,
     lease_seconds: u32,
     heartbeat_seconds: u64,
@@ -173,7 +175,9 @@ impl Settings {
         let w = &self.file.worker;
         WorkerSettings {
             poll: Duration::from_millis(w.poll_ms.max(10)),
+            fetch: Duration::from_millis(w.fetch_ms.max(5)),
             concurrency: w.concurrency.max(1),
+            job_size: w.job_size.max(1),
             batch: w.batch.max(1),
             lease: chrono::Duration::seconds(i64::from(w.lease_seconds.max(1))),
             heartbeat: Duration::from_secs(w.heartbeat_seconds.max(1)),
@@ -260,7 +264,7 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = if settings.file.server.worker {
         let deliverer = Arc::new(settings.deliverer(&store, setup.clone(), config_dir)?);
-        let queue = Queue::connect(&settings.database_url).await.context("opening the job queue")?;
+        let queue = Queue::connect(&store, &settings.database_url).await.context("opening the job queue")?;
         Some((deliverer, queue))
     } else {
         None
@@ -298,7 +302,7 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
 pub async fn worker(settings: Settings, setup: ClinicSetup, config_dir: &Path) -> anyhow::Result<()> {
     let store = settings.store().await?;
     let deliverer = Arc::new(settings.deliverer(&store, Arc::new(setup), config_dir)?);
-    let queue = Queue::connect(&settings.database_url).await.context("opening the job queue")?;
+    let queue = Queue::connect(&store, &settings.database_url).await.context("opening the job queue")?;
     tracing::info!(worker = %deliverer.name, "delivering");
     // Tests and scripts read this line to know the worker is up.
     println!("worker {} started", deliverer.name);

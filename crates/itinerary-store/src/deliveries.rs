@@ -8,8 +8,12 @@ use chrono::{DateTime, Duration, Utc};
 use itinerary_core::Plan;
 use itinerary_core::plan::Recipient;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
 use serde::Serialize;
+
+use std::sync::Arc;
 
 use crate::entity::{clock, delivery, escort, feed_token, itinerary, itinerary_version, scheduled_message};
 use crate::{PatientView, Store, StoreError, Token};
@@ -40,13 +44,21 @@ pub struct Claimed {
     /// 1 on the first attempt.
     pub attempt: i32,
     pub payload: Option<serde_json::Value>,
-    /// The plan of the message's version.
-    pub plan: Plan,
+    /// The message's itinerary version: its plan, reference and patient.
+    pub plan: Arc<VersionPlan>,
     pub target: DeliveryTarget,
     /// Same key, same event time, already sent by an earlier version: nothing new to say.
     pub already_sent: bool,
     /// For a cancellation: whether anything was ever sent under its UID.
     pub uid_was_sent: bool,
+}
+
+/// An itinerary version as the worker needs it; stored versions never change, so it is cached.
+#[derive(Debug)]
+pub struct VersionPlan {
+    pub reference: String,
+    pub patient_id: i32,
+    pub plan: Plan,
 }
 
 /// What the transport answered for a message it accepted.
@@ -146,26 +158,36 @@ impl Store {
     /// window in which a message can go out twice; each is recorded as an `abandoned` delivery.
     /// Returns how many sends were abandoned.
     pub async fn requeue_stale(&self, now: DateTime<Utc>, lease: Duration) -> Result<u64, StoreError> {
+        use sea_orm::sea_query::{Alias, Func, Query};
         let cutoff = now - lease;
         let txn = self.db.begin().await?;
-        let abandoned = scheduled_message::Entity::find()
-            .filter(scheduled_message::Column::Status.eq("sending"))
-            .filter(scheduled_message::Column::ClaimedAt.lt(cutoff))
-            .all(&txn)
-            .await?;
-        for m in &abandoned {
-            delivery::ActiveModel {
-                message_id: Set(m.id),
-                channel: Set(m.channel.clone().unwrap_or_default()),
-                attempt: Set(m.attempts),
-                status: Set("abandoned".to_owned()),
-                error: Set(Some(format!("worker {} stopped while sending", m.claimed_by.as_deref().unwrap_or("?")))),
-                at: Set(now),
-                ..Default::default()
-            }
-            .insert(&txn)
-            .await?;
-        }
+        // Written first, as INSERT … SELECT, so the transaction takes the write lock at once
+        // (a read that later writes fails on a busy SQLite file instead of waiting).
+        let stale = Query::select()
+            .column(scheduled_message::Column::Id)
+            .expr(Func::coalesce([Expr::col(scheduled_message::Column::Channel), Expr::val("")]))
+            .column(scheduled_message::Column::Attempts)
+            .expr(Expr::val("abandoned"))
+            .expr(Expr::val("the worker stopped while sending; it may have gone out"))
+            .expr(Expr::val(now))
+            .from(scheduled_message::Entity)
+            .and_where(scheduled_message::Column::Status.eq("sending"))
+            .and_where(scheduled_message::Column::ClaimedAt.lt(cutoff))
+            .to_owned();
+        let insert = Query::insert()
+            .into_table(delivery::Entity)
+            .columns([
+                Alias::new("message_id"),
+                Alias::new("channel"),
+                Alias::new("attempt"),
+                Alias::new("status"),
+                Alias::new("error"),
+                Alias::new("at"),
+            ])
+            .select_from(stale)
+            .map_err(|e| StoreError::corrupt("stale claims query", e))?
+            .to_owned();
+        let abandoned = txn.execute(&insert).await?.rows_affected();
         scheduled_message::Entity::update_many()
             .col_expr(scheduled_message::Column::Status, Expr::value("pending"))
             .col_expr(scheduled_message::Column::ClaimedBy, Expr::value(Option::<String>::None))
@@ -174,42 +196,35 @@ impl Store {
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        Ok(abandoned.len() as u64)
+        Ok(abandoned)
     }
 
-    /// Takes a queued message for `worker`, or `None` when it is not queued any more (sent,
-    /// moved, cancelled, or another worker has it).
-    pub async fn claim(&self, id: i32, worker: &str, now: DateTime<Utc>) -> Result<Option<Claimed>, StoreError> {
+    /// Takes the messages of `ids` that are still queued for `worker`, in one statement; the
+    /// others (sent, moved, cancelled, or another worker has them) are left alone.
+    pub async fn claim(&self, ids: &[i32], worker: &str, now: DateTime<Utc>) -> Result<Vec<Claimed>, StoreError> {
         let taken = scheduled_message::Entity::update_many()
             .col_expr(scheduled_message::Column::Status, Expr::value("sending"))
             .col_expr(scheduled_message::Column::ClaimedBy, Expr::value(worker))
             .col_expr(scheduled_message::Column::ClaimedAt, Expr::value(now))
             .col_expr(scheduled_message::Column::Attempts, Expr::col(scheduled_message::Column::Attempts).add(1))
-            .filter(scheduled_message::Column::Id.eq(id))
+            .filter(scheduled_message::Column::Id.is_in(ids.iter().copied()))
             .filter(scheduled_message::Column::Status.eq("queued"))
-            .exec(&self.db)
+            .exec_with_returning(&self.db)
             .await?;
-        if taken.rows_affected != 1 {
-            return Ok(None);
+        let mut claimed = Vec::with_capacity(taken.len());
+        for m in taken {
+            claimed.push(self.claimed(m).await?);
         }
-        let m = scheduled_message::Entity::find_by_id(id)
-            .one(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound { entity: "message", id: id.to_string() })?;
-        let it = itinerary::Entity::find_by_id(m.itinerary_id)
-            .one(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound { entity: "itinerary", id: m.itinerary_id.to_string() })?;
-        let version = itinerary_version::Entity::find()
-            .filter(itinerary_version::Column::ItineraryId.eq(m.itinerary_id))
-            .filter(itinerary_version::Column::Version.eq(m.version))
-            .one(&self.db)
-            .await?
-            .ok_or(StoreError::corrupt("itinerary version", format!("{} of itinerary {}", m.version, m.itinerary_id)))?;
-        let plan: Plan = serde_json::from_value(version.plan).map_err(|e| StoreError::corrupt("plan", e))?;
+        Ok(claimed)
+    }
+
+    /// What rendering a claimed message needs.
+    async fn claimed(&self, m: scheduled_message::Model) -> Result<Claimed, StoreError> {
+        let id = m.id;
+        let version = self.version_plan(m.itinerary_id, m.version).await?;
         let recipient: Recipient = serde_json::from_value(m.recipient.clone()).map_err(|e| StoreError::corrupt("recipient", e))?;
         let target = match recipient {
-            Recipient::Patient => DeliveryTarget::Patient(self.patient(it.patient_id).await?),
+            Recipient::Patient => DeliveryTarget::Patient(self.patient(version.patient_id).await?),
             Recipient::Escort { id } => {
                 let e = escort::Entity::find_by_id(id.clone())
                     .one(&self.db)
@@ -219,23 +234,29 @@ impl Store {
             }
             Recipient::Coordinator => DeliveryTarget::Coordinator,
         };
-        let earlier_sent = scheduled_message::Entity::find()
-            .filter(scheduled_message::Column::ItineraryId.eq(m.itinerary_id))
-            .filter(scheduled_message::Column::Status.eq("sent"))
-            .filter(scheduled_message::Column::Id.ne(id))
-            .filter(
-                sea_orm::Condition::any()
-                    .add(scheduled_message::Column::Key.eq(m.key.clone()))
-                    .add(scheduled_message::Column::About.eq(m.about.clone().unwrap_or_default())),
-            )
-            .all(&self.db)
-            .await?;
+        // Only reminders and cancellations look at what went out before.
+        let calendar_or_summary = m.kind.starts_with("calendar_") || m.kind == "booking_confirmation" || m.kind == "itinerary_changed";
+        let earlier_sent = if calendar_or_summary && m.kind != "calendar_cancel" {
+            Vec::new()
+        } else {
+            scheduled_message::Entity::find()
+                .filter(scheduled_message::Column::ItineraryId.eq(m.itinerary_id))
+                .filter(scheduled_message::Column::Status.eq("sent"))
+                .filter(scheduled_message::Column::Id.ne(id))
+                .filter(
+                    sea_orm::Condition::any()
+                        .add(scheduled_message::Column::Key.eq(m.key.clone()))
+                        .add(scheduled_message::Column::About.eq(m.about.clone().unwrap_or_default())),
+                )
+                .all(&self.db)
+                .await?
+        };
         let already_sent = earlier_sent.iter().any(|s| s.key == m.key && s.before_at == m.before_at);
         let uid_was_sent = m.about.as_ref().is_some_and(|uid| earlier_sent.iter().any(|s| s.about.as_ref() == Some(uid)));
-        Ok(Some(Claimed {
+        Ok(Claimed {
             id,
             itinerary_id: m.itinerary_id,
-            reference: it.reference,
+            reference: version.reference.clone(),
             version: m.version,
             key: m.key,
             kind: m.kind,
@@ -247,16 +268,46 @@ impl Store {
             if_late: m.if_late,
             attempt: m.attempts,
             payload: m.payload,
-            plan,
+            plan: version,
             target,
             already_sent,
             uid_was_sent,
-        }))
+        })
+    }
+
+    /// The plan of one itinerary version, parsed once per process.
+    async fn version_plan(&self, itinerary_id: i32, version: i32) -> Result<Arc<VersionPlan>, StoreError> {
+        if let Some(v) = self.plans.lock().ok().and_then(|c| c.get(&(itinerary_id, version)).cloned()) {
+            return Ok(v);
+        }
+        let it = itinerary::Entity::find_by_id(itinerary_id)
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "itinerary", id: itinerary_id.to_string() })?;
+        let plan: Option<serde_json::Value> = itinerary_version::Entity::find()
+            .select_only()
+            .column(itinerary_version::Column::Plan)
+            .filter(itinerary_version::Column::ItineraryId.eq(itinerary_id))
+            .filter(itinerary_version::Column::Version.eq(version))
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        let plan = plan.ok_or(StoreError::corrupt("itinerary version", format!("{version} of itinerary {itinerary_id}")))?;
+        let plan: Plan = serde_json::from_value(plan).map_err(|e| StoreError::corrupt("plan", e))?;
+        let v = Arc::new(VersionPlan { reference: it.reference, patient_id: it.patient_id, plan });
+        if let Ok(mut c) = self.plans.lock() {
+            // A worker touches the versions of a few days at a time: a small cache will do.
+            if c.len() >= 4096 {
+                c.clear();
+            }
+            c.insert((itinerary_id, version), v.clone());
+        }
+        Ok(v)
     }
 
     /// Records that the provider accepted the message. `false` when this worker no longer held
     /// it (its claim went stale and another took over), in which case nothing is written.
-    pub async fn record_sent(&self, id: i32, worker: &str, d: &Delivered, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn record_sent(&self, id: i32, worker: &str, attempt: i32, d: &Delivered, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let txn = self.db.begin().await?;
         let held = scheduled_message::Entity::update_many()
             .col_expr(scheduled_message::Column::Status, Expr::value("sent"))
@@ -268,7 +319,6 @@ impl Store {
             .filter(scheduled_message::Column::ClaimedBy.eq(worker))
             .exec(&txn)
             .await?;
-        let attempt = attempts(&txn, id).await?;
         delivery::ActiveModel {
             message_id: Set(id),
             channel: Set(d.channel.clone()),
@@ -396,6 +446,12 @@ impl Store {
             .await?)
     }
 
+    /// Messages handed to the job queue and not yet taken by a worker.
+    pub async fn queued_count(&self) -> Result<u64, StoreError> {
+        use sea_orm::PaginatorTrait;
+        Ok(scheduled_message::Entity::find().filter(scheduled_message::Column::Status.eq("queued")).count(&self.db).await?)
+    }
+
     /// Messages not yet settled (pending, queued or being sent).
     pub async fn open_messages(&self) -> Result<u64, StoreError> {
         use sea_orm::PaginatorTrait;
@@ -419,7 +475,7 @@ impl Store {
     }
 }
 
-async fn attempts(db: &impl sea_orm::ConnectionTrait, id: i32) -> Result<i32, StoreError> {
+async fn attempts(db: &impl ConnectionTrait, id: i32) -> Result<i32, StoreError> {
     let n: Option<i32> =
         scheduled_message::Entity::find_by_id(id).select_only().column(scheduled_message::Column::Attempts).into_tuple().one(db).await?;
     Ok(n.unwrap_or(0))

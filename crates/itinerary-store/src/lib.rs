@@ -13,14 +13,14 @@ mod itineraries;
 mod people;
 mod token;
 
-pub use deliveries::{Claimed, Clock, Delivered, DeliveryTarget, FailedMessage};
+pub use deliveries::{Claimed, Clock, Delivered, DeliveryTarget, FailedMessage, VersionPlan};
 pub use itineraries::{BookError, Feed, ItineraryView, MessageView, NewItinerary, VersionView};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use itinerary_core::ClinicSetup;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 pub use people::{EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
 pub use token::{Token, hash_token};
@@ -52,10 +52,15 @@ pub struct Store {
     planning: Arc<Mutex<Option<PlanningSetup>>>,
     /// Rendered feeds by their itineraries' (id, version): a version never changes once stored.
     feeds: Arc<Mutex<FeedCache>>,
+    /// Parsed plans of stored versions, for the worker (a version never changes once stored).
+    plans: Arc<Mutex<PlanCache>>,
     /// How long invites and the booking confirmation wait for further edits, so that several
     /// quick changes send one update.
     update_grace: chrono::Duration,
 }
+
+/// Parsed plans by (itinerary id, version).
+type PlanCache = HashMap<(i32, i32), Arc<VersionPlan>>;
 
 /// Rendered feeds by the (itinerary id, version) of every itinerary they show.
 type FeedCache = HashMap<Vec<(i32, i32)>, Arc<str>>;
@@ -76,21 +81,24 @@ impl Store {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false);
         if url.starts_with("sqlite:") {
-            opts.max_connections(4).min_connections(1);
+            opts.max_connections(8).min_connections(1);
+            // WAL with synchronous=NORMAL: a commit reaches the OS before it returns, so a
+            // process crash loses nothing; only a power cut can lose the last commits (never
+            // corrupt the file). FULL would fsync every commit, and the worker commits several
+            // times per message.
+            opts.map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal).synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+            });
         } else {
             opts.max_connections(16);
         }
         let db = Database::connect(opts).await?;
-        if db.get_database_backend() == DbBackend::Sqlite {
-            // Readers do not wait for the writer. (WAL is a property of the file; sqlx already
-            // turns foreign keys on and waits 5 s for a lock on every connection.)
-            db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
-        }
         Ok(Store {
             db,
             writer: Arc::default(),
             planning: Arc::default(),
             feeds: Arc::default(),
+            plans: Arc::default(),
             update_grace: chrono::Duration::minutes(3),
         })
     }
@@ -116,6 +124,12 @@ impl Store {
             DbBackend::Sqlite => Some(self.writer.lock().await),
             _ => None,
         }
+    }
+
+    /// The SQLite pool itself, for a job queue that keeps its tables in the same file: one
+    /// pool means writers queue in the pool instead of sleeping in SQLite's busy handler.
+    pub fn sqlite_pool(&self) -> Option<sea_orm::sqlx::SqlitePool> {
+        (self.backend() == DbBackend::Sqlite).then(|| self.db.get_sqlite_connection_pool().clone())
     }
 
     pub fn backend(&self) -> DbBackend {

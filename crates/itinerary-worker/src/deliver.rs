@@ -41,11 +41,7 @@ pub struct DeliveryRules {
 /// What happened to a message this worker took.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Not queued any more (sent, moved, cancelled, or another worker has it).
-    NotMine,
-    Sent {
-        channel: String,
-    },
+    Sent { channel: String },
     Skipped(String),
     Deferred(DateTime<Utc>),
     Retry(DateTime<Utc>),
@@ -67,14 +63,27 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    /// Delivers message `id` if it is still queued, and records what became of it.
-    pub async fn deliver(&self, id: i32) -> Result<Outcome, WorkerError> {
+    /// Delivers the messages of `ids` that are still queued, at once, and records what became
+    /// of each. Those not claimed (sent, moved, cancelled, another worker's) are left alone.
+    pub async fn deliver(self: &Arc<Self>, ids: &[i32]) -> Result<Vec<Outcome>, WorkerError> {
         // Claims run on the system clock: a test clock that jumps a month must not make every
         // claim look stale.
-        let Some(m) = self.store.claim(id, &self.name, Utc::now()).await? else {
-            return Ok(Outcome::NotMine);
-        };
+        let claimed = self.store.claim(ids, &self.name, Utc::now()).await?;
         let now = self.clock.now().await?;
+        let mut set = tokio::task::JoinSet::new();
+        for m in claimed {
+            let d = self.clone();
+            set.spawn(async move { d.deliver_one(m, now).await });
+        }
+        let mut outcomes = Vec::with_capacity(ids.len());
+        while let Some(r) = set.join_next().await {
+            outcomes.push(r.map_err(|e| WorkerError::Queue(format!("delivery task: {e}")))??);
+        }
+        Ok(outcomes)
+    }
+
+    async fn deliver_one(&self, m: Claimed, now: DateTime<Utc>) -> Result<Outcome, WorkerError> {
+        let id = m.id;
         if let Some(reason) = self.unwanted(&m, now) {
             self.store.record_skipped(id, &self.name, &reason, now).await?;
             tracing::info!(message = id, kind = %m.kind, %reason, "skipped");
@@ -95,7 +104,7 @@ impl Deliverer {
                 // From the provider's acceptance to the record: the one window in which a crash
                 // sends a message twice. Logged so that it can be measured.
                 let accepted = std::time::Instant::now();
-                let mine = self.store.record_sent(id, &self.name, &d, now).await?;
+                let mine = self.store.record_sent(id, &self.name, m.attempt, &d, now).await?;
                 let window_us = accepted.elapsed().as_micros();
                 if !mine {
                     tracing::warn!(message = id, "sent after this worker's claim had lapsed");
@@ -209,7 +218,7 @@ impl Deliverer {
             }
             _ => None,
         };
-        let letter = Letter::of(&m.plan, &subject, &self.setup.clinic.name, self.setup.calendar.follow_up_url.as_deref(), feed_url);
+        let letter = Letter::of(&m.plan.plan, &subject, &self.setup.clinic.name, self.setup.calendar.follow_up_url.as_deref(), feed_url);
         let words = self.templates.compose(&letter).map_err(|e| ("email".to_owned(), SendError::Permanent(e.to_string())))?;
 
         // LINE carries reminders (text) for patients who linked it, within the month's budget;
@@ -234,7 +243,7 @@ impl Deliverer {
                 let ed = Edition {
                     settings: &self.setup.calendar,
                     organizer_name: self.setup.calendar.organizer_name.as_deref().unwrap_or(&self.setup.clinic.name),
-                    stamp: m.plan.planned_at.utc(),
+                    stamp: m.plan.plan.planned_at.utc(),
                 };
                 let method = if c.kind == ChangeKind::Cancel { Method::Cancel } else { Method::Request };
                 Some(CalendarPart {

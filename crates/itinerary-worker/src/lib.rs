@@ -41,21 +41,27 @@ pub enum WorkerError {
     Queue(String),
 }
 
-/// The job: deliver one scheduled message (by id; what it says is read when it runs).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+/// The job: deliver the scheduled messages that came due together (by id; what each says is
+/// read when it runs). `[worker] job_size` caps how many one job carries; 1 makes a job per
+/// message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Deliver {
-    pub message_id: i32,
+    pub messages: Vec<i32>,
 }
 
 /// How the worker polls and how many messages it sends at once (`[worker]` settings).
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
-    /// How often the dispatcher looks for due messages, and apalis for jobs.
+    /// How often the dispatcher looks for due messages.
     pub poll: Duration,
+    /// How often apalis looks for jobs (it takes one batch per look, so this paces a backlog).
+    pub fetch: Duration,
     /// Messages sent at the same time by this process.
     pub concurrency: usize,
     /// Due messages moved to the queue per dispatcher pass.
     pub batch: u64,
+    /// Messages per job at most.
+    pub job_size: usize,
     /// A message held longer than this (queued or sending) is taken back.
     pub lease: chrono::Duration,
     pub heartbeat: Duration,
@@ -69,23 +75,74 @@ pub enum Queue {
 }
 
 impl Queue {
-    /// Connects to the database at `url` and creates apalis's tables if they are missing.
-    pub async fn connect(url: &str) -> Result<Queue, WorkerError> {
+    /// The job queue in the service's database, its tables created if missing. On SQLite it
+    /// shares the store's pool: one file has one writer, and writers waiting in one pool take
+    /// turns at once where writers of two pools would sleep in SQLite's busy handler.
+    pub async fn connect(store: &itinerary_store::Store, url: &str) -> Result<Queue, WorkerError> {
         let err = |e: &dyn std::fmt::Display| WorkerError::Queue(e.to_string());
-        if url.starts_with("sqlite:") {
-            let opts = SqliteConnectOptions::from_str(url).map_err(|e| err(&e))?.busy_timeout(Duration::from_secs(10));
-            // apalis's setup turns `synchronous` off on the connection it is given: give it one
-            // of its own and throw it away, so the queue keeps SQLite's durable default.
-            let setup = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await.map_err(|e| err(&e))?;
-            SqliteStorage::<()>::setup(&setup).await.map_err(|e| err(&e))?;
-            setup.close().await;
-            let pool = SqlitePoolOptions::new().max_connections(2).connect_with(opts).await.map_err(|e| err(&e))?;
-            Ok(Queue::Sqlite(pool))
-        } else {
-            let pool = PgPool::connect(url).await.map_err(|e| err(&e))?;
-            PostgresStorage::<()>::setup(&pool).await.map_err(|e| err(&e))?;
-            Ok(Queue::Postgres(pool))
+        match store.sqlite_pool() {
+            Some(pool) => {
+                // apalis's setup turns `synchronous` off on the connection it is given: give it
+                // one of its own and throw it away, so the store keeps SQLite's durable default.
+                let opts = SqliteConnectOptions::from_str(url).map_err(|e| err(&e))?.busy_timeout(Duration::from_secs(10));
+                let setup = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.map_err(|e| err(&e))?;
+                SqliteStorage::<()>::setup(&setup).await.map_err(|e| err(&e))?;
+                setup.close().await;
+                Ok(Queue::Sqlite(pool))
+            }
+            None => {
+                let pool = PgPool::connect(url).await.map_err(|e| err(&e))?;
+                PostgresStorage::<()>::setup(&pool).await.map_err(|e| err(&e))?;
+                Ok(Queue::Postgres(pool))
+            }
         }
+    }
+
+    /// Pushes one job per message, in one transaction; each job's idempotency key makes a
+    /// second push of the same dispatch a no-op.
+    async fn push(&self, jobs: &[(Vec<i32>, String)]) -> Result<(), WorkerError> {
+        let err = |e: &dyn std::fmt::Display| WorkerError::Queue(e.to_string());
+        let tasks = jobs
+            .iter()
+            .map(|(ids, key)| {
+                let args = serde_json::to_vec(&Deliver { messages: ids.clone() }).map_err(|e| err(&e))?;
+                Ok(TaskBuilder::new(args).idempotency_key(key).max_attempts(3).build())
+            })
+            .collect::<Result<Vec<_>, WorkerError>>()?;
+        match self {
+            Queue::Sqlite(pool) => {
+                let mut tx = pool.begin().await.map_err(|e| err(&e))?;
+                apalis_sqlite::queries::push_tasks(&mut *tx, QUEUE, &tasks).await.map_err(|e| err(&e))?;
+                tx.commit().await.map_err(|e| err(&e))
+            }
+            Queue::Postgres(pool) => {
+                let mut conn = pool.acquire().await.map_err(|e| err(&e))?;
+                apalis_postgres::queries::push_tasks(&mut *conn, QUEUE, tasks).await.map_err(|e| err(&e))
+            }
+        }
+    }
+
+    /// Deletes finished jobs. The truth is in `scheduled_message`, so a finished job is of no
+    /// further use, and apalis-sqlite's acknowledgement scans the whole job table: left to
+    /// grow, every job costs more than the last. (apalis's own `vacuum` also runs VACUUM,
+    /// which rewrites the service's whole SQLite file.)
+    async fn sweep(&self) -> Result<u64, WorkerError> {
+        let err = |e: &dyn std::fmt::Display| WorkerError::Queue(e.to_string());
+        let done = match self {
+            Queue::Sqlite(pool) => sea_orm::sqlx::query("DELETE FROM Jobs WHERE job_type = ?1 AND status IN ('Done', 'Killed')")
+                .bind(QUEUE)
+                .execute(pool)
+                .await
+                .map_err(|e| err(&e))?
+                .rows_affected(),
+            Queue::Postgres(pool) => sea_orm::sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1 AND status IN ('Done', 'Killed')")
+                .bind(QUEUE)
+                .execute(pool)
+                .await
+                .map_err(|e| err(&e))?
+                .rows_affected(),
+        };
+        Ok(done)
     }
 }
 
@@ -105,13 +162,25 @@ pub async fn run(
         let settings = settings.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            let mut pusher = Pusher::new(&queue, &settings);
+            let mut last_sweep = std::time::Instant::now() - SWEEP_EVERY;
             loop {
-                if let Err(e) = dispatch(&deliverer, &mut pusher, &settings).await {
-                    tracing::warn!(error = %e, "dispatching due messages failed; trying again");
+                if last_sweep.elapsed() >= SWEEP_EVERY {
+                    last_sweep = std::time::Instant::now();
+                    if let Err(e) = sweep(&deliverer, &queue, &settings).await {
+                        tracing::warn!(error = %e, "taking back stale messages failed; trying again");
+                    }
                 }
+                // While there is a backlog, come back as soon as the queue has room.
+                let pause = match dispatch(&deliverer, &queue, &settings).await {
+                    Ok(0) => settings.poll,
+                    Ok(_) => settings.fetch,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dispatching due messages failed; trying again");
+                        settings.poll
+                    }
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(settings.poll) => {}
+                    _ = tokio::time::sleep(pause) => {}
                     _ = stop.changed() => break,
                 }
             }
@@ -123,9 +192,9 @@ pub async fn run(
         Ok::<(), std::io::Error>(())
     };
     let handler = move |job: Deliver, d: Data<Arc<Deliverer>>| async move {
-        match d.deliver(job.message_id).await {
-            Ok(outcome) => {
-                tracing::debug!(message = job.message_id, ?outcome, "job done");
+        match d.deliver(&job.messages).await {
+            Ok(outcomes) => {
+                tracing::debug!(messages = job.messages.len(), ?outcomes, "job done");
                 Ok::<(), BoxDynError>(())
             }
             // The database is away: the row stays queued and its lease brings it back.
@@ -138,7 +207,7 @@ pub async fn run(
     });
     let result = match queue {
         Queue::Sqlite(pool) => {
-            let backend = SqliteStorage::<Deliver>::new(&pool).with_config(sqlite_config(&settings)).poll_with_interval(settings.poll);
+            let backend = SqliteStorage::<Deliver>::new(&pool).with_config(sqlite_config(&settings)).poll_with_interval(settings.fetch);
             WorkerBuilder::new(name.as_str())
                 .backend(backend)
                 .data(deliverer)
@@ -148,7 +217,7 @@ pub async fn run(
                 .await
         }
         Queue::Postgres(pool) => {
-            let backend = PostgresStorage::<Deliver>::new(&pool).with_config(pg_config(&settings)).poll_with_interval(settings.poll);
+            let backend = PostgresStorage::<Deliver>::new(&pool).with_config(pg_config(&settings)).poll_with_interval(settings.fetch);
             WorkerBuilder::new(name.as_str())
                 .backend(backend)
                 .data(deliverer)
@@ -163,57 +232,49 @@ pub async fn run(
 }
 
 fn sqlite_config(s: &WorkerSettings) -> apalis_sqlite::Config {
-    apalis_sqlite::Config::default().queue(QUEUE).batch_size(s.concurrency.max(1)).heartbeat_interval(s.heartbeat)
+    apalis_sqlite::Config::default().queue(QUEUE).batch_size(usize::try_from(s.batch).unwrap_or(500).max(1)).heartbeat_interval(s.heartbeat)
 }
 
 fn pg_config(s: &WorkerSettings) -> apalis_postgres::Config {
-    apalis_postgres::Config::default().queue(QUEUE).batch_size(s.concurrency.max(1)).heartbeat_interval(s.heartbeat)
+    apalis_postgres::Config::default()
+        .queue(QUEUE)
+        .batch_size(usize::try_from(s.batch).unwrap_or(500).max(1))
+        .heartbeat_interval(s.heartbeat)
 }
 
-/// Pushes jobs to whichever database holds the queue.
-enum Pusher {
-    Sqlite(SqliteStorage<Deliver>),
-    Postgres(PostgresStorage<Deliver>),
-}
+/// How often claims are checked for staleness and finished jobs deleted.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-impl Pusher {
-    fn new(queue: &Queue, s: &WorkerSettings) -> Pusher {
-        match queue {
-            Queue::Sqlite(pool) => Pusher::Sqlite(SqliteStorage::new(pool).with_config(sqlite_config(s))),
-            Queue::Postgres(pool) => Pusher::Postgres(PostgresStorage::new(pool).with_config(pg_config(s))),
-        }
-    }
-
-    async fn push(&mut self, message_id: i32, key: String) -> Result<(), WorkerError> {
-        let task = TaskBuilder::new(Deliver { message_id }).idempotency_key(key).max_attempts(3).build();
-        let r = match self {
-            Pusher::Sqlite(s) => s.push_task(task).await.map_err(|e| e.to_string()),
-            Pusher::Postgres(s) => s.push_task(task).await.map_err(|e| e.to_string()),
-        };
-        r.map_err(WorkerError::Queue)
-    }
-}
-
-/// One pass: take back stale claims, then queue what is due.
-async fn dispatch(d: &Deliverer, pusher: &mut Pusher, s: &WorkerSettings) -> Result<(), WorkerError> {
+/// Takes back stale claims and deletes finished jobs.
+async fn sweep(d: &Deliverer, queue: &Queue, s: &WorkerSettings) -> Result<(), WorkerError> {
     let abandoned = d.store.requeue_stale(Utc::now(), s.lease).await?;
     if abandoned > 0 {
         tracing::warn!(abandoned, "sends by a worker that stopped are taken back; one may have gone out already");
     }
-    loop {
-        let now = d.clock.now().await?;
-        let due = d.store.due_messages(now, s.batch).await?;
-        if due.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<i32> = due.iter().map(|(id, _)| *id).collect();
-        let queued_at = Utc::now();
-        // Only what this pass moved: another dispatcher may have taken some of them.
-        for id in d.store.mark_queued(&ids, queued_at).await? {
-            pusher.push(id, format!("m{id}.q{}", queued_at.timestamp_micros())).await?;
-        }
-        if (due.len() as u64) < s.batch {
-            return Ok(());
-        }
+    queue.sweep().await?;
+    Ok(())
+}
+
+/// One pass: queue what is due, keeping at most `batch` messages queued at a time (the rest
+/// wait in `pending`, where a new version can still supersede them). Returns how many it queued.
+async fn dispatch(d: &Deliverer, queue: &Queue, s: &WorkerSettings) -> Result<usize, WorkerError> {
+    let room = s.batch.saturating_sub(d.store.queued_count().await?);
+    if room == 0 {
+        return Ok(0);
     }
+    let now = d.clock.now().await?;
+    let due = d.store.due_messages(now, room).await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i32> = due.iter().map(|(id, _)| *id).collect();
+    let queued_at = Utc::now();
+    // Only what this pass moved: another dispatcher may have taken some of them.
+    let queued = d.store.mark_queued(&ids, queued_at).await?;
+    let jobs: Vec<(Vec<i32>, String)> = queued
+        .chunks(s.job_size.max(1))
+        .map(|c| (c.to_vec(), format!("m{}.n{}.q{}", c[0], c.len(), queued_at.timestamp_micros())))
+        .collect();
+    queue.push(&jobs).await?;
+    Ok(queued.len())
 }
