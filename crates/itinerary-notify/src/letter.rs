@@ -257,3 +257,101 @@ impl Letter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(s: &str) -> Zoned {
+        Zoned::new(s.parse().unwrap(), chrono_tz::Asia::Kuala_Lumpur)
+    }
+
+    #[test]
+    fn both_zones_are_named_and_the_date_follows_midnight() {
+        let c = Clocks { language: Language::Ja, reader: chrono_tz::Asia::Kuala_Lumpur, other: chrono_tz::Asia::Tokyo, year: 2027 };
+        assert_eq!(c.when(&at("2027-04-21T01:00:00Z"), chrono_tz::Asia::Kuala_Lumpur), "4月21日(水) 09:00(マレーシア時間)/10:00(日本時間)");
+        // 23:35 in Kuala Lumpur is already tomorrow in Tokyo.
+        assert_eq!(
+            c.when(&at("2027-04-22T15:35:00Z"), chrono_tz::Asia::Kuala_Lumpur),
+            "4月22日(木) 23:35(マレーシア時間)/4月23日(金) 00:35(日本時間)"
+        );
+        // Another year is written out.
+        assert!(c.when(&at("2028-04-21T01:00:00Z"), chrono_tz::Asia::Kuala_Lumpur).starts_with("2028年4月21日(金)"));
+    }
+
+    #[test]
+    fn a_patient_in_los_angeles_reads_daylight_time_on_both_sides_of_the_change() {
+        let la = chrono_tz::America::Los_Angeles;
+        let c = Clocks { language: Language::Ja, reader: la, other: chrono_tz::Asia::Kuala_Lumpur, year: 2027 };
+        // 14 March 2027 is the first day of daylight saving time in Los Angeles.
+        let before = Zoned::new(la.with_ymd_and_hms(2027, 3, 13, 10, 0, 0).unwrap().with_timezone(&Utc), la);
+        let after = Zoned::new(la.with_ymd_and_hms(2027, 3, 15, 10, 0, 0).unwrap().with_timezone(&Utc), la);
+        assert_eq!(c.when(&before, la), "3月13日(土) 10:00(ロサンゼルス時間)/3月14日(日) 02:00(マレーシア時間)");
+        assert_eq!(c.when(&after, la), "3月15日(月) 10:00(ロサンゼルス時間)/3月16日(火) 01:00(マレーシア時間)");
+        let en = Clocks { language: Language::En, ..c };
+        assert_eq!(en.when(&after, la), "Mon 15 Mar 10:00 PDT (Tue 16 Mar 01:00 MYT)");
+    }
+
+    #[test]
+    fn escorts_read_one_zone() {
+        let kl = chrono_tz::Asia::Kuala_Lumpur;
+        let c = Clocks { language: Language::En, reader: kl, other: kl, year: 2027 };
+        assert_eq!(c.when(&at("2027-04-21T01:00:00Z"), kl), "Wed 21 Apr 09:00 MYT");
+    }
+
+    /// Every kind of message renders in both languages from the shipped templates, and a name
+    /// with markup is escaped in the HTML part only.
+    #[test]
+    fn the_shipped_templates_render_every_kind() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/messages");
+        let t = Templates::load(&dir).unwrap();
+        let kinds = [
+            "booking_confirmation",
+            "itinerary_changed",
+            "calendar_invite",
+            "calendar_update",
+            "calendar_cancel",
+            "passport_recheck",
+            "tentative_holiday_recheck",
+            "mdac_reminder",
+            "medication_reminder",
+            "departure_day",
+            "evening_before",
+            "return_flight_advice",
+            "visit_japan_web",
+            "adverse_event_checkin",
+            "follow_up_reminder",
+            "reevaluation_reminder",
+            "escort_day_plan",
+        ];
+        let line = Line { title: "Blood test".into(), when: "Tue 20 Apr 09:00 MYT".into(), location: Some("Clinic".into()), online: false };
+        for kind in kinds {
+            for language in [Language::Ja, Language::En] {
+                for with_facts in [true, false] {
+                    let letter = Letter {
+                        kind: kind.into(),
+                        language,
+                        name: "<b>山田</b> 太郎".into(),
+                        clinic: "KL Clinic".into(),
+                        reference: "it-1".into(),
+                        event: with_facts.then(|| line.clone()),
+                        task: with_facts.then(|| TaskLine { title: "MDAC".into(), opens: "a".into(), closes: "b".into() }),
+                        timeline: vec![line.clone()],
+                        feed_url: with_facts.then(|| "https://x/feed/itf_1".into()),
+                        follow_up_url: None,
+                        note: None,
+                    };
+                    let c = t.compose(&letter).unwrap_or_else(|e| panic!("{kind} {language:?}: {e}"));
+                    assert!(!c.subject.is_empty() && !c.subject.contains('\n'), "{kind}: {c:?}");
+                    assert!(c.html.contains("&lt;b&gt;山田") || !c.text.contains("<b>山田</b>"), "{kind}: {}", c.html);
+                    assert!(!c.html.contains("<b>山田"), "{kind}: unescaped name in HTML");
+                }
+            }
+        }
+        // Patients' kinds exist in Japanese; the rest fall back to English.
+        assert!(t.has(Language::Ja, "evening_before") && !t.has(Language::Ja, "escort_day_plan"));
+    }
+}

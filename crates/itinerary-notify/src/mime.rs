@@ -62,3 +62,29 @@ pub fn email(env: &Envelope, words: &Composed, calendar: Option<&CalendarPart>) 
     };
     message.map_err(|e| NotifyError::Template(format!("email: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_calendar_part_names_its_method_and_travels_in_base64_twice() {
+        let env = Envelope {
+            from: mailbox("from", "Clinic", "clinic@example.my").unwrap(),
+            to: mailbox("to", "山田 太郎", "taro@example.jp").unwrap(),
+            message_id: "<it-1.m1@example.my>".into(),
+        };
+        let words = Composed { subject: "件名".into(), text: "本文\n".into(), html: "<p>本文</p>".into() };
+        let ics = "BEGIN:VCALENDAR\r\nMETHOD:CANCEL\r\nEND:VCALENDAR\r\n".to_owned();
+        let cal = CalendarPart { method: "CANCEL", ics, file_name: "invite.ics".into() };
+        let raw = String::from_utf8(email(&env, &words, Some(&cal)).unwrap().formatted()).unwrap();
+        assert!(raw.to_lowercase().contains("content-type: text/calendar; method=cancel; charset=utf-8"), "{raw}");
+        assert!(raw.contains("method=CANCEL"), "the method keeps its case: {raw}");
+        assert!(raw.contains("Content-Type: multipart/alternative"), "{raw}");
+        assert!(raw.contains("Content-Disposition: attachment; filename=\"invite.ics\""), "{raw}");
+        assert!(raw.matches("Content-Transfer-Encoding: base64").count() >= 2, "{raw}");
+        assert!(raw.contains("Message-ID: <it-1.m1@example.my>"), "{raw}");
+        assert!(mailbox("to", "x", "not an address").is_err());
+    }
+}
