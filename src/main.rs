@@ -82,7 +82,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve => {
+        command @ (Command::Serve | Command::Worker) => {
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
                 .with_writer(std::io::stderr)
@@ -90,18 +90,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let setup =
                 itinerary_config::load(&cli.config).with_context(|| format!("loading the configuration from {}", cli.config.display()))?;
             let settings = service::Settings::load(&cli.config)?;
-            service::runtime()?.block_on(service::serve(settings, setup, &cli.config))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Worker => {
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-                .with_writer(std::io::stderr)
-                .init();
-            let setup =
-                itinerary_config::load(&cli.config).with_context(|| format!("loading the configuration from {}", cli.config.display()))?;
-            let settings = service::Settings::load(&cli.config)?;
-            service::runtime()?.block_on(service::worker(settings, setup, &cli.config))?;
+            let runtime = service::runtime()?;
+            match command {
+                Command::Serve => runtime.block_on(service::serve(settings, setup, &cli.config))?,
+                _ => runtime.block_on(service::worker(settings, setup, &cli.config))?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

@@ -67,6 +67,7 @@ struct Smtp {
     username: String,
     password: String,
     timeout_seconds: u64,
+    ca_file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +201,7 @@ impl Settings {
                 username: some(&s.username),
                 password: some(&s.password),
                 timeout_secs: s.timeout_seconds,
+                ca_file: some(&s.ca_file),
             })?
         };
         let l = &self.file.line;

@@ -50,12 +50,18 @@ impl Smtp {
     }
 
     fn up(&mut self) {
+        self.up_with(&[]);
+    }
+
+    /// Starts the server with more options (STARTTLS, AUTH).
+    fn up_with(&mut self, options: &[&str]) {
         let py = python();
         assert!(py.exists(), "{} is missing: run scripts/interop-setup (scripts/test does)", py.display());
         let mut child = Command::new(py)
             .arg(root().join("tests/smtp/server.py"))
             .args(["--port", &self.port.to_string(), "--dir"])
             .arg(&self.dir)
+            .args(options)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -429,6 +435,94 @@ async fn smtp_outage_retries_and_550_fails_visibly() {
     assert_eq!(ids.len(), mail.len(), "nothing twice");
     assert!(mail.iter().filter(|e| e["to"].as_str().unwrap().contains("taro.yamada")).count() <= sent);
     assert!(mail.iter().all(|e| !e["to"].as_str().unwrap().contains("reject")));
+}
+
+/// A relay that requires STARTTLS and AUTH, with a certificate from a private CA named by
+/// `smtp.ca_file`: mail goes through with the right password; a wrong one (535) is final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_and_auth_with_a_private_ca() {
+    let mut smtp = Smtp::reserve("tls");
+    // A private CA, and the relay's certificate signed by it (for 127.0.0.1).
+    let dir = smtp.dir.clone();
+    let d = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    std::fs::write(d("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    let steps: [Vec<String>; 3] = [
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test CA",
+            "-keyout",
+            &d("ca.key"),
+            "-out",
+            &d("ca.pem"),
+        ]
+        .map(String::from)
+        .to_vec(),
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &d("key.pem"), "-out", &d("leaf.csr")]
+            .map(String::from)
+            .to_vec(),
+        [
+            "x509",
+            "-req",
+            "-in",
+            &d("leaf.csr"),
+            "-CA",
+            &d("ca.pem"),
+            "-CAkey",
+            &d("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &d("leaf.ext"),
+            "-out",
+            &d("cert.pem"),
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for args in steps {
+        let out = Command::new("openssl").args(&args).output().expect("openssl makes the test certificates");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (cert, key) = (smtp.dir.join("cert.pem"), smtp.dir.join("key.pem"));
+    let (c, k) = (cert.to_str().unwrap().to_owned(), key.to_str().unwrap().to_owned());
+    smtp.up_with(&["--cert", &c, "--key", &k, "--user", "relay", "--password", "s3cret"]);
+    let tls = |password: &str| {
+        quick(vec![
+            ("ITINERARY_SMTP_HOST", "127.0.0.1".into()),
+            ("ITINERARY_SMTP_PORT", smtp.port.to_string()),
+            ("ITINERARY_SMTP_SECURITY", "starttls".into()),
+            ("ITINERARY_SMTP_USERNAME", "relay".into()),
+            ("ITINERARY_SMTP_PASSWORD", password.into()),
+            ("ITINERARY_SMTP_CA_FILE", d("ca.pem")),
+            ("ITINERARY_SMTP_TIMEOUT_SECONDS", "5".into()),
+        ])
+    };
+    let at_booking = |m: &&Value| m["kind"] == "booking_confirmation" || m["kind"].as_str().unwrap().starts_with("calendar_");
+    for (name, password, want) in [("delivery-tls-ok", "s3cret", "sent"), ("delivery-tls-bad", "wrong", "failed")] {
+        let db = Db::sqlite(name);
+        let s = start(&db, &tls(password));
+        set_clock(&s, "2027-03-01T01:00:00Z").await;
+        let (id, _) = book(&s, patient("山田 太郎"), README_TRIP).await;
+        set_clock(&s, "2027-03-01T01:10:00Z").await;
+        let m = until(&s, id, 60, name, |m| m.iter().filter(at_booking).all(|m| m["status"] == want)).await;
+        if want == "failed" {
+            let e = m.iter().find(|m| m["status"] == "failed").unwrap()["error"].as_str().unwrap().to_owned();
+            assert!(e.contains("535") || e.to_lowercase().contains("auth"), "{e}");
+        }
+    }
+    let sent = smtp.received();
+    assert!(
+        !sent.is_empty()
+            && sent.iter().all(|e| e["to"].as_str().unwrap().contains("taro.yamada") || e["to"].as_str().unwrap().contains("escorts"))
+    );
 }
 
 /// Itineraries booked with no worker running, so their confirmations and invites are due at

@@ -4,17 +4,20 @@
 Every message accepted is written whole to DIR (one file per message, through a rename), so a
 test judges delivery by what the server received. Recipients starting with "reject" get
 550 (a permanent failure); "busy" gets 451 (a temporary one). Prints "ready PORT" once
-listening; stops on SIGTERM.
+listening; stops on SIGTERM. With --cert/--key it offers STARTTLS and, with --user/--password,
+requires AUTH (PLAIN or LOGIN) after it, refusing a wrong password with 535.
 
-    server.py --port 2525 --dir /tmp/mail
+    server.py --port 2525 --dir /tmp/mail [--cert C --key K --user U --password P]
 """
 import argparse
 import os
 import signal
+import ssl
 import threading
 import time
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Mailbox:
@@ -48,9 +51,24 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--dir", required=True)
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--user")
+    p.add_argument("--password")
     a = p.parse_args()
     os.makedirs(a.dir, exist_ok=True)
-    controller = Controller(Mailbox(a.dir), hostname="127.0.0.1", port=a.port, data_size_limit=10 * 1024 * 1024)
+    options = {}
+    if a.cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(a.cert, a.key)
+        options.update(tls_context=tls, require_starttls=True)
+    if a.user:
+        def check(server, session, envelope, mechanism, auth_data):
+            ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == a.user and auth_data.password.decode() == a.password
+            # handled=False: aiosmtpd answers 535 itself when the password is wrong.
+            return AuthResult(success=ok, handled=False)
+        options.update(authenticator=check, auth_required=True, auth_require_tls=True)
+    controller = Controller(Mailbox(a.dir), hostname="127.0.0.1", port=a.port, data_size_limit=10 * 1024 * 1024, **options)
     controller.start()
     print(f"ready {a.port}", flush=True)
     stop = threading.Event()

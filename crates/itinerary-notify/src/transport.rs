@@ -37,6 +37,9 @@ pub struct SmtpSettings {
     pub password: Option<String>,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// A PEM file with a further root certificate to trust (a relay with a private CA).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -48,7 +51,8 @@ fn default_timeout() -> u64 {
 pub enum EmailTransport {
     /// One `.eml` per message in this directory.
     Outbox(PathBuf),
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// The relay, and how long one whole send may take before it counts as a transient failure.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>, Duration),
 }
 
 impl EmailTransport {
@@ -58,18 +62,31 @@ impl EmailTransport {
     }
 
     pub fn smtp(s: &SmtpSettings) -> Result<EmailTransport, NotifyError> {
+        use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
         let setup = |e: lettre::transport::smtp::Error| NotifyError::Setup(format!("smtp.host {:?}: {e}", s.host));
+        let tls = || -> Result<TlsParameters, NotifyError> {
+            let mut params = TlsParameters::builder(s.host.clone());
+            if let Some(file) = s.ca_file.as_deref().filter(|f| !f.is_empty()) {
+                let pem = std::fs::read(file).map_err(|e| NotifyError::Setup(format!("smtp.ca_file {file:?}: {e}")))?;
+                let cert = Certificate::from_pem(&pem).map_err(|e| NotifyError::Setup(format!("smtp.ca_file {file:?}: {e}")))?;
+                params = params.add_root_certificate(cert);
+            }
+            params.build_rustls().map_err(setup)
+        };
+        let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host);
         let builder = match s.security.as_str() {
-            "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host),
-            "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host).map_err(setup)?,
-            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host).map_err(setup)?,
+            "none" => builder,
+            "starttls" => builder.tls(Tls::Required(tls()?)),
+            "tls" => builder.tls(Tls::Wrapper(tls()?)),
             other => return Err(NotifyError::Setup(format!("smtp.security: {other:?} is not none, starttls or tls"))),
         };
         let mut builder = builder.port(s.port).timeout(Some(Duration::from_secs(s.timeout_secs)));
         if let (Some(u), Some(p)) = (&s.username, &s.password) {
             builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
         }
-        Ok(EmailTransport::Smtp(builder.build()))
+        // lettre's timeout covers each read and write; a relay that keeps the session open
+        // without answering is cut off at twice that for the whole send.
+        Ok(EmailTransport::Smtp(builder.build(), Duration::from_secs(s.timeout_secs.max(1) * 2)))
     }
 
     /// Hands `message` over. `name` is the message's stable name (`m42`): the outbox writes
@@ -78,10 +95,14 @@ impl EmailTransport {
     pub async fn send(&self, message: &Message, name: &str) -> Result<String, SendError> {
         match self {
             EmailTransport::Outbox(dir) => write_once(dir, name, &message.formatted()),
-            EmailTransport::Smtp(t) => match t.send(message.clone()).await {
-                Ok(r) => Ok(format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" "))),
-                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
-                Err(e) => Err(SendError::Transient { reason: e.to_string(), retry_after: None }),
+            EmailTransport::Smtp(t, limit) => match tokio::time::timeout(*limit, t.send(message.clone())).await {
+                Ok(Ok(r)) => Ok(format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" "))),
+                Ok(Err(e)) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+                Ok(Err(e)) => Err(SendError::Transient { reason: e.to_string(), retry_after: None }),
+                Err(_) => Err(SendError::Transient {
+                    reason: format!("no answer from the relay within {} s", limit.as_secs()),
+                    retry_after: None,
+                }),
             },
         }
     }
@@ -89,7 +110,7 @@ impl EmailTransport {
     pub fn channel(&self) -> &'static str {
         match self {
             EmailTransport::Outbox(_) => "outbox",
-            EmailTransport::Smtp(_) => "email",
+            EmailTransport::Smtp(..) => "email",
         }
     }
 }

@@ -315,7 +315,8 @@ impl Store {
             .col_expr(scheduled_message::Column::Channel, Expr::value(d.channel.clone()))
             .col_expr(scheduled_message::Column::LastError, Expr::value(Option::<String>::None))
             .filter(scheduled_message::Column::Id.eq(id))
-            .filter(scheduled_message::Column::Status.eq("sending"))
+            // Superseded while it was being sent: it went out all the same, so it says sent.
+            .filter(scheduled_message::Column::Status.is_in(["sending", "superseded"]))
             .filter(scheduled_message::Column::ClaimedBy.eq(worker))
             .exec(&txn)
             .await?;

@@ -117,6 +117,18 @@ impl Store {
         Ok(())
     }
 
+    /// A transaction that holds SQLite's write lock from its first statement. One that reads
+    /// first cannot take the lock later once another connection (the worker, say) has committed
+    /// (SQLITE_BUSY_SNAPSHOT, at once, without waiting); PostgreSQL needs nothing.
+    pub(crate) async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+        use sea_orm::{ConnectionTrait, TransactionTrait};
+        let txn = self.db.begin().await?;
+        if self.backend() == DbBackend::Sqlite {
+            txn.execute_unprepared("UPDATE booking_lock SET bookings = bookings WHERE id = 1").await?;
+        }
+        Ok(txn)
+    }
+
     /// Held by every booking transaction on SQLite; nothing on PostgreSQL, where the lock row
     /// queues bookings from every process.
     pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {

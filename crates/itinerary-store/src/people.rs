@@ -240,7 +240,7 @@ impl Store {
 
     pub async fn update_patient(&self, by: i32, id: i32, p: &PatientInput) -> Result<PatientView, InputError> {
         let c = check_patient(p)?;
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = self.begin_write().await?;
         let old = patient::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound { entity: "patient", id: id.to_string() })?;
         let changed: Vec<&str> = [
             ("name", old.name != c.name),
@@ -285,7 +285,7 @@ impl Store {
     /// Creates the escort, or replaces the one with the same id.
     pub async fn put_escort(&self, by: Option<i32>, e: &EscortInput) -> Result<EscortInput, InputError> {
         let m = escort_model(e)?;
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = self.begin_write().await?;
         let exists = escort::Entity::find_by_id(e.id.clone()).one(&txn).await?.is_some();
         let saved = if exists { m.update(&txn).await? } else { m.insert(&txn).await? };
         audit(&txn, by, if exists { "update" } else { "create" }, "escort", &saved.id, json!({})).await?;
@@ -316,7 +316,7 @@ impl Store {
     /// The escort takes no new duties from now on (leaving, on long leave); duties already
     /// booked stay. Putting the escort again brings them back.
     pub async fn deactivate_escort(&self, by: i32, id: &str) -> Result<(), StoreError> {
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = self.begin_write().await?;
         let m = escort::Entity::find_by_id(id.to_owned())
             .one(&txn)
             .await?
@@ -371,7 +371,7 @@ impl Store {
                 .into());
             }
         };
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = self.begin_write().await?;
         let m = resource::ActiveModel { id: Set(id.to_owned()), capacity: Set(capacity), updated_at: Set(Utc::now()) };
         let saved = if resource::Entity::find_by_id(id.to_owned()).one(&txn).await?.is_some() {
             m.update(&txn).await?
