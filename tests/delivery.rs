@@ -754,3 +754,20 @@ async fn line_reminders_honour_429_and_the_monthly_budget() {
             .all(|m| m["channel"] == "outbox")
     );
 }
+
+/// The test clock is for tests and demos: production refuses it at start, and a service on
+/// the system clock refuses to move it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_clock_is_refused_in_production_and_fixed_otherwise() {
+    let db = Db::sqlite("delivery-clock");
+    let out =
+        itinerary(&db).env("ITINERARY_CLOCK_MODE", "test").env("ITINERARY_SERVER_ENVIRONMENT", "production").arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[clock] mode = \"test\" is refused"), "{err}");
+    let s = start(&db, &[]);
+    let (st, e) = s.call("PUT", "/clock", Some(json!({ "advance_seconds": 60 }))).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("clock_is_system")), "{e}");
+    let (st, c) = s.call("GET", "/clock", None).await;
+    assert_eq!((st, c["test"].as_bool()), (StatusCode::OK, Some(false)), "{c}");
+}
