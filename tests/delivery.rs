@@ -615,7 +615,18 @@ async fn worker_killed_mid_batch_loses_nothing() {
 async fn two_workers_on_postgres_send_each_message_once() {
     let Some(db) = Db::postgres("delivery_two").await else { return };
     let smtp = Smtp::start("two");
-    let settings = quick([smtp.settings(), vec![("ITINERARY_DELIVERY_UPDATE_GRACE_SECONDS", "0".into())]].concat());
+    // Small jobs and a small queue, so that both workers get some.
+    let settings = quick(
+        [
+            smtp.settings(),
+            vec![
+                ("ITINERARY_DELIVERY_UPDATE_GRACE_SECONDS", "0".into()),
+                ("ITINERARY_WORKER_JOB_SIZE", "2".into()),
+                ("ITINERARY_WORKER_BATCH", "8".into()),
+            ],
+        ]
+        .concat(),
+    );
     let s = start(&db, &[settings.clone(), vec![("ITINERARY_SERVER_WORKER", "false".into())]].concat());
     set_clock(&s, &today_morning()).await;
     let ids = backlog(&s, 8).await;
@@ -628,6 +639,7 @@ async fn two_workers_on_postgres_send_each_message_once() {
     println!("two workers: {sent} messages, {} emails, {by_worker} workers sent some", seen.values().sum::<usize>());
     assert_eq!(seen.len(), sent);
     assert!(seen.values().all(|n| *n == 1), "a message went out twice: {:?}", seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    assert_eq!(by_worker, 2, "both workers took part");
     drop(s);
     db.drop_pg().await;
 }

@@ -308,6 +308,26 @@ impl Store {
     /// Records that the provider accepted the message. `false` when this worker no longer held
     /// it (its claim went stale and another took over), in which case nothing is written.
     pub async fn record_sent(&self, id: i32, worker: &str, attempt: i32, d: &Delivered, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        if self.backend() == sea_orm::DbBackend::Postgres {
+            // One statement, so one round trip closes the duplicate window: the update and the
+            // delivery row commit together (a data-modifying WITH runs exactly once).
+            let sql = "WITH held AS (UPDATE scheduled_message SET status = 'sent', sent_at = $1, channel = $2, last_error = NULL \
+                       WHERE id = $3 AND status IN ('sending', 'superseded') AND claimed_by = $4 RETURNING id) \
+                       INSERT INTO delivery (message_id, channel, attempt, status, provider_ref, at, sent_key) \
+                       VALUES ($3, $2, $5, 'sent', $6, $1, $7) RETURNING (SELECT count(*) FROM held) AS held";
+            let values: [sea_orm::Value; 7] = [
+                now.into(),
+                d.channel.clone().into(),
+                id.into(),
+                worker.into(),
+                attempt.into(),
+                d.provider_ref.clone().into(),
+                id.to_string().into(),
+            ];
+            let row = self.db.query_one_raw(sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, sql, values)).await?;
+            let held: i64 = row.map(|r| r.try_get("", "held")).transpose()?.unwrap_or(0);
+            return Ok(held == 1);
+        }
         let txn = self.db.begin().await?;
         let held = scheduled_message::Entity::update_many()
             .col_expr(scheduled_message::Column::Status, Expr::value("sent"))
