@@ -94,7 +94,8 @@ impl Smtp {
             ("ITINERARY_SMTP_HOST", "127.0.0.1".into()),
             ("ITINERARY_SMTP_PORT", self.port.to_string()),
             ("ITINERARY_SMTP_SECURITY", "none".into()),
-            ("ITINERARY_SMTP_TIMEOUT_SECONDS", "5".into()),
+            // A whole send is bounded at twice this: under the 3 s lease of `quick`.
+            ("ITINERARY_SMTP_TIMEOUT_SECONDS", "1".into()),
         ]
     }
 }
@@ -502,7 +503,7 @@ async fn starttls_and_auth_with_a_private_ca() {
             ("ITINERARY_SMTP_USERNAME", "relay".into()),
             ("ITINERARY_SMTP_PASSWORD", password.into()),
             ("ITINERARY_SMTP_CA_FILE", d("ca.pem")),
-            ("ITINERARY_SMTP_TIMEOUT_SECONDS", "5".into()),
+            ("ITINERARY_SMTP_TIMEOUT_SECONDS", "1".into()),
         ])
     };
     let at_booking = |m: &&Value| m["kind"] == "booking_confirmation" || m["kind"].as_str().unwrap().starts_with("calendar_");
@@ -782,4 +783,28 @@ async fn the_test_clock_is_refused_in_production_and_fixed_otherwise() {
     assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("clock_is_system")), "{e}");
     let (st, c) = s.call("GET", "/clock", None).await;
     assert_eq!((st, c["test"].as_bool()), (StatusCode::OK, Some(false)), "{c}");
+}
+
+/// Transient failures retry with backoff for `retry_hours`, counted from the first failure;
+/// then the message is marked failed and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_give_up_after_retry_hours() {
+    let db = Db::sqlite("delivery-give-up");
+    let smtp = Smtp::reserve("give-up"); // never started: every attempt is refused
+    let s = start(&db, &quick([smtp.settings(), vec![("ITINERARY_DELIVERY_RETRY_HOURS", "1".into())]].concat()));
+    set_clock(&s, "2027-03-01T01:00:00Z").await;
+    let (id, _) = book(&s, patient("山田 太郎"), README_TRIP).await;
+    set_clock(&s, "2027-03-01T01:10:00Z").await;
+    let at_booking = |m: &&Value| m["kind"] == "booking_confirmation" || m["kind"].as_str().unwrap().starts_with("calendar_");
+    until(&s, id, 30, "first failures", |m| {
+        m.iter().filter(at_booking).all(|m| m["status"] == "pending" && m["error"].as_str().is_some_and(|e| !e.is_empty()))
+    })
+    .await;
+    // Two hours on, the next attempt fails too, and that is more than an hour of trying.
+    set_clock(&s, "2027-03-01T03:10:00Z").await;
+    let m = until(&s, id, 30, "giving up", |m| m.iter().filter(at_booking).all(|m| m["status"] == "failed")).await;
+    let e = m.iter().find(|m| m["status"] == "failed").unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(e.starts_with("gave up after"), "{e}");
+    let (_, report) = s.call("GET", "/messages/failed", None).await;
+    assert_eq!(report["failed"].as_array().unwrap().len(), m.iter().filter(|m| m["status"] == "failed").count(), "{report}");
 }

@@ -108,8 +108,6 @@ pub struct Letter {
     pub timeline: Vec<Line>,
     pub feed_url: Option<String>,
     pub follow_up_url: Option<String>,
-    /// Hotel pick-up time and the like, when the plan says.
-    pub note: Option<String>,
 }
 
 /// One appointment in words.
@@ -253,7 +251,6 @@ impl Letter {
             timeline,
             feed_url,
             follow_up_url: follow_up_url.map(str::to_owned),
-            note: None,
         }
     }
 }
@@ -342,7 +339,6 @@ mod tests {
                         timeline: vec![line.clone()],
                         feed_url: with_facts.then(|| "https://x/feed/itf_1".into()),
                         follow_up_url: None,
-                        note: None,
                     };
                     let c = t.compose(&letter).unwrap_or_else(|e| panic!("{kind} {language:?}: {e}"));
                     assert!(!c.subject.is_empty() && !c.subject.contains('\n'), "{kind}: {c:?}");

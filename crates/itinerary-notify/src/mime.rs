@@ -1,6 +1,7 @@
-//! Email as calendar clients expect it (iMIP, RFC 6047): multipart/alternative with text/plain,
-//! text/html and `text/calendar; method=…` (the parameter equal to the METHOD inside, base64),
-//! plus the same calendar attached as a file, for clients that only show attachments.
+//! Email as calendar clients expect it (iMIP, RFC 6047): a multipart/alternative of text/plain,
+//! text/html and `text/calendar; method=…` (the parameter equal to the METHOD inside, base64);
+//! with a calendar, that part sits in a multipart/mixed beside the same calendar attached as a
+//! file, for clients that only show attachments.
 
 use lettre::Message;
 use lettre::message::header::{ContentDisposition, ContentTransferEncoding, ContentType};

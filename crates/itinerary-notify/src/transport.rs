@@ -183,7 +183,9 @@ fn clip(s: &str, max_chars: usize) -> &str {
     s.char_indices().nth(max_chars).map_or(s, |(i, _)| &s[..i])
 }
 
-/// A UUID-shaped retry key that is the same for every attempt at one message.
+/// A UUID-shaped retry key that is the same for every attempt at one message. `salt` is to
+/// tell deployments apart (the itinerary's random reference), so a fresh database never reuses
+/// a key LINE remembers.
 pub fn retry_key(message_id: i32, salt: u64) -> String {
     let id = u32::from_ne_bytes(message_id.to_ne_bytes());
     format!(

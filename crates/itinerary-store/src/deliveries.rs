@@ -35,7 +35,6 @@ pub struct Claimed {
     pub version: i32,
     pub key: String,
     pub kind: String,
-    pub language: String,
     pub due_at: DateTime<Utc>,
     pub due_zone: String,
     pub before_at: Option<DateTime<Utc>>,
@@ -51,6 +50,10 @@ pub struct Claimed {
     pub already_sent: bool,
     /// For a cancellation: whether anything was ever sent under its UID.
     pub uid_was_sent: bool,
+    /// A worker whose claim had lapsed sent it already (a `late` delivery): do not send again.
+    pub delivered_late: bool,
+    /// When the first attempt failed, for a retry (retries stop after `retry_hours` from it).
+    pub first_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// An itinerary version as the worker needs it; stored versions never change, so it is cached.
@@ -101,9 +104,6 @@ impl Clock {
         matches!(self, Clock::Test(_))
     }
 }
-
-/// Statuses in which a message may still go out.
-const OPEN: [&str; 3] = ["pending", "queued", "sending"];
 
 impl Store {
     /// The test clock's offset from the system clock, in milliseconds (0 when never set).
@@ -253,6 +253,13 @@ impl Store {
         };
         let already_sent = earlier_sent.iter().any(|s| s.key == m.key && s.before_at == m.before_at);
         let uid_was_sent = m.about.as_ref().is_some_and(|uid| earlier_sent.iter().any(|s| s.about.as_ref() == Some(uid)));
+        // Earlier attempts matter only to a retry.
+        let (delivered_late, first_attempt_at) = if m.attempts > 1 {
+            let earlier = delivery::Entity::find().filter(delivery::Column::MessageId.eq(id)).all(&self.db).await?;
+            (earlier.iter().any(|d| d.status == "late"), earlier.iter().map(|d| d.at).min())
+        } else {
+            (false, None)
+        };
         Ok(Claimed {
             id,
             itinerary_id: m.itinerary_id,
@@ -260,7 +267,6 @@ impl Store {
             version: m.version,
             key: m.key,
             kind: m.kind,
-            language: m.language,
             due_at: m.due_at,
             due_zone: m.due_zone,
             before_at: m.before_at,
@@ -272,6 +278,8 @@ impl Store {
             target,
             already_sent,
             uid_was_sent,
+            delivered_late,
+            first_attempt_at,
         })
     }
 
@@ -306,15 +314,17 @@ impl Store {
     }
 
     /// Records that the provider accepted the message. `false` when this worker no longer held
-    /// it (its claim went stale and another took over), in which case nothing is written.
+    /// it (its claim lapsed): the delivery is then recorded as `late`, so that whoever holds the
+    /// message now does not send it again.
     pub async fn record_sent(&self, id: i32, worker: &str, attempt: i32, d: &Delivered, now: DateTime<Utc>) -> Result<bool, StoreError> {
         if self.backend() == sea_orm::DbBackend::Postgres {
             // One statement, so one round trip closes the duplicate window: the update and the
             // delivery row commit together (a data-modifying WITH runs exactly once).
             let sql = "WITH held AS (UPDATE scheduled_message SET status = 'sent', sent_at = $1, channel = $2, last_error = NULL \
-                       WHERE id = $3 AND status IN ('sending', 'superseded') AND claimed_by = $4 RETURNING id) \
+                       WHERE id = $3 AND status IN ('sending', 'superseded', 'cancelled') AND claimed_by = $4 RETURNING id) \
                        INSERT INTO delivery (message_id, channel, attempt, status, provider_ref, at, sent_key) \
-                       VALUES ($3, $2, $5, 'sent', $6, $1, $7) RETURNING (SELECT count(*) FROM held) AS held";
+                       SELECT $3, $2, $5, CASE WHEN EXISTS (SELECT 1 FROM held) THEN 'sent' ELSE 'late' END, $6, $1, \
+                       CASE WHEN EXISTS (SELECT 1 FROM held) THEN $7 END RETURNING (SELECT count(*) FROM held) AS held";
             let values: [sea_orm::Value; 7] = [
                 now.into(),
                 d.channel.clone().into(),
@@ -335,25 +345,29 @@ impl Store {
             .col_expr(scheduled_message::Column::Channel, Expr::value(d.channel.clone()))
             .col_expr(scheduled_message::Column::LastError, Expr::value(Option::<String>::None))
             .filter(scheduled_message::Column::Id.eq(id))
-            // Superseded while it was being sent: it went out all the same, so it says sent.
-            .filter(scheduled_message::Column::Status.is_in(["sending", "superseded"]))
+            // Superseded or cancelled while it was being sent: it went out all the same, so it
+            // says sent.
+            .filter(scheduled_message::Column::Status.is_in(["sending", "superseded", "cancelled"]))
             .filter(scheduled_message::Column::ClaimedBy.eq(worker))
             .exec(&txn)
             .await?;
+        // A claim that lapsed (another worker may hold it now) records a `late` delivery
+        // without the unique key: the holder then finds it and does not send again.
+        let held = held.rows_affected == 1;
         delivery::ActiveModel {
             message_id: Set(id),
             channel: Set(d.channel.clone()),
             attempt: Set(attempt),
-            status: Set("sent".to_owned()),
+            status: Set(if held { "sent" } else { "late" }.to_owned()),
             provider_ref: Set(d.provider_ref.clone()),
             at: Set(now),
-            sent_key: Set(Some(id.to_string())),
+            sent_key: Set(held.then(|| id.to_string())),
             ..Default::default()
         }
         .insert(&txn)
         .await?;
         txn.commit().await?;
-        Ok(held.rows_affected == 1)
+        Ok(held)
     }
 
     /// A transient failure: the message goes back to pending, due again at `next`.
@@ -471,12 +485,6 @@ impl Store {
     pub async fn queued_count(&self) -> Result<u64, StoreError> {
         use sea_orm::PaginatorTrait;
         Ok(scheduled_message::Entity::find().filter(scheduled_message::Column::Status.eq("queued")).count(&self.db).await?)
-    }
-
-    /// Messages not yet settled (pending, queued or being sent).
-    pub async fn open_messages(&self) -> Result<u64, StoreError> {
-        use sea_orm::PaginatorTrait;
-        Ok(scheduled_message::Entity::find().filter(scheduled_message::Column::Status.is_in(OPEN)).count(&self.db).await?)
     }
 
     /// A further feed token for the patient, for a confirmation to carry (tokens are stored

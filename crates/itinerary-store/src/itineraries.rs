@@ -804,10 +804,11 @@ async fn supersede(txn: &DatabaseTransaction, itinerary_id: i32, changed: Vec<St
 
 async fn mark_messages(txn: &DatabaseTransaction, itinerary_id: i32, status: &str) -> Result<(), sea_orm::DbErr> {
     use sea_orm::sea_query::Expr;
+    // In flight too: a send that fails or waits for the morning must not bring it back.
     scheduled_message::Entity::update_many()
         .col_expr(scheduled_message::Column::Status, Expr::value(status))
         .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
-        .filter(scheduled_message::Column::Status.is_in(["pending", "queued"]))
+        .filter(scheduled_message::Column::Status.is_in(["pending", "queued", "sending"]))
         .exec(txn)
         .await?;
     Ok(())

@@ -75,15 +75,32 @@ impl Deliverer {
             let d = self.clone();
             set.spawn(async move { d.deliver_one(m, now).await });
         }
+        // Every send of the job runs to its end, even when another fails: aborting one that the
+        // provider has accepted would only send it again after the lease.
         let mut outcomes = Vec::with_capacity(ids.len());
+        let mut first_error = None;
         while let Some(r) = set.join_next().await {
-            outcomes.push(r.map_err(|e| WorkerError::Queue(format!("delivery task: {e}")))??);
+            match r.map_err(|e| WorkerError::Queue(format!("delivery task: {e}"))).and_then(|r| r) {
+                Ok(o) => outcomes.push(o),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a delivery could not be recorded; its lease brings it back");
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(outcomes)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
     }
 
     async fn deliver_one(&self, m: Claimed, now: DateTime<Utc>) -> Result<Outcome, WorkerError> {
         let id = m.id;
+        if m.delivered_late {
+            let d = Delivered { channel: "late".into(), provider_ref: Some("sent by a worker whose claim had lapsed".into()) };
+            self.store.record_sent(id, &self.name, m.attempt, &d, now).await?;
+            return Ok(Outcome::Sent { channel: d.channel });
+        }
         if let Some(reason) = self.unwanted(&m, now) {
             self.store.record_skipped(id, &self.name, &reason, now).await?;
             tracing::info!(message = id, kind = %m.kind, %reason, "skipped");
@@ -120,7 +137,7 @@ impl Deliverer {
             Err((channel, SendError::Transient { reason, retry_after })) => {
                 let wait = self.backoff(m.attempt).max(retry_after.and_then(|d| Duration::from_std(d).ok()).unwrap_or_default());
                 let next = now + wait;
-                let first_due = m.due_at.min(now);
+                let first_due = m.first_attempt_at.unwrap_or(now).min(now);
                 if next - first_due > self.rules.retry_for {
                     let e = format!("gave up after {} attempts: {reason}", m.attempt);
                     self.store.record_failed(id, &self.name, &channel, &e, now).await?;
@@ -227,7 +244,7 @@ impl Deliverer {
             match self.line_allowed(now).await {
                 Ok(true) => {
                     let text = format!("{}\n\n{}", words.subject, words.text.trim_end());
-                    match line.push(to, &[text], &retry_key(m.id, m.itinerary_id as u64)).await {
+                    match line.push(to, &[text], &retry_key(m.id, fnv(&m.reference))).await {
                         Ok(r) => return Ok(Delivered { channel: "line".into(), provider_ref: Some(r) }),
                         Err(e @ SendError::Transient { .. }) => return Err(("line".into(), e)),
                         Err(SendError::Permanent(e)) => tracing::warn!(message = m.id, error = %e, "LINE refused; sending by email"),
@@ -282,4 +299,9 @@ impl Deliverer {
         let since = at_local(first, NaiveTime::MIN, chrono_tz::Asia::Tokyo).utc();
         Ok(self.store.sent_since("line", since).await? < self.rules.line_monthly_budget)
     }
+}
+
+/// FNV-1a of a string: a stable salt for LINE retry keys.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }

@@ -1,13 +1,14 @@
 //! The job worker. What is due when, and whether it is still wanted, lives in the project's
 //! own `scheduled_message` table; apalis carries the work between processes.
 //!
-//! - The dispatcher wakes every `poll` and, by the service's clock, moves messages whose time
-//!   has come from `pending` to `queued`. It then pushes one apalis job per message. The job
-//!   is due at once, and its idempotency key stops two dispatchers from pushing it twice.
-//!   apalis cannot move or cancel a pushed job, and a test clock runs ahead of apalis's own
-//!   `run_at`, so jobs are only pushed when they are due.
+//! - The dispatcher wakes every `poll` (sooner while there is a backlog) and, by the
+//!   service's clock, moves messages whose time has come from `pending` to `queued`: only the
+//!   rows its own UPDATE moved, so two dispatchers never queue one message twice. It pushes
+//!   them as apalis jobs of up to `job_size` ids, due at once. apalis cannot move or cancel a
+//!   pushed job, and a test clock runs ahead of apalis's own `run_at`, so jobs are only pushed
+//!   when they are due.
 //! - An apalis worker (SQLite or PostgreSQL, in the service's database) runs each job through
-//!   `Deliverer::deliver`. That claims the row with a conditional UPDATE, so a duplicate job or
+//!   `Deliverer::deliver`. That claims the rows with a conditional UPDATE, so a duplicate job or
 //!   a second worker finds nothing to do.
 //! - A message queued or being sent for longer than the lease goes back to `pending`. This
 //!   covers a lost job or a worker killed mid-send. The only way a message goes out twice is a
@@ -98,8 +99,9 @@ impl Queue {
         }
     }
 
-    /// Pushes one job per message, in one transaction; each job's idempotency key makes a
-    /// second push of the same dispatch a no-op.
+    /// Pushes the jobs of one dispatch together (one transaction on SQLite, one multi-row
+    /// INSERT on PostgreSQL). Their idempotency keys are unique per dispatch; what keeps two
+    /// dispatchers from queueing one message twice is `mark_queued`'s conditional UPDATE.
     async fn push(&self, jobs: &[(Vec<i32>, String)]) -> Result<(), WorkerError> {
         let err = |e: &dyn std::fmt::Display| WorkerError::Queue(e.to_string());
         let tasks = jobs
