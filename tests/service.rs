@@ -220,6 +220,20 @@ async fn itinerary_lifecycle(db: Db) {
     let (_, audit) = s.call("GET", "/audit", None).await;
     let text = audit.to_string();
     assert!(audit["audit"].as_array().unwrap().len() >= 8, "{audit}");
+    // Pages: two entries, then the two before them, by the `next` cursor.
+    let (_, first) = s.call("GET", "/audit?limit=2", None).await;
+    let (_, second) = s.call("GET", &format!("/audit?limit=2&before={}", first["next"]), None).await;
+    let all: Vec<&Value> = audit["audit"].as_array().unwrap().iter().take(4).collect();
+    let paged: Vec<&Value> = first["audit"].as_array().unwrap().iter().chain(second["audit"].as_array().unwrap()).collect();
+    assert_eq!(all, paged, "{first} {second}");
+    let (_, p1) = s.call("GET", "/patients?limit=1", None).await;
+    assert_eq!((p1["patients"].as_array().unwrap().len(), &p1["next"]), (1, &p1["patients"][0]["id"]), "{p1}");
+    let (_, p2) = s.call("GET", &format!("/patients?limit=1&after={}", p1["next"]), None).await;
+    assert!(p2["patients"].as_array().unwrap().iter().all(|p| p["id"].as_i64() > p1["next"].as_i64()), "{p2}");
+    let (st, e) = s.call("GET", "/patients?limit=0", None).await;
+    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("limit")), "{e}");
+    let (st, _) = s.call("GET", "/patients?limit=abc", None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(!text.contains("山田") && !text.contains("taro.yamada"), "{audit}");
     assert!(s.stop().success());
     db.drop_pg().await;

@@ -87,8 +87,37 @@ async fn create_patient(
     Ok((StatusCode::CREATED, Json(p)).into_response())
 }
 
-async fn list_patients(State(s): State<AppState>) -> ApiResult<Response> {
-    Ok(Json(json!({ "patients": s.store.patients().await? })).into_response())
+/// `?limit=N` (1–1000, 100 by default) and a cursor: `after` (ids ascending) or `before`
+/// (newest first). The answer's `next` is the cursor for the following page, null at the end.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default)]
+    after: Option<i32>,
+    #[serde(default)]
+    before: Option<i32>,
+}
+
+impl Page {
+    fn limit(&self) -> ApiResult<u64> {
+        match self.limit {
+            None => Ok(100),
+            Some(n @ 1..=1000) => Ok(n),
+            Some(n) => {
+                Err(ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "limit", &n.to_string(), "must be between 1 and 1000"))
+            }
+        }
+    }
+}
+
+async fn list_patients(State(s): State<AppState>, q: Result<Query<Page>, QueryRejection>) -> ApiResult<Response> {
+    let Query(page) = q?;
+    let limit = page.limit()?;
+    let patients = s.store.patients(page.after.unwrap_or(0), limit).await?;
+    let next = (patients.len() as u64 == limit).then(|| patients.last().map(|p| p.id)).flatten();
+    Ok(Json(json!({ "patients": patients, "next": next })).into_response())
 }
 
 async fn get_patient(State(s): State<AppState>, p: Result<Path<i32>, PathRejection>) -> ApiResult<Response> {
@@ -349,13 +378,14 @@ async fn trips(State(s): State<AppState>, q: Result<Query<Range>, QueryRejection
     Ok(Json(json!({ "from": r.from, "to": r.to, "zone": zone.name(), "trips": trips, "escorts": escorts })).into_response())
 }
 
-async fn audit(State(s): State<AppState>) -> ApiResult<Response> {
-    let rows: Vec<_> = s
-        .store
-        .audit_log(500)
-        .await?
+async fn audit(State(s): State<AppState>, q: Result<Query<Page>, QueryRejection>) -> ApiResult<Response> {
+    let Query(page) = q?;
+    let limit = page.limit()?;
+    let entries = s.store.audit_log(page.before, limit).await?;
+    let next = (entries.len() as u64 == limit).then(|| entries.last().map(|a| a.id)).flatten();
+    let rows: Vec<_> = entries
         .into_iter()
         .map(|a| json!({ "at": a.at, "coordinator": a.coordinator_id, "action": a.action, "entity": a.entity, "id": a.entity_id, "detail": a.detail }))
         .collect();
-    Ok(Json(json!({ "audit": rows })).into_response())
+    Ok(Json(json!({ "audit": rows, "next": next })).into_response())
 }

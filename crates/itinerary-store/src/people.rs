@@ -278,8 +278,16 @@ impl Store {
             .ok_or(StoreError::NotFound { entity: "patient", id: id.to_string() })
     }
 
-    pub async fn patients(&self) -> Result<Vec<PatientView>, StoreError> {
-        Ok(patient::Entity::find().order_by_asc(patient::Column::Id).all(&self.db).await?.into_iter().map(Into::into).collect())
+    /// Patients in id order, at most `limit` of them after the id `after`.
+    pub async fn patients(&self, after: i32, limit: u64) -> Result<Vec<PatientView>, StoreError> {
+        use sea_orm::QuerySelect;
+        let rows = patient::Entity::find()
+            .filter(patient::Column::Id.gt(after))
+            .order_by_asc(patient::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Creates the escort, or replaces the one with the same id.
@@ -465,10 +473,14 @@ impl Store {
         Ok(t.map(|t| t.patient_id))
     }
 
-    /// The audit log, newest first.
-    pub async fn audit_log(&self, limit: u64) -> Result<Vec<audit_log::Model>, StoreError> {
+    /// The audit log, newest first: at most `limit` entries older than the id `before`.
+    pub async fn audit_log(&self, before: Option<i32>, limit: u64) -> Result<Vec<audit_log::Model>, StoreError> {
         use sea_orm::QuerySelect;
-        Ok(audit_log::Entity::find().order_by_desc(audit_log::Column::Id).limit(limit).all(&self.db).await?)
+        let mut q = audit_log::Entity::find();
+        if let Some(b) = before {
+            q = q.filter(audit_log::Column::Id.lt(b));
+        }
+        Ok(q.order_by_desc(audit_log::Column::Id).limit(limit).all(&self.db).await?)
     }
 }
 
