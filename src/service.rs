@@ -209,8 +209,6 @@ impl Settings {
         let minutes = |m: u32| chrono::Duration::minutes(i64::from(m));
         let seconds = |s: u32| chrono::Duration::seconds(i64::from(s));
         let rules = DeliveryRules {
-            quiet_start: setup.rules.quiet_hours_start,
-            quiet_end: setup.rules.quiet_hours_end,
             late_after: minutes(d.late_after_minutes),
             first_backoff: seconds(d.first_retry_seconds.max(1)),
             max_backoff: seconds(d.max_retry_seconds.max(1)),

@@ -161,6 +161,12 @@ fn due(m: &Value) -> DateTime<Utc> {
     m["due_at"].as_str().unwrap().parse().unwrap()
 }
 
+/// What is due at booking: the confirmation and the invites. Picked out by kind, since a retry
+/// moves a message's due time.
+fn at_booking(m: &&Value) -> bool {
+    m["kind"] == "booking_confirmation" || m["kind"].as_str().unwrap().starts_with("calendar_")
+}
+
 const SETTLED: [&str; 5] = ["sent", "skipped", "failed", "superseded", "cancelled"];
 
 /// Waits until `done` holds for the itinerary's messages, or fails after `secs`.
@@ -417,9 +423,6 @@ async fn smtp_outage_retries_and_550_fails_visibly() {
     .await;
     assert_eq!(smtp.count(), 0);
     smtp.up();
-    // What was due at booking: the confirmation and the invites (their due time moves with
-    // each retry, so they are picked out by kind).
-    let at_booking = |m: &&Value| m["kind"] == "booking_confirmation" || m["kind"].as_str().unwrap().starts_with("calendar_");
     let m = until(&s, ok, 60, "delivery after the outage", |m| m.iter().filter(at_booking).all(|m| m["status"] == "sent")).await;
     let sent = m.iter().filter(|m| m["status"] == "sent").count();
     let failed = until(&s, bad, 60, "the 550s", |m| {
@@ -506,7 +509,6 @@ async fn starttls_and_auth_with_a_private_ca() {
             ("ITINERARY_SMTP_TIMEOUT_SECONDS", "1".into()),
         ])
     };
-    let at_booking = |m: &&Value| m["kind"] == "booking_confirmation" || m["kind"].as_str().unwrap().starts_with("calendar_");
     for (name, password, want) in [("delivery-tls-ok", "s3cret", "sent"), ("delivery-tls-bad", "wrong", "failed")] {
         let db = Db::sqlite(name);
         let s = start(&db, &tls(password));
@@ -795,7 +797,6 @@ async fn retries_give_up_after_retry_hours() {
     set_clock(&s, "2027-03-01T01:00:00Z").await;
     let (id, _) = book(&s, patient("山田 太郎"), README_TRIP).await;
     set_clock(&s, "2027-03-01T01:10:00Z").await;
-    let at_booking = |m: &&Value| m["kind"] == "booking_confirmation" || m["kind"].as_str().unwrap().starts_with("calendar_");
     until(&s, id, 30, "first failures", |m| {
         m.iter().filter(at_booking).all(|m| m["status"] == "pending" && m["error"].as_str().is_some_and(|e| !e.is_empty()))
     })

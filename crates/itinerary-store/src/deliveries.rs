@@ -56,6 +56,16 @@ pub struct Claimed {
     pub first_attempt_at: Option<DateTime<Utc>>,
 }
 
+/// The confirmation and the change notice: the whole itinerary, attached as PUBLISH.
+pub fn is_summary(kind: &str) -> bool {
+    matches!(kind, "booking_confirmation" | "itinerary_changed")
+}
+
+/// A message that carries a calendar (a summary, or an invite, update or cancellation).
+pub fn carries_calendar(kind: &str) -> bool {
+    is_summary(kind) || kind.starts_with("calendar_")
+}
+
 /// An itinerary version as the worker needs it; stored versions never change, so it is cached.
 #[derive(Debug)]
 pub struct VersionPlan {
@@ -235,8 +245,7 @@ impl Store {
             Recipient::Coordinator => DeliveryTarget::Coordinator,
         };
         // Only reminders and cancellations look at what went out before.
-        let calendar_or_summary = m.kind.starts_with("calendar_") || m.kind == "booking_confirmation" || m.kind == "itinerary_changed";
-        let earlier_sent = if calendar_or_summary && m.kind != "calendar_cancel" {
+        let earlier_sent = if carries_calendar(&m.kind) && m.kind != "calendar_cancel" {
             Vec::new()
         } else {
             scheduled_message::Entity::find()

@@ -13,7 +13,7 @@ mod itineraries;
 mod people;
 mod token;
 
-pub use deliveries::{Claimed, Clock, Delivered, DeliveryTarget, FailedMessage, VersionPlan};
+pub use deliveries::{Claimed, Clock, Delivered, DeliveryTarget, FailedMessage, VersionPlan, carries_calendar, is_summary};
 pub use itineraries::{BookError, Feed, ItineraryView, MessageView, NewItinerary, VersionView};
 
 use std::collections::HashMap;

@@ -13,16 +13,13 @@ use itinerary_notify::letter::{Letter, Subject};
 use itinerary_notify::mime::{self, CalendarPart, Envelope};
 use itinerary_notify::transport::retry_key;
 use itinerary_notify::{EmailTransport, LineClient, SendError, Templates};
-use itinerary_store::{Claimed, Delivered, DeliveryTarget, Store};
+use itinerary_store::{Claimed, Delivered, DeliveryTarget, Store, carries_calendar, is_summary};
 
 use crate::{Clock, WorkerError};
 
 /// How the worker delivers: `[delivery]` in config/default.toml.
 #[derive(Clone, Debug)]
 pub struct DeliveryRules {
-    /// No message starts in the reader's night: from `quiet_start` to `quiet_end`, local time.
-    pub quiet_start: NaiveTime,
-    pub quiet_end: NaiveTime,
     /// A message found more than this late (the worker was down) follows its `if_late` rule.
     pub late_after: Duration,
     /// First retry after a transient failure; each next one waits twice as long, up to `max_backoff`.
@@ -155,8 +152,7 @@ impl Deliverer {
         if m.kind == "calendar_cancel" && !m.uid_was_sent {
             return Some("nothing was ever sent under this UID".into());
         }
-        let calendar = m.kind.starts_with("calendar_") || m.kind == "booking_confirmation" || m.kind == "itinerary_changed";
-        if m.already_sent && !calendar {
+        if m.already_sent && !carries_calendar(&m.kind) {
             return Some("the same reminder for the same time was sent by an earlier version".into());
         }
         if m.before_at.is_some_and(|b| b <= now) {
@@ -171,13 +167,13 @@ impl Deliverer {
         None
     }
 
-    /// The end of the night in `zone`, if `now` is inside it.
+    /// The end of the night in `zone` (the clinic's quiet hours), if `now` is inside it.
     fn after_night(&self, now: DateTime<Utc>, zone: Tz) -> Option<DateTime<Utc>> {
-        let (start, end) = (self.rules.quiet_start, self.rules.quiet_end);
+        let rules = &self.setup.rules;
+        let end = rules.quiet_hours_end;
         let local = now.with_timezone(&zone);
         let t = local.time();
-        let quiet = if start > end { t >= start || t < end } else { t >= start && t < end };
-        if !quiet {
+        if !rules.is_quiet(t) {
             return None;
         }
         let day = if t >= end { local.date_naive() + Duration::days(1) } else { local.date_naive() };
@@ -227,7 +223,7 @@ impl Deliverer {
             escort,
             both_zones: matches!(m.target, DeliveryTarget::Patient(_)),
         };
-        let summary = matches!(m.kind.as_str(), "booking_confirmation" | "itinerary_changed");
+        let summary = is_summary(&m.kind);
         let feed_url = match (&m.target, summary) {
             (DeliveryTarget::Patient(p), true) => {
                 let token = self.store.issue_feed_token(p.id).await.map_err(|e| internal(e.to_string()))?;
@@ -244,7 +240,7 @@ impl Deliverer {
             match self.line_allowed(now).await {
                 Ok(true) => {
                     let text = format!("{}\n\n{}", words.subject, words.text.trim_end());
-                    match line.push(to, &[text], &retry_key(m.id, fnv(&m.reference))).await {
+                    match line.push(to, &[text], &retry_key(m.id, reference_salt(&m.reference))).await {
                         Ok(r) => return Ok(Delivered { channel: "line".into(), provider_ref: Some(r) }),
                         Err(e @ SendError::Transient { .. }) => return Err(("line".into(), e)),
                         Err(SendError::Permanent(e)) => tracing::warn!(message = m.id, error = %e, "LINE refused; sending by email"),
@@ -301,7 +297,8 @@ impl Deliverer {
     }
 }
 
-/// FNV-1a of a string: a stable salt for LINE retry keys.
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+/// The random part of an itinerary reference (`it-` and 12 hex digits): a salt for LINE
+/// retry keys that differs between deployments.
+fn reference_salt(reference: &str) -> u64 {
+    u64::from_str_radix(reference.trim_start_matches("it-"), 16).unwrap_or(0)
 }

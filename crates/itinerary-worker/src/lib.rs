@@ -207,27 +207,21 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    // The same worker on either backend (their types differ, so a macro, not a function).
+    macro_rules! work {
+        ($backend:expr) => {
+            WorkerBuilder::new(name.as_str())
+                .backend($backend.poll_with_interval(settings.fetch))
+                .data(deliverer)
+                .concurrency(settings.concurrency)
+                .build(handler)
+                .run_until(signal)
+                .await
+        };
+    }
     let result = match queue {
-        Queue::Sqlite(pool) => {
-            let backend = SqliteStorage::<Deliver>::new(&pool).with_config(sqlite_config(&settings)).poll_with_interval(settings.fetch);
-            WorkerBuilder::new(name.as_str())
-                .backend(backend)
-                .data(deliverer)
-                .concurrency(settings.concurrency)
-                .build(handler)
-                .run_until(signal)
-                .await
-        }
-        Queue::Postgres(pool) => {
-            let backend = PostgresStorage::<Deliver>::new(&pool).with_config(pg_config(&settings)).poll_with_interval(settings.fetch);
-            WorkerBuilder::new(name.as_str())
-                .backend(backend)
-                .data(deliverer)
-                .concurrency(settings.concurrency)
-                .build(handler)
-                .run_until(signal)
-                .await
-        }
+        Queue::Sqlite(pool) => work!(SqliteStorage::<Deliver>::new(&pool).with_config(sqlite_config(&settings))),
+        Queue::Postgres(pool) => work!(PostgresStorage::<Deliver>::new(&pool).with_config(pg_config(&settings))),
     };
     let _ = dispatcher.await;
     result.map_err(|e| WorkerError::Queue(e.to_string()))
