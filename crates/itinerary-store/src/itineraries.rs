@@ -795,7 +795,9 @@ async fn supersede(txn: &DatabaseTransaction, itinerary_id: i32, changed: Vec<St
     scheduled_message::Entity::update_many()
         .col_expr(scheduled_message::Column::Status, Expr::value("superseded"))
         .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
-        .filter(scheduled_message::Column::Status.is_in(["pending", "queued"]))
+        // A message being sent right now is marked too: if its send fails or waits for the
+        // morning, it must not come back as pending; if it goes out, it is recorded as sent.
+        .filter(scheduled_message::Column::Status.is_in(["pending", "queued", "sending"]))
         .filter(Condition::any().add(scheduled_message::Column::Payload.is_null()).add(scheduled_message::Column::About.is_in(changed)))
         .exec(txn)
         .await?;
