@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ClinicSetup;
 use crate::plan::{EventKind, Plan};
 
 /// One use of a resource, from `start` to `end` (UTC seconds, end exclusive).
@@ -153,6 +154,29 @@ impl Ledger {
 
     fn used(map: &HashMap<i64, u16>, slot: i64, start: i64, end: i64) -> impl Iterator<Item = (i64, u16)> + '_ {
         slots(slot, start, end).map(move |s| (s, map.get(&s).copied().unwrap_or(0)))
+    }
+}
+
+impl Ledger {
+    /// Whether one plan's `bookings` still fit beside what the ledger holds, by the tests the
+    /// planner made when it took them (rest between duties, room on a shared duty, chairs and
+    /// lab draws per slot). A plan made against an earlier reading of the bookings can then be
+    /// stored without planning again, when nothing it needs was taken in between.
+    pub fn admits(&self, setup: &ClinicSetup, bookings: &[Booking]) -> bool {
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default();
+        let buffer = Duration::minutes(i64::from(setup.rules.escort_buffer_minutes));
+        let mut avail = Availability::new(self);
+        bookings.iter().all(|b| {
+            let fits = match b {
+                Booking::Escort { escort, start, end, shared } => {
+                    avail.escort_free(escort, t(*start), t(*end), buffer, shared.as_deref().map(|k| (k, setup.rules.escort_group_size)))
+                }
+                Booking::Chair { start, end } => avail.chair_free(t(*start), t(*end), setup.resources.chairs),
+                Booking::Lab { start, end } => avail.lab_free(t(*start), t(*end), setup.resources.lab_draws_per_slot),
+            };
+            avail.take(b.clone());
+            fits
+        })
     }
 }
 

@@ -115,13 +115,23 @@ fn check(setup: &ClinicSetup, raw: &RawPlanRequest, req: &PlanRequest, p: &Plan)
 }
 
 fn no_double_booking(setup: &ClinicSetup, plans: &[Plan]) {
+    if let Some(problem) = double_booking(setup, plans) {
+        panic!("{problem}");
+    }
+}
+
+/// What, if anything, `plans` together double-book.
+fn double_booking(setup: &ClinicSetup, plans: &[Plan]) -> Option<String> {
     let duties: Vec<_> = plans.iter().flat_map(|p| p.escorts.iter()).collect();
     let buffer = Duration::minutes(i64::from(setup.rules.escort_buffer_minutes));
     for (i, a) in duties.iter().enumerate() {
         for b in &duties[i + 1..] {
             let same_shared_duty = a.shared.is_some() && a.shared == b.shared && a.start == b.start && a.end == b.end;
-            if a.escort == b.escort && !same_shared_duty {
-                assert!(a.end.utc() + buffer <= b.start.utc() || b.end.utc() + buffer <= a.start.utc(), "{} double-booked", a.escort);
+            if a.escort == b.escort
+                && !same_shared_duty
+                && !(a.end.utc() + buffer <= b.start.utc() || b.end.utc() + buffer <= a.start.utc())
+            {
+                return Some(format!("{} double-booked", a.escort));
             }
         }
     }
@@ -129,7 +139,9 @@ fn no_double_booking(setup: &ClinicSetup, plans: &[Plan]) {
     for a in duties.iter().filter(|a| a.shared.is_some()) {
         *groups.entry((a.escort.as_str(), a.shared.as_deref().unwrap_or_default())).or_default() += 1;
     }
-    assert!(groups.values().all(|n| *n <= setup.rules.escort_group_size), "more patients than seats: {groups:?}");
+    if !groups.values().all(|n| *n <= setup.rules.escort_group_size) {
+        return Some(format!("more patients than seats: {groups:?}"));
+    }
     let mut chairs: HashMap<i64, u16> = HashMap::new();
     let mut lab: HashMap<i64, u16> = HashMap::new();
     for e in plans.iter().flat_map(|p| p.events.iter()) {
@@ -144,8 +156,13 @@ fn no_double_booking(setup: &ClinicSetup, plans: &[Plan]) {
             t += 1800;
         }
     }
-    assert!(chairs.values().all(|n| *n <= setup.resources.chairs), "chairs overfilled");
-    assert!(lab.values().all(|n| *n <= setup.resources.lab_draws_per_slot), "lab overfilled");
+    if !chairs.values().all(|n| *n <= setup.resources.chairs) {
+        return Some("chairs overfilled".into());
+    }
+    if !lab.values().all(|n| *n <= setup.resources.lab_draws_per_slot) {
+        return Some("lab overfilled".into());
+    }
+    None
 }
 
 proptest! {
@@ -165,6 +182,32 @@ proptest! {
             }
         }
         no_double_booking(&setup, &plans);
+    }
+
+    /// The service plans against a reading of the bookings that may be stale by the time it
+    /// stores the plan; `Ledger::admits` then decides. It must admit exactly the plans that
+    /// still keep every capacity rule beside what was stored in between.
+    #[test]
+    fn a_stale_plan_is_admitted_exactly_when_it_still_fits(raws in prop::collection::vec(request_strategy(), 1..10)) {
+        let setup = setup();
+        let empty = Ledger::new(setup.rules.slot_minutes);
+        let mut ledger = Ledger::new(setup.rules.slot_minutes);
+        let mut stored: Vec<Plan> = Vec::new();
+        for raw in &raws {
+            let req = PlanRequest::parse(raw, &setup).expect("valid");
+            // Every plan made against nothing booked: stale for all but the first.
+            let Ok(p) = plan(&setup, &req, now(), &empty) else { continue };
+            prop_assert!(empty.admits(&setup, &p.bookings()), "a plan fits what it was made against");
+            let admitted = ledger.admits(&setup, &p.bookings());
+            stored.push(p);
+            let clash = double_booking(&setup, &stored);
+            prop_assert_eq!(admitted, clash.is_none(), "admitted {} but {:?}", admitted, clash);
+            if admitted {
+                ledger.book_plan(stored.last().unwrap());
+            } else {
+                stored.pop();
+            }
+        }
     }
 
     #[test]

@@ -15,12 +15,13 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::PlanningSetup;
 use crate::entity::{booking, calendar_uid, escort, event, feed_token, itinerary, itinerary_version, resource, scheduled_message};
-use crate::people::{audit, escort_from_model};
-use crate::{PatientView, Store, StoreError};
+use crate::people::{audit, audit_row, escort_from_model};
+use crate::{PatientView, Store, StoreError, stored};
 
 /// What a coordinator sends to create or change an itinerary: the plan request, for a stored
 /// patient.
@@ -121,7 +122,7 @@ fn reference() -> String {
     format!("it-{}", hex::encode(b))
 }
 
-fn booking_row(itinerary_id: i32, b: &Booking) -> booking::ActiveModel {
+fn booking_row(b: &Booking) -> booking::ActiveModel {
     let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default();
     let (kind, resource, start, end, shared) = match b {
         Booking::Escort { escort, start, end, shared } => ("escort", escort.clone(), *start, *end, shared.clone()),
@@ -129,7 +130,6 @@ fn booking_row(itinerary_id: i32, b: &Booking) -> booking::ActiveModel {
         Booking::Lab { start, end } => ("lab", "lab".to_owned(), *start, *end, None),
     };
     booking::ActiveModel {
-        itinerary_id: Set(itinerary_id),
         kind: Set(kind.to_owned()),
         resource: Set(resource),
         starts_at: Set(t(start)),
@@ -179,48 +179,168 @@ impl Store {
         Ok(setup)
     }
 
-    /// Plans `req` and stores it as a new itinerary, in one transaction that holds the booking
-    /// lock: what other itineraries hold is read, and this one's bookings written, with no
-    /// other booking in between, from this process or any other.
+    /// Plans `req` and stores it as a new itinerary. The plan is made here, against the
+    /// bookings as they stand, with every row it stores; then the booking writer (`group`)
+    /// stores it in one transaction with the others that arrived meanwhile, under the booking
+    /// lock, after checking it against what is held by then. It is planned again there only
+    /// when something it needs was taken in between, so bookings never overlap, and the lock
+    /// is held for writes rather than planning.
     pub async fn create_itinerary(
         &self,
         by: i32,
-        base: &ClinicSetup,
+        base: &Arc<ClinicSetup>,
         req: &NewItinerary,
         now: DateTime<Utc>,
     ) -> Result<ItineraryView, BookError> {
         let patient = self.patient(req.patient_id).await?;
+        let raw = raw_request(&patient, req);
+        let reference = reference();
+        let setup = self.setup_now(&self.db, base).await?;
+        let planning = planning_setup(&setup, req)?;
+        let parsed = PlanRequest::parse(&raw, &planning)?;
+        let window = window(&parsed, now);
+        let held = bookings_between(&self.db, window).await?;
+        // Against what is stored and what this process is about to store (bookings planned
+        // but not yet written), so that concurrent requests rarely plan the same escort or
+        // chair and the writer seldom has to plan again.
+        let (planned, hold) = self.pending.plan(|ledger| plan_with(&planning, &parsed, now, ledger), ledger_of(&planning, &held));
+        let ahead = match planned {
+            Ok(plan) => {
+                let rows =
+                    version_rows(&planning, &reference, &patient, &raw, &plan, 1, by, self.update_grace, &CalendarState::default(), false)?;
+                Some((plan, rows))
+            }
+            // Against a reading that may be stale: decided again under the lock.
+            Err(BookError::Conflict(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let booking =
+            crate::group::NewBooking { by, base: base.clone(), setup, req: req.clone(), raw, patient, reference, now, window, ahead, hold };
+        self.book(booking).await
+    }
+
+    /// Stores one group of new itineraries in one transaction, under the booking lock, in the
+    /// order they came: each checked against what is held (stored, and taken by those before
+    /// it in the group), planned again if it no longer fits. Answers for each, in order.
+    pub(crate) async fn write_group(
+        &self,
+        group: Vec<crate::group::NewBooking>,
+    ) -> Result<Vec<Result<ItineraryView, BookError>>, BookError> {
         let turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         lock(&txn).await?;
-        let setup = self.setup_now(&txn, base).await?;
-        let (plan, raw) = plan_locked(&txn, &setup, &patient, req, now, None).await?;
-        let it = itinerary::ActiveModel {
-            reference: Set(reference()),
-            patient_id: Set(patient.id),
-            status: Set("active".to_owned()),
-            current_version: Set(1),
-            created_at: Set(now),
-            updated_at: Set(now),
-            ..Default::default()
+        let from = group.iter().map(|b| b.window.0).min().unwrap_or_default();
+        let to = group.iter().map(|b| b.window.1).max().unwrap_or_default();
+        let held = bookings_between(&txn, (from, to)).await?;
+        let mut ledgers: Vec<(Arc<ClinicSetup>, Ledger)> = Vec::new();
+        let mut answers: Vec<Result<(ItineraryView, VersionRows), BookError>> = Vec::with_capacity(group.len());
+        // Released once committed (or not): until then, new plans count them as taken.
+        let mut holds = Vec::with_capacity(group.len());
+        // The clinic as it is now, read once per group (per base configuration: the service
+        // has one, tests several), and one ledger for each.
+        let mut bases: Vec<(Arc<ClinicSetup>, Arc<ClinicSetup>)> = Vec::new();
+        for b in group {
+            holds.push(b.hold);
+            let setup = match bases.iter().find(|(base, _)| Arc::ptr_eq(base, &b.base)) {
+                Some((_, setup)) => setup.clone(),
+                None => {
+                    let setup = self.setup_now(&txn, &b.base).await?;
+                    bases.push((b.base.clone(), setup.clone()));
+                    setup
+                }
+            };
+            let i = match ledgers.iter().position(|(s, _)| Arc::ptr_eq(s, &setup)) {
+                Some(i) => i,
+                None => {
+                    ledgers.push((setup.clone(), ledger_of(&setup, &held)));
+                    ledgers.len() - 1
+                }
+            };
+            let ledger = &mut ledgers[i].1;
+            let made = match b.ahead {
+                Some((plan, rows)) if Arc::ptr_eq(&setup, &b.setup) && ledger.admits(&setup, &plan.bookings()) => Ok((plan, rows)),
+                _ => (|| {
+                    let planning = planning_setup(&setup, &b.req)?;
+                    let parsed = PlanRequest::parse(&b.raw, &planning)?;
+                    let plan = plan_with(&planning, &parsed, b.now, ledger)?;
+                    let rows = version_rows(
+                        &planning,
+                        &b.reference,
+                        &b.patient,
+                        &b.raw,
+                        &plan,
+                        1,
+                        b.by,
+                        self.update_grace,
+                        &CalendarState::default(),
+                        false,
+                    )?;
+                    Ok((plan, rows))
+                })(),
+            };
+            answers.push(made.map(|(plan, rows)| {
+                ledger.book_plan(&plan);
+                let view = ItineraryView {
+                    id: 0,
+                    reference: b.reference,
+                    patient_id: b.patient.id,
+                    status: "active".to_owned(),
+                    version: 1,
+                    plan,
+                    versions: Vec::new(),
+                    messages: Vec::new(),
+                };
+                (view, rows)
+            }));
         }
-        .insert(&txn)
-        .await?;
-        let (version, messages) = store_version(&txn, &setup, &it, &patient, &raw, &plan, 1, by, self.update_grace).await?;
-        audit(&txn, Some(by), "create", "itinerary", &it.id.to_string(), json!({ "version": 1, "protocol": plan.protocol })).await?;
+        let stored: Vec<itinerary::ActiveModel> = answers
+            .iter()
+            .filter_map(|a| a.as_ref().ok())
+            .map(|(v, rows)| itinerary::ActiveModel {
+                reference: Set(v.reference.clone()),
+                patient_id: Set(v.patient_id),
+                status: Set("active".to_owned()),
+                current_version: Set(1),
+                created_at: Set(rows.planned_at),
+                updated_at: Set(rows.planned_at),
+                ..Default::default()
+            })
+            .collect();
+        let ids: std::collections::HashMap<String, i32> = if stored.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            itinerary::Entity::insert_many(stored).exec_with_returning(&txn).await?.into_iter().map(|m| (m.reference, m.id)).collect()
+        };
+        let mut all = VersionRows::default();
+        let mut audits = Vec::new();
+        let mut out = Vec::with_capacity(answers.len());
+        for a in answers {
+            out.push(match a {
+                Ok((mut view, rows)) => {
+                    let id = *ids.get(&view.reference).ok_or(StoreError::corrupt("itinerary", "not inserted"))?;
+                    view.id = id;
+                    let (version, messages) = rows.views.clone();
+                    view.versions = vec![version];
+                    view.messages = messages;
+                    audits.push(audit_row(
+                        Some(rows.by),
+                        "create",
+                        "itinerary",
+                        &id.to_string(),
+                        json!({ "version": 1, "protocol": view.plan.protocol }),
+                    ));
+                    all.append(id, rows);
+                    Ok(view)
+                }
+                Err(e) => Err(e),
+            });
+        }
+        write_rows(&txn, all).await?;
+        insert_all(&txn, audits).await?;
         txn.commit().await?;
         drop(turn);
-        // Everything the answer holds is at hand: no reading back.
-        Ok(ItineraryView {
-            id: it.id,
-            reference: it.reference,
-            patient_id: it.patient_id,
-            status: it.status,
-            version: 1,
-            plan,
-            versions: vec![version],
-            messages,
-        })
+        drop(holds);
+        Ok(out)
     }
 
     /// Plans the itinerary again from a changed request, as a new version: its own bookings are
@@ -249,13 +369,21 @@ impl Store {
         }
         let patient = self.patient(it.patient_id).await?;
         let setup = self.setup_now(&txn, base).await?;
-        let (plan, raw) = plan_locked(&txn, &setup, &patient, req, now, Some(id)).await?;
+        let setup = planning_setup(&setup, req)?;
+        let raw = raw_request(&patient, req);
+        let parsed = PlanRequest::parse(&raw, &setup)?;
+        // Its own bookings are released first: the new plan may keep them.
+        booking::Entity::delete_many().filter(booking::Column::ItineraryId.eq(id)).exec(&txn).await?;
+        let plan = plan_with(&setup, &parsed, now, &ledger_of(&setup, &bookings_between(&txn, window(&parsed, now)).await?))?;
         let version = it.current_version + 1;
-        let mut m: itinerary::ActiveModel = it.clone().into();
+        let state = calendar_state(&txn, id).await?;
+        let confirmed = confirmation_sent(&txn, id).await?;
+        let rows = version_rows(&setup, &it.reference, &patient, &raw, &plan, version, by, self.update_grace, &state, confirmed)?;
+        let mut m: itinerary::ActiveModel = it.into();
         m.current_version = Set(version);
         m.updated_at = Set(now);
-        let it = m.update(&txn).await?;
-        store_version(&txn, &setup, &it, &patient, &raw, &plan, version, by, self.update_grace).await?;
+        m.update(&txn).await?;
+        write_version(&txn, id, rows, false).await?;
         audit(&txn, Some(by), "change", "itinerary", &id.to_string(), json!({ "version": version })).await?;
         txn.commit().await?;
         drop(turn);
@@ -275,13 +403,18 @@ impl Store {
         mark_messages(&txn, id, "cancelled").await?;
         let state = calendar_state(&txn, id).await?;
         let (changes, next) = state.changes(&[]);
-        save_calendar_state(&txn, id, &next, false).await?;
+        save_calendar_state(&txn, id, &next).await?;
         let version = it.current_version + 1;
         let itinerary_version::Model { request, plan, .. } = current_version(&txn, &it).await?;
         let patient = self.patient(it.patient_id).await?;
         let rows = calendar_rows(&changes, now + self.update_grace, &patient.home_zone, base.clinic.zone.name())
             .map_err(|e| StoreError::corrupt("calendar change", e))?;
-        insert_all(&txn, rows.into_iter().map(|r| r.active(id, version)).collect::<Vec<_>>()).await?;
+        let rows = rows
+            .into_iter()
+            .map(|r| r.stored(version).map(|m| stored::Message { itinerary_id: id, ..m }))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::corrupt("message", e))?;
+        stored::insert(&txn, rows).await?;
         itinerary_version::ActiveModel {
             itinerary_id: Set(id),
             version: Set(version),
@@ -366,6 +499,7 @@ impl Store {
         Ok(booking::Entity::find()
             .filter(booking::Column::Kind.eq("escort"))
             .filter(booking::Column::StartsAt.lt(to))
+            .filter(booking::Column::StartsAt.gt(from - LONGEST_BOOKING))
             .filter(booking::Column::EndsAt.gt(from))
             .order_by_asc(booking::Column::Resource)
             .order_by_asc(booking::Column::StartsAt)
@@ -493,93 +627,156 @@ async fn active_itinerary(txn: &DatabaseTransaction, id: i32) -> Result<itinerar
     Ok(it)
 }
 
+/// No booking lasts longer (the longest, an escort's airport duty, is hours): what may overlap
+/// [from, to) then starts after `from - LONGEST_BOOKING`, which bounds the index range scan
+/// from both sides instead of reading every earlier booking. `store_version` enforces it.
+const LONGEST_BOOKING: Duration = Duration::days(1);
+
+/// The bookings of standing itineraries that overlap [from, to).
+async fn bookings_between(
+    db: &impl ConnectionTrait,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Vec<booking::Model>, sea_orm::DbErr> {
+    booking::Entity::find()
+        .filter(booking::Column::StartsAt.lt(to))
+        .filter(booking::Column::StartsAt.gt(from - LONGEST_BOOKING))
+        .filter(booking::Column::EndsAt.gt(from))
+        .all(db)
+        .await
+}
+
 /// Takes the booking lock: every booking transaction updates this one row first.
 async fn lock(txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
     txn.execute_unprepared("UPDATE booking_lock SET bookings = bookings + 1 WHERE id = 1").await?;
     Ok(())
 }
 
-/// Under the booking lock (taken first thing in the transaction: on SQLite, a transaction that
-/// reads before it writes cannot take the write lock once another writer has committed): the Ledger of what other itineraries hold around these trips, and
-/// the plan made against it. `own` is released first (a change may keep its own bookings).
-async fn plan_locked(
-    txn: &DatabaseTransaction,
-    setup: &ClinicSetup,
-    patient: &PatientView,
-    req: &NewItinerary,
-    now: DateTime<Utc>,
-    own: Option<i32>,
-) -> Result<(Plan, RawPlanRequest), BookError> {
-    let raw = RawPlanRequest {
+/// The plan request for a stored patient.
+fn raw_request(patient: &PatientView, req: &NewItinerary) -> RawPlanRequest {
+    RawPlanRequest {
         patient: patient.raw(),
         protocol: req.protocol.clone(),
         interval_days: req.interval_days,
         trip_mode: req.trip_mode.clone(),
         trips: req.trips.clone(),
         preferred_dates: req.preferred_dates.clone(),
-    };
-    let parsed = PlanRequest::parse(&raw, setup)?;
-    let pinned;
-    let setup = match &req.escort {
-        None => setup,
-        Some(id) => {
-            let Some(e) = setup.resources.escorts.iter().find(|e| e.id == *id) else {
-                return Err(InvalidRequest {
-                    errors: vec![itinerary_core::FieldError {
-                        field: "escort".into(),
-                        value: id.clone(),
-                        problem: "no active escort has this id".into(),
-                    }],
-                }
-                .into());
-            };
-            let mut only = setup.clone();
-            only.resources.escorts = vec![e.clone()];
-            pinned = only;
-            &pinned
-        }
-    };
-    if let Some(id) = own {
-        booking::Entity::delete_many().filter(booking::Column::ItineraryId.eq(id)).exec(txn).await?;
     }
-    // Bookings only happen during a stay: what overlaps the trips (a day either side) is all
-    // the planner can meet.
+}
+
+/// The clinic the planner sees for `req`: with only the chosen escort, when it names one.
+fn planning_setup<'a>(setup: &'a Arc<ClinicSetup>, req: &NewItinerary) -> Result<Cow<'a, ClinicSetup>, InvalidRequest> {
+    let Some(id) = &req.escort else { return Ok(Cow::Borrowed(setup)) };
+    let Some(e) = setup.resources.escorts.iter().find(|e| e.id == *id) else {
+        return Err(InvalidRequest {
+            errors: vec![itinerary_core::FieldError {
+                field: "escort".into(),
+                value: id.clone(),
+                problem: "no active escort has this id".into(),
+            }],
+        });
+    };
+    let mut only = ClinicSetup::clone(setup);
+    only.resources.escorts = vec![e.clone()];
+    Ok(Cow::Owned(only))
+}
+
+/// Bookings only happen during a stay: what overlaps the trips (a day either side) is all the
+/// planner can meet.
+fn window(parsed: &PlanRequest, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     let from = parsed.trips.iter().map(|t| t.outbound.departs.utc()).min().unwrap_or(now) - Duration::days(1);
     let to = parsed.trips.iter().map(|t| t.return_flight.arrives.utc()).max().unwrap_or(now) + Duration::days(1);
-    let held = booking::Entity::find().filter(booking::Column::StartsAt.lt(to)).filter(booking::Column::EndsAt.gt(from)).all(txn).await?;
+    (from, to)
+}
+
+fn ledger_of(setup: &ClinicSetup, held: &[booking::Model]) -> Ledger {
     let mut ledger = Ledger::new(setup.rules.slot_minutes);
-    for b in &held {
+    for b in held {
         ledger.book(&as_booking(b));
     }
-    match itinerary_core::plan(setup, &parsed, now, &ledger) {
-        Ok(plan) => Ok((plan, raw)),
-        // Would it fit with nothing else booked? Then others hold what it needs: a conflict.
-        Err(held) if itinerary_core::plan(setup, &parsed, now, &Ledger::new(setup.rules.slot_minutes)).is_ok() => {
+    ledger
+}
+
+/// The plan against what other itineraries hold (`held`, at least around its trips). When it does
+/// not fit but would in an empty clinic, others hold what it needs: a conflict.
+fn plan_with(setup: &ClinicSetup, parsed: &PlanRequest, now: DateTime<Utc>, held: &Ledger) -> Result<Plan, BookError> {
+    match itinerary_core::plan(setup, parsed, now, held) {
+        Ok(plan) => Ok(plan),
+        Err(held) if itinerary_core::plan(setup, parsed, now, &Ledger::new(setup.rules.slot_minutes)).is_ok() => {
             Err(BookError::Conflict(held))
         }
         Err(never) => Err(never.into()),
     }
 }
 
+/// Everything one version stores, made before any write: the booking lock is then held for
+/// the writes alone. Rows carry no itinerary id until `append` or `write_version`.
+#[derive(Default)]
+pub(crate) struct VersionRows {
+    by: i32,
+    planned_at: DateTime<Utc>,
+    bookings: Vec<booking::ActiveModel>,
+    events: Vec<event::ActiveModel>,
+    /// The calendar state after this version, and the UIDs it changed.
+    uids: Vec<stored::Uid>,
+    changed: Vec<String>,
+    messages: Vec<stored::Message>,
+    versions: Vec<stored::Version>,
+    views: (VersionView, Vec<MessageView>),
+}
+
+impl VersionRows {
+    /// Adds `rows`, of itinerary `id`, to these (the rows of one group, written together).
+    fn append(&mut self, id: i32, rows: VersionRows) {
+        let mut rows = rows.of(id);
+        self.bookings.append(&mut rows.bookings);
+        self.events.append(&mut rows.events);
+        self.uids.append(&mut rows.uids);
+        self.messages.append(&mut rows.messages);
+        self.versions.append(&mut rows.versions);
+    }
+
+    /// The rows, as itinerary `id`'s.
+    fn of(mut self, id: i32) -> VersionRows {
+        self.bookings.iter_mut().for_each(|r| r.itinerary_id = Set(id));
+        self.events.iter_mut().for_each(|r| r.itinerary_id = Set(id));
+        self.uids.iter_mut().for_each(|r| r.itinerary_id = id);
+        self.messages.iter_mut().for_each(|r| r.itinerary_id = id);
+        self.versions.iter_mut().for_each(|r| r.itinerary_id = id);
+        self
+    }
+}
+
+impl Default for VersionView {
+    fn default() -> Self {
+        VersionView { version: 0, planned_at: DateTime::default(), coordinator_id: None, calendar_changes: serde_json::Value::Null }
+    }
+}
+
+/// The rows of version `version` of itinerary `reference`: its bookings, events, calendar
+/// state after `state` (what was issued so far), and messages (`confirmed`: a confirmation
+/// already went out).
 #[allow(clippy::too_many_arguments)]
-async fn store_version(
-    txn: &DatabaseTransaction,
+fn version_rows(
     setup: &ClinicSetup,
-    it: &itinerary::Model,
+    reference: &str,
     patient: &PatientView,
     raw: &RawPlanRequest,
     plan: &Plan,
     version: i32,
     by: i32,
     grace: Duration,
-) -> Result<(VersionView, Vec<MessageView>), BookError> {
+    state: &CalendarState,
+    confirmed: bool,
+) -> Result<VersionRows, BookError> {
     let corrupt = |what| move |e: serde_json::Error| StoreError::corrupt(what, e);
-    // One statement per table, and none that a first version cannot need: under the booking
-    // lock, statements are what the next booking waits for.
-    let first = version == 1;
-    insert_all(txn, plan.bookings().iter().map(|b| booking_row(it.id, b)).collect::<Vec<_>>()).await?;
-    if !first {
-        event::Entity::delete_many().filter(event::Column::ItineraryId.eq(it.id)).exec(txn).await?;
+    let bookings: Vec<_> = plan.bookings().iter().map(booking_row).collect();
+    if let Some(b) = bookings.iter().find(|b| *b.ends_at.as_ref() - *b.starts_at.as_ref() > LONGEST_BOOKING) {
+        // The range reads of bookings would miss it: refuse rather than double-book later.
+        return Err(StoreError::corrupt(
+            "booking",
+            format!("{} from {} lasts over {LONGEST_BOOKING}", b.kind.as_ref(), b.starts_at.as_ref()),
+        )
+        .into());
     }
     let mut events = Vec::with_capacity(plan.events.len());
     for e in &plan.events {
@@ -593,7 +790,6 @@ async fn store_version(
             }
         };
         events.push(event::ActiveModel {
-            itinerary_id: Set(it.id),
             key: Set(e.key.clone()),
             kind: Set(serde_json::to_value(e.kind).map_err(corrupt("event kind"))?.as_str().unwrap_or_default().to_owned()),
             starts_at: Set(starts_at),
@@ -606,10 +802,9 @@ async fn store_version(
             ..Default::default()
         });
     }
-    insert_all(txn, events).await?;
     // Calendar: what this version sends under each UID.
     let calendar = Itinerary {
-        id: &it.reference,
+        id: reference,
         plan,
         patient: Person { name: &patient.name, email: &patient.email },
         escorts: &setup.resources.escorts,
@@ -617,21 +812,29 @@ async fn store_version(
         settings: &setup.calendar,
     };
     let appointments = calendar.appointments().map_err(|e| StoreError::corrupt("calendar", e))?;
-    let state = if first { CalendarState::default() } else { calendar_state(txn, it.id).await? };
     let (changes, next) = state.changes(&appointments);
     // Messages of earlier versions are superseded; the worker sends only pending ones. A
     // calendar message not yet sent stays when this version leaves its UID as it was: its
     // invite or cancellation is still owed.
-    if !first {
-        let changed = changes.iter().filter(|c| c.kind != ChangeKind::Unchanged).map(|c| c.appointment.uid.clone());
-        supersede(txn, it.id, changed.collect()).await?;
-    }
-    save_calendar_state(txn, it.id, &next, first).await?;
+    let changed = changes.iter().filter(|c| c.kind != ChangeKind::Unchanged).map(|c| c.appointment.uid.clone()).collect();
+    let uids = next
+        .issued
+        .iter()
+        .map(|(uid, i)| {
+            Ok(stored::Uid {
+                itinerary_id: 0,
+                uid: uid.clone(),
+                sequence: i32::try_from(i.sequence).unwrap_or(i32::MAX),
+                cancelled: i.cancelled,
+                appointment: serde_json::to_string(&i.appointment)?,
+            })
+        })
+        .collect::<Result<_, serde_json::Error>>()
+        .map_err(corrupt("calendar appointment"))?;
     let calendar_changes = serde_json::to_value(&changes).map_err(corrupt("calendar changes"))?;
     // Invites and the confirmation wait out the grace period, so quick edits send one update.
     let settled = plan.planned_at.utc() + grace;
     let patient_changed = changes.iter().any(|c| c.kind != ChangeKind::Unchanged && c.appointment.attendee.audience == Audience::Patient);
-    let confirmed = !first && confirmation_sent(txn, it.id).await?;
     let mut rows = Vec::with_capacity(plan.messages.len() + changes.len());
     for m in &plan.messages {
         let mut row = MessageRow::from_plan(m).map_err(corrupt("message"))?;
@@ -655,20 +858,59 @@ async fn store_version(
         .map_or(patient.home_zone.as_str(), |m| m.at.zone().name());
     rows.extend(calendar_rows(&changes, settled, home_zone, setup.clinic.zone.name()).map_err(corrupt("calendar change"))?);
     let views = rows.iter().map(|r| r.view(version)).collect();
-    insert_all(txn, rows.into_iter().map(|r| r.active(it.id, version)).collect::<Vec<_>>()).await?;
-    itinerary_version::ActiveModel {
-        itinerary_id: Set(it.id),
-        version: Set(version),
-        request: Set(serde_json::to_value(raw).map_err(corrupt("request"))?),
-        plan: Set(serde_json::to_value(plan).map_err(corrupt("plan"))?),
-        planned_at: Set(plan.planned_at.utc()),
-        coordinator_id: Set(Some(by)),
-        calendar_changes: Set(calendar_changes.clone()),
-        ..Default::default()
+    let messages = rows.into_iter().map(|r| r.stored(version)).collect::<Result<_, _>>().map_err(corrupt("message"))?;
+    // JSON goes to the database as text, serialized once, here, outside the booking lock.
+    let version_row = stored::Version {
+        itinerary_id: 0,
+        version,
+        request: serde_json::to_string(raw).map_err(corrupt("request"))?,
+        plan: serde_json::to_string(plan).map_err(corrupt("plan"))?,
+        planned_at: plan.planned_at.utc(),
+        coordinator_id: Some(by),
+        calendar_changes: calendar_changes.to_string(),
+    };
+    Ok(VersionRows {
+        by,
+        planned_at: plan.planned_at.utc(),
+        bookings,
+        events,
+        uids,
+        changed,
+        messages,
+        versions: vec![version_row],
+        views: (VersionView { version, planned_at: plan.planned_at.utc(), coordinator_id: Some(by), calendar_changes }, views),
+    })
+}
+
+/// Stores `rows` as itinerary `id`'s newest version. A later version replaces the events and
+/// calendar state, and supersedes the messages its changes make obsolete; the caller released
+/// the old bookings before planning.
+async fn write_version(
+    txn: &DatabaseTransaction,
+    id: i32,
+    rows: VersionRows,
+    first: bool,
+) -> Result<(VersionView, Vec<MessageView>), BookError> {
+    let mut rows = rows.of(id);
+    if !first {
+        event::Entity::delete_many().filter(event::Column::ItineraryId.eq(id)).exec(txn).await?;
+        calendar_uid::Entity::delete_many().filter(calendar_uid::Column::ItineraryId.eq(id)).exec(txn).await?;
+        supersede(txn, id, std::mem::take(&mut rows.changed)).await?;
     }
-    .insert(txn)
-    .await?;
-    Ok((VersionView { version, planned_at: plan.planned_at.utc(), coordinator_id: Some(by), calendar_changes }, views))
+    let views = std::mem::take(&mut rows.views);
+    write_rows(txn, rows).await?;
+    Ok(views)
+}
+
+/// One statement per table, and none for a table with nothing to add: under the booking lock,
+/// statements are what the next booking waits for.
+async fn write_rows(txn: &DatabaseTransaction, rows: VersionRows) -> Result<(), sea_orm::DbErr> {
+    insert_all(txn, rows.bookings).await?;
+    insert_all(txn, rows.events).await?;
+    stored::insert(txn, rows.uids).await?;
+    stored::insert(txn, rows.messages).await?;
+    stored::insert(txn, rows.versions).await?;
+    Ok(())
 }
 
 /// A scheduled message as it is stored: from the plan's reminders or from a calendar change.
@@ -682,7 +924,8 @@ struct MessageRow {
     about: Option<String>,
     before_at: Option<DateTime<Utc>>,
     if_late: String,
-    payload: Option<serde_json::Value>,
+    /// The calendar change, as JSON text.
+    payload: Option<String>,
 }
 
 impl MessageRow {
@@ -717,24 +960,21 @@ impl MessageRow {
         }
     }
 
-    fn active(self, itinerary_id: i32, version: i32) -> scheduled_message::ActiveModel {
-        scheduled_message::ActiveModel {
-            itinerary_id: Set(itinerary_id),
-            version: Set(version),
-            key: Set(self.key),
-            kind: Set(self.kind),
-            recipient: Set(self.recipient),
-            language: Set(self.language),
-            due_at: Set(self.due_at),
-            due_zone: Set(self.due_zone),
-            about: Set(self.about),
-            if_late: Set(self.if_late),
-            status: Set("pending".to_owned()),
-            before_at: Set(self.before_at),
-            payload: Set(self.payload),
-            attempts: Set(0),
-            ..Default::default()
-        }
+    fn stored(self, version: i32) -> Result<stored::Message, serde_json::Error> {
+        Ok(stored::Message {
+            itinerary_id: 0,
+            version,
+            key: self.key,
+            kind: self.kind,
+            recipient: serde_json::to_string(&self.recipient)?,
+            language: self.language,
+            due_at: self.due_at,
+            due_zone: self.due_zone,
+            about: self.about,
+            if_late: self.if_late,
+            before_at: self.before_at,
+            payload: self.payload,
+        })
     }
 }
 
@@ -770,7 +1010,7 @@ fn calendar_rows(
                 When::Dates { .. } => None,
             },
             if_late: "send_now".to_owned(),
-            payload: Some(serde_json::to_value(c)?),
+            payload: Some(serde_json::to_string(c)?),
         });
     }
     Ok(rows)
@@ -826,32 +1066,37 @@ async fn calendar_state(db: &impl ConnectionTrait, itinerary_id: i32) -> Result<
     Ok(state)
 }
 
-async fn save_calendar_state(txn: &DatabaseTransaction, itinerary_id: i32, state: &CalendarState, first: bool) -> Result<(), StoreError> {
-    if !first {
-        calendar_uid::Entity::delete_many().filter(calendar_uid::Column::ItineraryId.eq(itinerary_id)).exec(txn).await?;
-    }
-    let mut rows = Vec::with_capacity(state.issued.len());
-    for (uid, i) in &state.issued {
-        rows.push(calendar_uid::ActiveModel {
-            itinerary_id: Set(itinerary_id),
-            uid: Set(uid.clone()),
-            sequence: Set(i32::try_from(i.sequence).unwrap_or(i32::MAX)),
-            cancelled: Set(i.cancelled),
-            appointment: Set(serde_json::to_value(&i.appointment).map_err(|e| StoreError::corrupt("calendar appointment", e))?),
-            ..Default::default()
-        });
-    }
-    insert_all(txn, rows).await?;
+/// Replaces the stored calendar state of an itinerary.
+async fn save_calendar_state(txn: &DatabaseTransaction, itinerary_id: i32, state: &CalendarState) -> Result<(), StoreError> {
+    calendar_uid::Entity::delete_many().filter(calendar_uid::Column::ItineraryId.eq(itinerary_id)).exec(txn).await?;
+    let rows = state
+        .issued
+        .iter()
+        .map(|(uid, i)| {
+            Ok(stored::Uid {
+                itinerary_id,
+                uid: uid.clone(),
+                sequence: i32::try_from(i.sequence).unwrap_or(i32::MAX),
+                cancelled: i.cancelled,
+                appointment: serde_json::to_string(&i.appointment)?,
+            })
+        })
+        .collect::<Result<Vec<_>, serde_json::Error>>()
+        .map_err(|e| StoreError::corrupt("calendar appointment", e))?;
+    stored::insert(txn, rows).await?;
     Ok(())
 }
 
-/// One INSERT for all of `rows` (none for none).
-async fn insert_all<A>(txn: &DatabaseTransaction, rows: Vec<A>) -> Result<(), sea_orm::DbErr>
+/// One INSERT for all of `rows` (none for none; one per thousand rows, which keeps a group's
+/// statement within SQLite's and PostgreSQL's limits on bound values).
+async fn insert_all<A>(txn: &DatabaseTransaction, mut rows: Vec<A>) -> Result<(), sea_orm::DbErr>
 where
     A: ActiveModelTrait + Send,
 {
-    if !rows.is_empty() {
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(1000));
         <A::Entity as EntityTrait>::insert_many(rows).exec_without_returning(txn).await?;
+        rows = rest;
     }
     Ok(())
 }

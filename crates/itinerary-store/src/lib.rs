@@ -2,15 +2,20 @@
 //! (their events, bookings, scheduled messages and calendar UIDs), coordinators and their tokens,
 //! patients' feed tokens and the audit log, in SQLite (the embedded default) or PostgreSQL.
 //!
-//! Booking is one transaction: it takes the booking lock (a row every booking updates first, so
-//! bookings from any number of processes queue there), rebuilds the planner's `Ledger` from
-//! what active itineraries hold around the new trip, plans, and stores the plan with its
-//! bookings. Nothing is half-stored: any failure rolls the whole transaction back.
+//! Booking: a new itinerary is planned by its request, against what is stored and what this
+//! process is about to store, and turned into rows there, in parallel with other requests. The
+//! booking writer (`group`) then stores the itineraries that arrived meanwhile in one
+//! transaction: it takes the booking lock (a row every booking updates first, so bookings from
+//! any number of processes queue there), checks each plan against what is held now
+//! (`Ledger::admits`), plans again the few that no longer fit, and writes them with one
+//! statement per table. Nothing is half-stored: any failure rolls the whole transaction back.
 
 mod deliveries;
 pub mod entity;
+mod group;
 mod itineraries;
 mod people;
+mod stored;
 mod token;
 
 pub use deliveries::{Claimed, Clock, Delivered, DeliveryTarget, FailedMessage, VersionPlan, carries_calendar, is_summary};
@@ -34,6 +39,11 @@ pub enum StoreError {
     NotFound { entity: &'static str, id: String },
     #[error("stored {what} cannot be read: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    /// The transaction of a group of bookings failed: none of them was stored.
+    #[error("database, for a group of bookings: {0}")]
+    GroupFailed(String),
+    #[error("the booking writer has stopped")]
+    WriterStopped,
 }
 
 impl StoreError {
@@ -48,6 +58,10 @@ pub struct Store {
     db: DatabaseConnection,
     /// SQLite has one writer: bookings queue here, in order, instead of polling for its lock.
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// New itineraries go to the database in groups, through this queue.
+    booker: group::Writer,
+    /// Bookings planned in this process and on their way to the writer.
+    pending: group::Pending,
     /// The clinic as the planner sees it, rebuilt only when escorts or resources change.
     planning: Arc<Mutex<Option<PlanningSetup>>>,
     /// Rendered feeds by their itineraries' (id, version): a version never changes once stored.
@@ -96,6 +110,8 @@ impl Store {
         Ok(Store {
             db,
             writer: Arc::default(),
+            booker: group::Writer::default(),
+            pending: group::Pending::default(),
             planning: Arc::default(),
             feeds: Arc::default(),
             plans: Arc::default(),

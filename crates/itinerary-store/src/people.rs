@@ -504,6 +504,12 @@ pub(crate) async fn audit(
     entity_id: &str,
     detail: serde_json::Value,
 ) -> Result<(), sea_orm::DbErr> {
+    audit_log::Entity::insert(audit_row(by, action, entity, entity_id, detail)).exec_without_returning(db).await?;
+    Ok(())
+}
+
+/// The row of one line of the audit log.
+pub(crate) fn audit_row(by: Option<i32>, action: &str, entity: &str, entity_id: &str, detail: serde_json::Value) -> audit_log::ActiveModel {
     audit_log::ActiveModel {
         coordinator_id: Set(by),
         action: Set(action.to_owned()),
@@ -513,7 +519,4 @@ pub(crate) async fn audit(
         at: Set(Utc::now()),
         ..Default::default()
     }
-    .insert(db)
-    .await?;
-    Ok(())
 }

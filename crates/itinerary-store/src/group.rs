@@ -1,0 +1,127 @@
+//! The booking writer: new itineraries, planned by their requests, are stored in groups, one
+//! transaction for every booking that arrived while the previous group was being written.
+//! Under the booking lock a group costs one lock, one read of what is held and one statement
+//! per table, however many itineraries it holds; one at a time, every booking paid all of
+//! these.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use itinerary_core::{Booking, ClinicSetup, Ledger, Plan, RawPlanRequest};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::itineraries::VersionRows;
+use crate::{BookError, ItineraryView, NewItinerary, PatientView, Store, StoreError};
+
+/// At most this many itineraries in one transaction.
+const GROUP: usize = 32;
+
+/// A new itinerary on its way to the writer, planned ahead where it fitted then.
+pub(crate) struct NewBooking {
+    pub(crate) by: i32,
+    pub(crate) base: Arc<ClinicSetup>,
+    /// The clinic it was planned against.
+    pub(crate) setup: Arc<ClinicSetup>,
+    pub(crate) req: NewItinerary,
+    pub(crate) raw: RawPlanRequest,
+    pub(crate) patient: PatientView,
+    pub(crate) reference: String,
+    pub(crate) now: DateTime<Utc>,
+    /// Where its bookings can fall: what must be read to check them.
+    pub(crate) window: (DateTime<Utc>, DateTime<Utc>),
+    /// The plan and its rows, or None when it did not fit what was held then.
+    pub(crate) ahead: Option<(Plan, VersionRows)>,
+    /// Its bookings, counted by new plans until it is written.
+    pub(crate) hold: Option<Hold>,
+}
+
+/// Bookings planned in this process but not yet written: plans made meanwhile count them as
+/// taken. (Other processes' are seen once committed; the writer's check covers the rest.)
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Pending {
+    held: Arc<Mutex<PendingBookings>>,
+}
+
+#[derive(Debug, Default)]
+struct PendingBookings {
+    next: u64,
+    by_ticket: BTreeMap<u64, Vec<Booking>>,
+}
+
+/// A pending plan's bookings, released when dropped.
+#[derive(Debug)]
+pub(crate) struct Hold {
+    ticket: u64,
+    pending: Pending,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.pending.held.lock() {
+            p.by_ticket.remove(&self.ticket);
+        }
+    }
+}
+
+impl Pending {
+    /// Plans with `plan` against `stored` plus every pending booking, and holds the plan's
+    /// bookings when it succeeds; one plan at a time, so two cannot take the same chair.
+    pub(crate) fn plan<E>(&self, plan: impl FnOnce(&Ledger) -> Result<Plan, E>, mut stored: Ledger) -> (Result<Plan, E>, Option<Hold>) {
+        let Ok(mut p) = self.held.lock() else { return (plan(&stored), None) };
+        for b in p.by_ticket.values().flatten() {
+            stored.book(b);
+        }
+        let made = plan(&stored);
+        let hold = made.as_ref().ok().map(|plan| {
+            p.next += 1;
+            let ticket = p.next;
+            p.by_ticket.insert(ticket, plan.bookings());
+            Hold { ticket, pending: self.clone() }
+        });
+        (made, hold)
+    }
+}
+
+type Job = (NewBooking, oneshot::Sender<Result<ItineraryView, BookError>>);
+
+/// The writer's queue, started by the first booking of a store.
+pub(crate) type Writer = Arc<std::sync::OnceLock<mpsc::Sender<Job>>>;
+
+impl Store {
+    pub(crate) async fn book(&self, b: NewBooking) -> Result<ItineraryView, BookError> {
+        let queue = self.booker.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(1024);
+            // The writer holds a store without the queue: once every other handle is dropped,
+            // the queue closes and the writer ends.
+            let writer = Store { booker: Writer::default(), ..self.clone() };
+            tokio::spawn(writer.write_groups(rx));
+            tx
+        });
+        let (tx, rx) = oneshot::channel();
+        queue.send((b, tx)).await.map_err(|_| BookError::Store(StoreError::WriterStopped))?;
+        rx.await.map_err(|_| BookError::Store(StoreError::WriterStopped))?
+    }
+
+    async fn write_groups(self, mut rx: mpsc::Receiver<Job>) {
+        let mut jobs: Vec<Job> = Vec::with_capacity(GROUP);
+        while rx.recv_many(&mut jobs, GROUP).await > 0 {
+            let (group, replies): (Vec<NewBooking>, Vec<_>) = jobs.drain(..).unzip();
+            match self.write_group(group).await {
+                Ok(answers) => {
+                    for (answer, reply) in answers.into_iter().zip(replies) {
+                        let _ = reply.send(answer);
+                    }
+                }
+                // The transaction failed as a whole (the database): every booking of the group
+                // hears why, and none is stored.
+                Err(e) => {
+                    let why = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(BookError::Store(StoreError::GroupFailed(why.clone()))));
+                    }
+                }
+            }
+        }
+    }
+}
