@@ -19,7 +19,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::PlanningSetup;
-use crate::entity::{booking, calendar_uid, escort, event, feed_token, itinerary, itinerary_version, resource, scheduled_message};
+use crate::entity::{
+    audit_log, booking, calendar_uid, escort, event, feed_token, itinerary, itinerary_version, resource, scheduled_message,
+};
 use crate::people::{audit, audit_row, escort_from_model};
 use crate::{PatientView, Store, StoreError, stored};
 
@@ -335,8 +337,7 @@ impl Store {
                 Err(e) => Err(e),
             });
         }
-        write_rows(&txn, all).await?;
-        insert_all(&txn, audits).await?;
+        write_rows(&txn, all, audits).await?;
         txn.commit().await?;
         drop(turn);
         drop(holds);
@@ -414,7 +415,7 @@ impl Store {
             .map(|r| r.stored(version).map(|m| stored::Message { itinerary_id: id, ..m }))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::corrupt("message", e))?;
-        stored::insert(&txn, rows).await?;
+        stored::execute(&txn, stored::inserts(txn.get_database_backend(), rows)).await?;
         itinerary_version::ActiveModel {
             itinerary_id: Set(id),
             version: Set(version),
@@ -898,19 +899,21 @@ async fn write_version(
         supersede(txn, id, std::mem::take(&mut rows.changed)).await?;
     }
     let views = std::mem::take(&mut rows.views);
-    write_rows(txn, rows).await?;
+    write_rows(txn, rows, Vec::new()).await?;
     Ok(views)
 }
 
-/// One statement per table, and none for a table with nothing to add: under the booking lock,
-/// statements are what the next booking waits for.
-async fn write_rows(txn: &DatabaseTransaction, rows: VersionRows) -> Result<(), sea_orm::DbErr> {
-    insert_all(txn, rows.bookings).await?;
-    insert_all(txn, rows.events).await?;
-    stored::insert(txn, rows.uids).await?;
-    stored::insert(txn, rows.messages).await?;
-    stored::insert(txn, rows.versions).await?;
-    Ok(())
+/// One statement per table, and none for a table with nothing to add (on PostgreSQL, one for
+/// all): under the booking lock, statements are what the next booking waits for.
+async fn write_rows(txn: &DatabaseTransaction, rows: VersionRows, audits: Vec<audit_log::ActiveModel>) -> Result<(), sea_orm::DbErr> {
+    let backend = txn.get_database_backend();
+    let mut inserts = stored::model_inserts(rows.bookings);
+    inserts.extend(stored::model_inserts(rows.events));
+    inserts.extend(stored::inserts(backend, rows.uids));
+    inserts.extend(stored::inserts(backend, rows.messages));
+    inserts.extend(stored::inserts(backend, rows.versions));
+    inserts.extend(stored::model_inserts(audits));
+    stored::execute(txn, inserts).await
 }
 
 /// A scheduled message as it is stored: from the plan's reminders or from a calendar change.
@@ -1083,20 +1086,6 @@ async fn save_calendar_state(txn: &DatabaseTransaction, itinerary_id: i32, state
         })
         .collect::<Result<Vec<_>, serde_json::Error>>()
         .map_err(|e| StoreError::corrupt("calendar appointment", e))?;
-    stored::insert(txn, rows).await?;
-    Ok(())
-}
-
-/// One INSERT for all of `rows` (none for none; one per thousand rows, which keeps a group's
-/// statement within SQLite's and PostgreSQL's limits on bound values).
-async fn insert_all<A>(txn: &DatabaseTransaction, mut rows: Vec<A>) -> Result<(), sea_orm::DbErr>
-where
-    A: ActiveModelTrait + Send,
-{
-    while !rows.is_empty() {
-        let rest = rows.split_off(rows.len().min(1000));
-        <A::Entity as EntityTrait>::insert_many(rows).exec_without_returning(txn).await?;
-        rows = rest;
-    }
+    stored::execute(txn, stored::inserts(txn.get_database_backend(), rows)).await?;
     Ok(())
 }
