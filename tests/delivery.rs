@@ -809,3 +809,54 @@ async fn retries_give_up_after_retry_hours() {
     let (_, report) = s.call("GET", "/messages/failed", None).await;
     assert_eq!(report["failed"].as_array().unwrap().len(), m.iter().filter(|m| m["status"] == "failed").count(), "{report}");
 }
+
+/// A patient's new address: the calendar goes there (a cancellation of every standing
+/// appointment to the old address, an invite of each to the new one), and so do reminders.
+#[tokio::test]
+async fn a_new_address_gets_the_calendar_and_the_old_one_its_cancellation() {
+    let db = Db::sqlite("delivery-new-address");
+    let smtp = Smtp::start("new-address");
+    let s = start(&db, &quick(smtp.settings()));
+    // 10:00 in Tokyo: everything of the booking goes out after the grace period.
+    set_clock(&s, "2027-03-01T01:00:00Z").await;
+    let (id, it) = book(&s, patient("山田 太郎"), README_TRIP).await;
+    set_clock(&s, "2027-03-01T01:10:00Z").await;
+    until(&s, id, 30, "the booking's messages", |m| m.iter().filter(at_booking).all(|m| m["status"] == "sent")).await;
+    let old = "taro.yamada@example.jp";
+    let invited = |mail: &[Value], to: &str, method: &str| -> BTreeSet<String> {
+        mail.iter()
+            .filter(|e| e["to"].as_str().unwrap().contains(to) && e["calendar"]["method"] == method)
+            .map(|e| e["calendar"]["events"][0]["uid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let before = smtp.received();
+    let first = invited(&before, old, "REQUEST");
+    assert!(!first.is_empty(), "invites to the first address");
+
+    // The coordinator corrects the address.
+    let pid = it["patient_id"].as_i64().unwrap();
+    let mut p = patient("山田 太郎");
+    p["email"] = json!("taro.new@example.jp");
+    let (st, v) = s.call("PUT", &format!("/patients/{pid}"), Some(p)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    set_clock(&s, "2027-03-01T01:20:00Z").await;
+    let m = until(&s, id, 30, "the calendar again", |m| {
+        m.iter()
+            .filter(|m| due(m) <= "2027-03-01T01:20:00Z".parse::<DateTime<Utc>>().unwrap())
+            .all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))
+    })
+    .await;
+    let mail = smtp.received();
+    let cancelled = invited(&mail, old, "CANCEL");
+    let moved = invited(&mail, "taro.new@example.jp", "REQUEST");
+    assert_eq!(cancelled, first, "every appointment cancelled at the old address, once");
+    assert_eq!(moved.len(), first.len(), "and invited at the new one");
+    assert!(moved.is_disjoint(&first), "under new UIDs (the UID carries the address)");
+    assert_eq!(mail.iter().filter(|e| e["to"].as_str().unwrap().contains(old) && e["calendar"]["method"] == "CANCEL").count(), first.len());
+    // The itinerary's own reminders stand and will go to the new address.
+    assert!(m.iter().any(|m| !m["kind"].as_str().unwrap().starts_with("calendar_") && m["status"] == "pending"), "reminders still to come");
+    let ics =
+        s.http.get(s.url(&format!("/itineraries/{id}/calendar.ics"))).bearer_auth(&s.token).send().await.unwrap().text().await.unwrap();
+    assert!(moved.iter().all(|uid| ics.contains(uid.as_str())), "the published calendar holds the new UIDs");
+    assert!(first.iter().all(|uid| !ics.contains(uid.as_str())), "and not the cancelled ones");
+}

@@ -131,7 +131,8 @@ async fn update_patient(
     b: Result<Json<PatientInput>, JsonRejection>,
 ) -> ApiResult<Response> {
     let id = id(p)?;
-    Ok(Json(s.store.update_patient(c.0, id, &body(b)?).await?).into_response())
+    let b = body(b)?;
+    Ok(Json(s.store.update_patient(c.0, &s.setup, id, &b, s.clock.now().await?).await?).into_response())
 }
 
 async fn rotate_feed(

@@ -439,6 +439,57 @@ impl Store {
         self.itinerary(id).await.map_err(Into::into)
     }
 
+    /// Issues the patient's standing itineraries to their calendar again, after a change of
+    /// name or address: the current plans' appointments against what was issued, as calendar
+    /// messages under the current version (no new plan, so no new version). Pending calendar
+    /// messages of the UIDs this replaces are superseded; reminders read the patient when sent.
+    pub(crate) async fn reissue_calendars(
+        &self,
+        txn: &DatabaseTransaction,
+        base: &ClinicSetup,
+        patient: &PatientView,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let standing = itinerary::Entity::find()
+            .filter(itinerary::Column::PatientId.eq(patient.id))
+            .filter(itinerary::Column::Status.eq("active"))
+            .all(txn)
+            .await?;
+        if standing.is_empty() {
+            return Ok(());
+        }
+        let setup = self.setup_now(txn, base).await?;
+        for it in standing {
+            let plan: Plan = serde_json::from_value(current_version(txn, &it).await?.plan).map_err(|e| StoreError::corrupt("plan", e))?;
+            let calendar = Itinerary {
+                id: &it.reference,
+                plan: &plan,
+                patient: Person { name: &patient.name, email: &patient.email },
+                escorts: &setup.resources.escorts,
+                clinic_name: &setup.clinic.name,
+                settings: &setup.calendar,
+            };
+            let appointments = calendar.appointments().map_err(|e| StoreError::corrupt("calendar", e))?;
+            let (changes, next) = calendar_state(txn, it.id).await?.changes(&appointments);
+            let changed: Vec<String> =
+                changes.iter().filter(|c| c.kind != ChangeKind::Unchanged).map(|c| c.appointment.uid.clone()).collect();
+            if changed.is_empty() {
+                continue;
+            }
+            supersede_calendar(txn, it.id, changed).await?;
+            save_calendar_state(txn, it.id, &next).await?;
+            let rows = calendar_rows(&changes, now + self.update_grace, &patient.home_zone, setup.clinic.zone.name())
+                .map_err(|e| StoreError::corrupt("calendar change", e))?;
+            let rows = rows
+                .into_iter()
+                .map(|r| r.stored(it.current_version).map(|m| stored::Message { itinerary_id: it.id, ..m }))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::corrupt("message", e))?;
+            stored::execute(txn, stored::inserts(txn.get_database_backend(), rows)).await?;
+        }
+        Ok(())
+    }
+
     pub async fn itinerary(&self, id: i32) -> Result<ItineraryView, StoreError> {
         let it = itinerary::Entity::find_by_id(id)
             .one(&self.db)
@@ -1028,6 +1079,21 @@ async fn confirmation_sent(db: &impl ConnectionTrait, itinerary_id: i32) -> Resu
         .one(db)
         .await?;
     Ok(sent.is_some())
+}
+
+/// Supersedes the pending calendar messages of an itinerary for the UIDs in `changed` (and only
+/// those: its reminders stand).
+async fn supersede_calendar(txn: &DatabaseTransaction, itinerary_id: i32, changed: Vec<String>) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::sea_query::Expr;
+    scheduled_message::Entity::update_many()
+        .col_expr(scheduled_message::Column::Status, Expr::value("superseded"))
+        .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
+        .filter(scheduled_message::Column::Status.is_in(["pending", "queued", "sending"]))
+        .filter(scheduled_message::Column::Payload.is_not_null())
+        .filter(scheduled_message::Column::About.is_in(changed))
+        .exec(txn)
+        .await?;
+    Ok(())
 }
 
 /// Supersedes the pending reminders of an itinerary, and its pending calendar messages for the

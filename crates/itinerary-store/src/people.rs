@@ -1,9 +1,9 @@
 //! Patients, escorts, coordinators and their tokens, feed tokens, and the audit log.
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use itinerary_core::request::{FieldError, RawPatient, check_email};
-use itinerary_core::{Escort, InvalidRequest};
+use itinerary_core::{ClinicSetup, Escort, InvalidRequest};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -238,7 +238,18 @@ impl Store {
         Ok(m.into())
     }
 
-    pub async fn update_patient(&self, by: i32, id: i32, p: &PatientInput) -> Result<PatientView, InputError> {
+    /// Updates the patient. A new name or address also goes to their calendars: every standing
+    /// itinerary's patient appointments are issued again (the UID carries the address, so a new
+    /// address means a cancellation to the old one and invites to the new), in the same
+    /// transaction.
+    pub async fn update_patient(
+        &self,
+        by: i32,
+        base: &ClinicSetup,
+        id: i32,
+        p: &PatientInput,
+        now: DateTime<Utc>,
+    ) -> Result<PatientView, InputError> {
         let c = check_patient(p)?;
         let txn = self.begin_write().await?;
         let old = patient::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound { entity: "patient", id: id.to_string() })?;
@@ -264,10 +275,14 @@ impl Store {
         m.line_user_id = Set(c.line_user_id);
         m.updated_at = Set(Utc::now());
         let m = m.update(&txn).await?;
+        let patient: PatientView = m.into();
+        if changed.contains(&"name") || changed.contains(&"email") {
+            self.reissue_calendars(&txn, base, &patient, now).await?;
+        }
         // Field names only: the values are personal data.
         audit(&txn, Some(by), "update", "patient", &id.to_string(), json!({ "fields": changed })).await?;
         txn.commit().await?;
-        Ok(m.into())
+        Ok(patient)
     }
 
     pub async fn patient(&self, id: i32) -> Result<PatientView, StoreError> {
