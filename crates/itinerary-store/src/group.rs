@@ -85,21 +85,30 @@ impl Pending {
 
 type Job = (NewBooking, oneshot::Sender<Result<ItineraryView, BookError>>);
 
-/// The writer's queue, started by the first booking of a store.
-pub(crate) type Writer = Arc<std::sync::OnceLock<mpsc::Sender<Job>>>;
+/// The writer's queue, started by the first booking of a store (and again should the writer
+/// ever have stopped: a bug that panics in one group must not refuse every later booking).
+pub(crate) type Writer = Arc<Mutex<Option<mpsc::Sender<Job>>>>;
 
 impl Store {
     pub(crate) async fn book(&self, b: NewBooking) -> Result<ItineraryView, BookError> {
-        let queue = self.booker.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(1024);
-            // The writer holds a store without the queue: once every other handle is dropped,
-            // the queue closes and the writer ends.
-            let writer = Store { booker: Writer::default(), ..self.clone() };
-            tokio::spawn(writer.write_groups(rx));
-            tx
-        });
+        let queue = {
+            let mut writer = self.booker.lock().map_err(|_| BookError::Store(StoreError::WriterStopped))?;
+            match writer.as_ref() {
+                Some(tx) if !tx.is_closed() => tx.clone(),
+                _ => {
+                    let (tx, rx) = mpsc::channel(1024);
+                    // The writer holds a store without the queue: once every other handle is
+                    // dropped, the queue closes and the writer ends.
+                    let store = Store { booker: Writer::default(), ..self.clone() };
+                    tokio::spawn(store.write_groups(rx));
+                    *writer = Some(tx.clone());
+                    tx
+                }
+            }
+        };
         let (tx, rx) = oneshot::channel();
         queue.send((b, tx)).await.map_err(|_| BookError::Store(StoreError::WriterStopped))?;
+        // A writer that stopped mid-group dropped the reply, and its transaction rolled back.
         rx.await.map_err(|_| BookError::Store(StoreError::WriterStopped))?
     }
 
