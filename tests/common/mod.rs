@@ -123,13 +123,18 @@ impl Server {
 
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let mut r = self.http.request(method.parse().unwrap(), self.url(path)).bearer_auth(&self.token);
+        let sent = body.clone();
         if let Some(b) = body {
             r = r.json(&b);
         }
         let resp = r.send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        let answer = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            openapi_check(method, path, sent.as_ref(), &answer);
+        }
+        (status, answer)
     }
 
     pub fn stop(&mut self) -> std::process::ExitStatus {
@@ -167,4 +172,77 @@ pub fn request(patient_id: i64, week: i64) -> Value {
     let d = today + Duration::days(365 + 7 * week) - Duration::days(i64::from(today.weekday().num_days_from_monday())) - Duration::days(1);
     let f = |n: i64| (d + Duration::days(n)).format("%Y-%m-%d").to_string();
     json!({ "patient_id": patient_id, "protocol": "single-infusion", "trips": [trip(&f(0), &f(1), &f(4), &f(5))] })
+}
+
+/// Every body a test sends to a route that succeeds must fit the route's request schema in
+/// `/openapi.json`, and every answer its response schema: the document describes what the
+/// service does, not what it once did.
+fn openapi_check(method: &str, path: &str, sent: Option<&Value>, answer: &Value) {
+    let doc = itinerary_api::openapi::document();
+    let path = path.split('?').next().unwrap_or(path);
+    let route = itinerary_api::openapi::BODIES.iter().find(|(m, p, _, _)| {
+        let (a, b): (Vec<&str>, Vec<&str>) = (p.split('/').collect(), path.split('/').collect());
+        m.eq_ignore_ascii_case(method) && a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.starts_with('{') || x == y)
+    });
+    let Some((_, route, request, response)) = route else { return };
+    if let (Some(name), Some(body)) = (request, sent)
+        && let Err(e) = fits(&doc, &json!({ "$ref": format!("#/components/schemas/{name}") }), body)
+    {
+        panic!("{method} {route}: the request does not fit {name}: {e}");
+    }
+    if let Some(name) = response
+        && let Err(e) = fits(&doc, &json!({ "$ref": format!("#/components/schemas/{name}") }), answer)
+    {
+        panic!("{method} {route}: the answer does not fit {name}: {e}");
+    }
+}
+
+/// The JSON Schema keywords `/openapi.json` uses: $ref, type (one or several), enum,
+/// properties, required, additionalProperties: false, items.
+fn fits(doc: &Value, schema: &Value, v: &Value) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.rsplit('/').next().unwrap_or_default();
+        return fits(doc, &doc["components"]["schemas"][name], v);
+    }
+    if let Some(options) = schema["enum"].as_array() {
+        return if options.contains(v) { Ok(()) } else { Err(format!("{v} is not one of {options:?}")) };
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => return Ok(()),
+    };
+    let is = |t: &str| match t {
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        "null" => v.is_null(),
+        _ => false,
+    };
+    if !types.iter().any(|t| is(t)) {
+        return Err(format!("{v} is not {types:?}"));
+    }
+    if let (Some(o), Some(props)) = (v.as_object(), schema["properties"].as_object()) {
+        for r in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            if !o.contains_key(r) {
+                return Err(format!("{r} is missing"));
+            }
+        }
+        for (k, x) in o {
+            match props.get(k) {
+                Some(p) => fits(doc, p, x).map_err(|e| format!("{k}: {e}"))?,
+                None if schema["additionalProperties"] == json!(false) => return Err(format!("{k} is not in the schema")),
+                None => {}
+            }
+        }
+    }
+    if let (Some(items), Some(a)) = (schema.get("items"), v.as_array()) {
+        for (i, x) in a.iter().enumerate() {
+            fits(doc, items, x).map_err(|e| format!("[{i}]: {e}"))?;
+        }
+    }
+    Ok(())
 }

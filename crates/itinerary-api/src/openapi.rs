@@ -1,5 +1,7 @@
-//! `/openapi.json`: the routes of `routes.rs`, described by hand (tests/service.rs checks that
-//! every route listed here answers, and that unlisted paths do not).
+//! `/openapi.json`: the routes of `routes.rs`, described by hand, with the JSON bodies they take
+//! and answer. tests/service.rs keeps it honest: every route listed here answers and unlisted
+//! paths do not; every body the tests send fits its request schema, and every answer they get
+//! has exactly the properties of its response schema.
 
 use serde_json::{Value, json};
 
@@ -38,6 +40,109 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("put", "/clock", "Move the test clock ({\"now\": instant} or {\"advance_seconds\": n}); 409 unless [clock] mode = \"test\"", true),
 ];
 
+/// The JSON bodies of routes: (method, path, request schema, response schema), by name in
+/// `components.schemas`.
+pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
+    ("post", "/patients", Some("PatientInput"), Some("Patient")),
+    ("get", "/patients", None, Some("PatientPage")),
+    ("get", "/patients/{id}", None, Some("Patient")),
+    ("put", "/patients/{id}", Some("PatientInput"), Some("Patient")),
+    ("get", "/escorts/{id}", None, Some("Escort")),
+    ("put", "/escorts/{id}", Some("Escort"), Some("Escort")),
+    ("get", "/resources/{id}", None, Some("Resource")),
+    ("put", "/resources/{id}", Some("Capacity"), Some("Resource")),
+    ("post", "/itineraries", Some("ItineraryRequest"), Some("Itinerary")),
+    ("get", "/itineraries/{id}", None, Some("Itinerary")),
+    ("put", "/itineraries/{id}", Some("ItineraryRequest"), Some("Itinerary")),
+    ("post", "/itineraries/{id}/cancel", None, Some("Itinerary")),
+    ("put", "/clock", Some("SetClock"), None),
+];
+
+fn string() -> Value {
+    json!({ "type": "string" })
+}
+
+fn date() -> Value {
+    json!({ "type": "string", "format": "date" })
+}
+
+fn instant() -> Value {
+    json!({ "type": "string", "format": "date-time" })
+}
+
+/// An object schema: its properties, the required ones, and no others.
+fn object(properties: Value, required: &[&str]) -> Value {
+    json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": false })
+}
+
+fn schemas() -> Value {
+    let flight = object(
+        json!({ "flight": string(), "from": string(), "to": string(),
+            "depart": { "type": "string", "description": "local time at from: YYYY-MM-DD HH:MM" },
+            "arrive": { "type": "string", "description": "local time at to: YYYY-MM-DD HH:MM" } }),
+        &["flight", "from", "depart", "to", "arrive"],
+    );
+    json!({
+        "PatientInput": object(
+            json!({ "name": string(), "email": { "type": "string", "format": "email" }, "birth_date": date(),
+                "home_zone": { "type": "string", "description": "IANA zone; Asia/Tokyo when absent" },
+                "language": { "enum": ["ja", "en"] }, "passport_expiry": date(), "line_user_id": string() }),
+            &["name", "email", "birth_date", "passport_expiry"],
+        ),
+        "Patient": object(
+            json!({ "id": { "type": "integer" }, "name": string(), "email": string(), "birth_date": date(), "home_zone": string(),
+                "language": string(), "passport_expiry": date(), "line_user_id": string() }),
+            &["id", "name", "email", "birth_date", "home_zone", "language", "passport_expiry"],
+        ),
+        "PatientPage": object(
+            json!({ "patients": { "type": "array", "items": { "$ref": "#/components/schemas/Patient" } },
+                "next": { "type": ["integer", "null"], "description": "the next page's after" } }),
+            &["patients", "next"],
+        ),
+        "Escort": object(
+            json!({ "id": string(), "name": string(), "email": string(),
+                "languages": { "type": "array", "items": { "type": "string", "description": "ISO 639-1" } },
+                "works_from": { "type": "string", "pattern": "^\\d{2}:\\d{2}$" }, "works_until": { "type": "string", "pattern": "^\\d{2}:\\d{2}$" },
+                "weekly_days_off": { "type": "array", "items": { "enum": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"] } },
+                "dates_off": { "type": "array", "items": date() } }),
+            &["id", "name", "email", "languages", "works_from", "works_until"],
+        ),
+        "Capacity": object(json!({ "capacity": { "type": "integer", "minimum": 0 } }), &["capacity"]),
+        "Resource": object(json!({ "id": string(), "capacity": { "type": "integer" } }), &["id", "capacity"]),
+        "Flight": flight,
+        "Trip": object(
+            json!({ "outbound": { "$ref": "#/components/schemas/Flight" }, "return": { "$ref": "#/components/schemas/Flight" } }),
+            &["outbound", "return"],
+        ),
+        "ItineraryRequest": object(
+            json!({ "patient_id": { "type": "integer" }, "protocol": string(), "interval_days": { "type": "integer", "minimum": 0 },
+                "trip_mode": string(), "trips": { "type": "array", "items": { "$ref": "#/components/schemas/Trip" } },
+                "preferred_dates": { "type": "array", "items": date() },
+                "escort": { "type": "string", "description": "the escort for every duty; any free one when absent" } }),
+            &["patient_id", "protocol", "trips"],
+        ),
+        "Itinerary": object(
+            json!({ "id": { "type": "integer" }, "reference": string(), "patient_id": { "type": "integer" },
+                "status": { "enum": ["active", "cancelled"] }, "version": { "type": "integer" },
+                "plan": { "type": "object", "description": "the current plan: events with both zones, escorts, tasks, messages" },
+                "versions": { "type": "array", "items": object(
+                    json!({ "version": { "type": "integer" }, "planned_at": instant(), "coordinator_id": { "type": "integer" },
+                        "calendar_changes": { "type": "array", "items": { "type": "object" } } }),
+                    &["version", "planned_at", "calendar_changes"]) },
+                "messages": { "type": "array", "items": object(
+                    json!({ "key": string(), "kind": string(), "version": { "type": "integer" }, "recipient": { "type": "object" },
+                        "due_at": instant(), "due_zone": string(), "status": string(), "sent_at": instant(),
+                        "channel": { "enum": ["email", "line", "outbox"], "description": "outbox: written to the file outbox instead of sent" }, "error": string() }),
+                    &["key", "kind", "version", "recipient", "due_at", "due_zone", "status"]) } }),
+            &["id", "reference", "patient_id", "status", "version", "plan", "versions", "messages"],
+        ),
+        "SetClock": object(
+            json!({ "now": instant(), "advance_seconds": { "type": "integer" } }),
+            &[],
+        ),
+    })
+}
+
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
     for (method, path, summary, auth) in ROUTES {
@@ -64,23 +169,36 @@ pub fn document() -> Value {
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
         }
+        if let Some((_, _, request, response)) = BODIES.iter().find(|(m, p, _, _)| m == method && p == path) {
+            let schema = |name: &str| json!({ "application/json": { "schema": { "$ref": format!("#/components/schemas/{name}") } } });
+            if let Some(name) = request {
+                op["requestBody"] = json!({ "required": true, "content": schema(name) });
+            }
+            if let Some(name) = response {
+                let ok = if *method == "post" && !path.ends_with("/cancel") { "201" } else { "200" };
+                if ok == "201" {
+                    op["responses"].as_object_mut().map(|r| r.remove("200"));
+                }
+                op["responses"][ok] = json!({ "description": "OK", "content": schema(name) });
+            }
+        }
         entry[*method] = op;
     }
+    let mut schemas = schemas();
+    schemas["Error"] = json!({
+        "type": "object",
+        "properties": { "error": { "type": "object", "properties": {
+            "code": { "type": "string" }, "message": { "type": "string" },
+            "fields": { "type": "array", "items": { "type": "object", "properties": {
+                "field": { "type": "string" }, "value": { "type": "string" }, "problem": { "type": "string" } } } } } } }
+    });
     json!({
         "openapi": "3.1.0",
         "info": { "title": "itinerary", "version": env!("CARGO_PKG_VERSION") },
         "paths": paths,
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "properties": { "error": { "type": "object", "properties": {
-                        "code": { "type": "string" }, "message": { "type": "string" },
-                        "fields": { "type": "array", "items": { "type": "object", "properties": {
-                            "field": { "type": "string" }, "value": { "type": "string" }, "problem": { "type": "string" } } } } } } }
-                }
-            }
+            "schemas": schemas
         }
     })
 }
