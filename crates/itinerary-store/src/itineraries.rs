@@ -869,20 +869,7 @@ fn version_rows(
     // calendar message not yet sent stays when this version leaves its UID as it was: its
     // invite or cancellation is still owed.
     let changed = changes.iter().filter(|c| c.kind != ChangeKind::Unchanged).map(|c| c.appointment.uid.clone()).collect();
-    let uids = next
-        .issued
-        .iter()
-        .map(|(uid, i)| {
-            Ok(stored::Uid {
-                itinerary_id: 0,
-                uid: uid.clone(),
-                sequence: i32::try_from(i.sequence).unwrap_or(i32::MAX),
-                cancelled: i.cancelled,
-                appointment: serde_json::to_string(&i.appointment)?,
-            })
-        })
-        .collect::<Result<_, serde_json::Error>>()
-        .map_err(corrupt("calendar appointment"))?;
+    let uids = uid_rows(0, &next).map_err(corrupt("calendar appointment"))?;
     let calendar_changes = serde_json::to_value(&changes).map_err(corrupt("calendar changes"))?;
     // Invites and the confirmation wait out the grace period, so quick edits send one update.
     let settled = plan.planned_at.utc() + grace;
@@ -1135,10 +1122,9 @@ async fn calendar_state(db: &impl ConnectionTrait, itinerary_id: i32) -> Result<
     Ok(state)
 }
 
-/// Replaces the stored calendar state of an itinerary.
-async fn save_calendar_state(txn: &DatabaseTransaction, itinerary_id: i32, state: &CalendarState) -> Result<(), StoreError> {
-    calendar_uid::Entity::delete_many().filter(calendar_uid::Column::ItineraryId.eq(itinerary_id)).exec(txn).await?;
-    let rows = state
+/// The rows of a calendar state.
+fn uid_rows(itinerary_id: i32, state: &CalendarState) -> Result<Vec<stored::Uid>, serde_json::Error> {
+    state
         .issued
         .iter()
         .map(|(uid, i)| {
@@ -1150,8 +1136,13 @@ async fn save_calendar_state(txn: &DatabaseTransaction, itinerary_id: i32, state
                 appointment: serde_json::to_string(&i.appointment)?,
             })
         })
-        .collect::<Result<Vec<_>, serde_json::Error>>()
-        .map_err(|e| StoreError::corrupt("calendar appointment", e))?;
+        .collect()
+}
+
+/// Replaces the stored calendar state of an itinerary.
+async fn save_calendar_state(txn: &DatabaseTransaction, itinerary_id: i32, state: &CalendarState) -> Result<(), StoreError> {
+    calendar_uid::Entity::delete_many().filter(calendar_uid::Column::ItineraryId.eq(itinerary_id)).exec(txn).await?;
+    let rows = uid_rows(itinerary_id, state).map_err(|e| StoreError::corrupt("calendar appointment", e))?;
     stored::execute(txn, stored::inserts(txn.get_database_backend(), rows)).await?;
     Ok(())
 }
