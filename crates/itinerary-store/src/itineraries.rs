@@ -1,5 +1,6 @@
-//! Itineraries: planned and stored in one transaction, read back with their versions, messages
-//! and calendar.
+//! Itineraries: planned (new ones outside the booking lock, then stored in groups by the booking
+//! writer of `group.rs`), changed and cancelled under the lock, and read back with their
+//! versions, messages and calendar.
 
 use chrono::{DateTime, Duration, Utc};
 use itinerary_calendar::{Appointment, Audience, CalendarState, Change, ChangeKind, Issued, Itinerary, Person};
@@ -681,7 +682,7 @@ async fn active_itinerary(txn: &DatabaseTransaction, id: i32) -> Result<itinerar
 
 /// No booking lasts longer (the longest, an escort's airport duty, is hours): what may overlap
 /// [from, to) then starts after `from - LONGEST_BOOKING`, which bounds the index range scan
-/// from both sides instead of reading every earlier booking. `store_version` enforces it.
+/// from both sides instead of reading every earlier booking. `version_rows` enforces it.
 const LONGEST_BOOKING: Duration = Duration::days(1);
 
 /// The bookings of standing itineraries that overlap [from, to).
