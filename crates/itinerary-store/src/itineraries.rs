@@ -69,7 +69,7 @@ impl From<sea_orm::DbErr> for BookError {
 }
 
 /// One version of an itinerary, as stored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct VersionView {
     pub version: i32,
     pub planned_at: DateTime<Utc>,
@@ -322,7 +322,8 @@ impl Store {
                 Ok((mut view, rows)) => {
                     let id = *ids.get(&view.reference).ok_or(StoreError::corrupt("itinerary", "not inserted"))?;
                     view.id = id;
-                    let (version, messages) = rows.views.clone();
+                    let mut rows = rows;
+                    let (version, messages) = std::mem::take(&mut rows.views);
                     view.versions = vec![version];
                     view.messages = messages;
                     audits.push(audit_row(
@@ -409,14 +410,8 @@ impl Store {
         let version = it.current_version + 1;
         let itinerary_version::Model { request, plan, .. } = current_version(&txn, &it).await?;
         let patient = self.patient(it.patient_id).await?;
-        let rows = calendar_rows(&changes, now + self.update_grace, &patient.home_zone, base.clinic.zone.name())
-            .map_err(|e| StoreError::corrupt("calendar change", e))?;
-        let rows = rows
-            .into_iter()
-            .map(|r| r.stored(version).map(|m| stored::Message { itinerary_id: id, ..m }))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::corrupt("message", e))?;
-        stored::execute(&txn, stored::inserts(txn.get_database_backend(), rows)).await?;
+        insert_calendar_messages(&txn, (id, version), &changes, now + self.update_grace, &patient.home_zone, base.clinic.zone.name())
+            .await?;
         itinerary_version::ActiveModel {
             itinerary_id: Set(id),
             version: Set(version),
@@ -451,6 +446,9 @@ impl Store {
         patient: &PatientView,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        // Under the booking lock, like every change of an itinerary's calendar: a version
+        // stored meanwhile (another process, PostgreSQL) would otherwise be overwritten.
+        lock(txn).await?;
         let standing = itinerary::Entity::find()
             .filter(itinerary::Column::PatientId.eq(patient.id))
             .filter(itinerary::Column::Status.eq("active"))
@@ -479,14 +477,8 @@ impl Store {
             }
             supersede_calendar(txn, it.id, changed).await?;
             save_calendar_state(txn, it.id, &next).await?;
-            let rows = calendar_rows(&changes, now + self.update_grace, &patient.home_zone, setup.clinic.zone.name())
-                .map_err(|e| StoreError::corrupt("calendar change", e))?;
-            let rows = rows
-                .into_iter()
-                .map(|r| r.stored(it.current_version).map(|m| stored::Message { itinerary_id: it.id, ..m }))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StoreError::corrupt("message", e))?;
-            stored::execute(txn, stored::inserts(txn.get_database_backend(), rows)).await?;
+            let due = now + self.update_grace;
+            insert_calendar_messages(txn, (it.id, it.current_version), &changes, due, &patient.home_zone, setup.clinic.zone.name()).await?;
         }
         Ok(())
     }
@@ -799,12 +791,6 @@ impl VersionRows {
     }
 }
 
-impl Default for VersionView {
-    fn default() -> Self {
-        VersionView { version: 0, planned_at: DateTime::default(), coordinator_id: None, calendar_changes: serde_json::Value::Null }
-    }
-}
-
 /// The rows of version `version` of itinerary `reference`: its bookings, events, calendar
 /// state after `state` (what was issued so far), and messages (`confirmed`: a confirmation
 /// already went out).
@@ -942,8 +928,9 @@ async fn write_version(
     Ok(views)
 }
 
-/// One statement per table, and none for a table with nothing to add (on PostgreSQL, one for
-/// all): under the booking lock, statements are what the next booking waits for.
+/// One statement per table, and none for a table with nothing to add (on PostgreSQL, chained
+/// into one while under its bound-value limit): under the booking lock, statements are what the
+/// next booking waits for.
 async fn write_rows(txn: &DatabaseTransaction, rows: VersionRows, audits: Vec<audit_log::ActiveModel>) -> Result<(), sea_orm::DbErr> {
     let backend = txn.get_database_backend();
     let mut inserts = stored::model_inserts(rows.bookings);
@@ -1058,6 +1045,24 @@ fn calendar_rows(
     Ok(rows)
 }
 
+/// Stores `calendar_rows` of `changes` as messages of (itinerary, version).
+async fn insert_calendar_messages(
+    txn: &DatabaseTransaction,
+    (itinerary_id, version): (i32, i32),
+    changes: &[Change],
+    due: DateTime<Utc>,
+    patient_zone: &str,
+    clinic_zone: &str,
+) -> Result<(), StoreError> {
+    let rows = calendar_rows(changes, due, patient_zone, clinic_zone)
+        .and_then(|rows| {
+            rows.into_iter().map(|r| r.stored(version).map(|m| stored::Message { itinerary_id, ..m })).collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|e| StoreError::corrupt("calendar change", e))?;
+    stored::execute(txn, stored::inserts(txn.get_database_backend(), rows)).await?;
+    Ok(())
+}
+
 /// Whether the patient already received a booking confirmation (or a change notice) for it.
 async fn confirmation_sent(db: &impl ConnectionTrait, itinerary_id: i32) -> Result<bool, sea_orm::DbErr> {
     let sent = scheduled_message::Entity::find()
@@ -1069,6 +1074,10 @@ async fn confirmation_sent(db: &impl ConnectionTrait, itinerary_id: i32) -> Resu
     Ok(sent.is_some())
 }
 
+/// Messages not yet sent, including those being sent right now: a send that fails or waits for
+/// the morning must not bring a superseded or cancelled message back.
+const NOT_YET_SENT: [&str; 3] = ["pending", "queued", "sending"];
+
 /// Supersedes the pending calendar messages of an itinerary for the UIDs in `changed` (and only
 /// those: its reminders stand).
 async fn supersede_calendar(txn: &DatabaseTransaction, itinerary_id: i32, changed: Vec<String>) -> Result<(), sea_orm::DbErr> {
@@ -1076,7 +1085,7 @@ async fn supersede_calendar(txn: &DatabaseTransaction, itinerary_id: i32, change
     scheduled_message::Entity::update_many()
         .col_expr(scheduled_message::Column::Status, Expr::value("superseded"))
         .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
-        .filter(scheduled_message::Column::Status.is_in(["pending", "queued", "sending"]))
+        .filter(scheduled_message::Column::Status.is_in(NOT_YET_SENT))
         .filter(scheduled_message::Column::Payload.is_not_null())
         .filter(scheduled_message::Column::About.is_in(changed))
         .exec(txn)
@@ -1094,7 +1103,7 @@ async fn supersede(txn: &DatabaseTransaction, itinerary_id: i32, changed: Vec<St
         .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
         // A message being sent right now is marked too: if its send fails or waits for the
         // morning, it must not come back as pending; if it goes out, it is recorded as sent.
-        .filter(scheduled_message::Column::Status.is_in(["pending", "queued", "sending"]))
+        .filter(scheduled_message::Column::Status.is_in(NOT_YET_SENT))
         .filter(Condition::any().add(scheduled_message::Column::Payload.is_null()).add(scheduled_message::Column::About.is_in(changed)))
         .exec(txn)
         .await?;
@@ -1107,7 +1116,7 @@ async fn mark_messages(txn: &DatabaseTransaction, itinerary_id: i32, status: &st
     scheduled_message::Entity::update_many()
         .col_expr(scheduled_message::Column::Status, Expr::value(status))
         .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
-        .filter(scheduled_message::Column::Status.is_in(["pending", "queued", "sending"]))
+        .filter(scheduled_message::Column::Status.is_in(NOT_YET_SENT))
         .exec(txn)
         .await?;
     Ok(())
