@@ -178,7 +178,8 @@ pub fn request(patient_id: i64, week: i64) -> Value {
 /// `/openapi.json`, and every answer its response schema: the document describes what the
 /// service does, not what it once did.
 fn openapi_check(method: &str, path: &str, sent: Option<&Value>, answer: &Value) {
-    let doc = itinerary_api::openapi::document();
+    static DOC: std::sync::LazyLock<Value> = std::sync::LazyLock::new(itinerary_api::openapi::document);
+    let doc = &*DOC;
     let path = path.split('?').next().unwrap_or(path);
     let route = itinerary_api::openapi::BODIES.iter().find(|(m, p, _, _)| {
         let (a, b): (Vec<&str>, Vec<&str>) = (p.split('/').collect(), path.split('/').collect());
@@ -186,12 +187,12 @@ fn openapi_check(method: &str, path: &str, sent: Option<&Value>, answer: &Value)
     });
     let Some((_, route, request, response)) = route else { return };
     if let (Some(name), Some(body)) = (request, sent)
-        && let Err(e) = fits(&doc, &json!({ "$ref": format!("#/components/schemas/{name}") }), body)
+        && let Err(e) = fits(doc, &json!({ "$ref": format!("#/components/schemas/{name}") }), body)
     {
         panic!("{method} {route}: the request does not fit {name}: {e}");
     }
     if let Some(name) = response
-        && let Err(e) = fits(&doc, &json!({ "$ref": format!("#/components/schemas/{name}") }), answer)
+        && let Err(e) = fits(doc, &json!({ "$ref": format!("#/components/schemas/{name}") }), answer)
     {
         panic!("{method} {route}: the answer does not fit {name}: {e}");
     }

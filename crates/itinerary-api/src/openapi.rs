@@ -132,7 +132,7 @@ fn schemas() -> Value {
                 "messages": { "type": "array", "items": object(
                     json!({ "key": string(), "kind": string(), "version": { "type": "integer" }, "recipient": { "type": "object" },
                         "due_at": instant(), "due_zone": string(), "status": string(), "sent_at": instant(),
-                        "channel": { "enum": ["email", "line", "outbox"], "description": "outbox: written to the file outbox instead of sent" }, "error": string() }),
+                        "channel": { "enum": ["email", "line", "outbox", "late"], "description": "outbox: written to the file outbox instead of sent; late: sent by a worker whose claim had lapsed" }, "error": string() }),
                     &["key", "kind", "version", "recipient", "due_at", "due_zone", "status"]) } }),
             &["id", "reference", "patient_id", "status", "version", "plan", "versions", "messages"],
         ),

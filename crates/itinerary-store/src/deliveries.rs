@@ -323,8 +323,8 @@ impl Store {
     }
 
     /// Records that the provider accepted the message. `false` when this worker no longer held
-    /// it (its claim lapsed): the delivery is then recorded as `late`, so that whoever holds the
-    /// message now does not send it again.
+    /// it (its claim lapsed): the delivery is then recorded as `late`, so that a worker claiming
+    /// the message after this record does not send it again (one that claimed it before may).
     pub async fn record_sent(&self, id: i32, worker: &str, attempt: i32, d: &Delivered, now: DateTime<Utc>) -> Result<bool, StoreError> {
         if self.backend() == sea_orm::DbBackend::Postgres {
             // One statement, so one round trip closes the duplicate window: the update and the

@@ -1,8 +1,9 @@
 //! The booking writer: new itineraries, planned by their requests, are stored in groups, one
 //! transaction for every booking that arrived while the previous group was being written.
-//! Under the booking lock a group costs one lock, one read of what is held and one statement
-//! per table, however many itineraries it holds; one at a time, every booking paid all of
-//! these.
+//! Under the booking lock a group costs the lock, one read of the clinic (escorts, resources)
+//! and one of what is held, an INSERT … RETURNING of the itineraries, and one INSERT per table
+//! of their rows (chained into one statement on PostgreSQL), however many itineraries it holds;
+//! one at a time, every booking paid all of these.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -66,7 +67,8 @@ impl Drop for Hold {
 
 impl Pending {
     /// Plans with `plan` against `stored` plus every pending booking, and holds the plan's
-    /// bookings when it succeeds; one plan at a time, so two cannot take the same chair.
+    /// bookings when it succeeds; one plan at a time in the process (the planner alone, tens of
+    /// microseconds; requests build their rows in parallel), so two cannot take the same chair.
     pub(crate) fn plan<E>(&self, plan: impl FnOnce(&Ledger) -> Result<Plan, E>, mut stored: Ledger) -> (Result<Plan, E>, Option<Hold>) {
         let Ok(mut p) = self.held.lock() else { return (plan(&stored), None) };
         for b in p.by_ticket.values().flatten() {

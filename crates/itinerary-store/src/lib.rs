@@ -3,7 +3,8 @@
 //! patients' feed tokens and the audit log, in SQLite (the embedded default) or PostgreSQL.
 //!
 //! Booking: a new itinerary is planned by its request, against what is stored and what this
-//! process is about to store, and turned into rows there, in parallel with other requests. The
+//! process is about to store (one plan at a time per process), and turned into rows there, in
+//! parallel with other requests. The
 //! booking writer (`group`) then stores the itineraries that arrived meanwhile in one
 //! transaction: it takes the booking lock (a row every booking updates first, so bookings from
 //! any number of processes queue there), checks each plan against what is held now
