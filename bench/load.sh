@@ -4,6 +4,8 @@
 # feeds fetched; throughput and latency percentiles for each.
 #
 #   bench/load.sh [ITINERARIES] [CONCURRENCY] [FEED_SECONDS]
+#
+# LOAD_DATABASES (default "sqlite postgres-socket postgres-tcp") picks the runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-2000}
@@ -29,8 +31,11 @@ run() { # name database-url
   kill -TERM $pid; wait $pid || true
 }
 
-rm -f "$out"/sqlite.db*
-run sqlite "sqlite://$PWD/$out/sqlite.db?mode=rwc"
+dbs=" ${LOAD_DATABASES:-sqlite postgres-socket postgres-tcp} "
+if [[ $dbs == *" sqlite "* ]]; then
+  rm -f "$out"/sqlite.db*
+  run sqlite "sqlite://$PWD/$out/sqlite.db?mode=rwc"
+fi
 
 # PostgreSQL twice: over its Unix socket, and over TCP, where sqlx 0.9.0 (which does not set
 # TCP_NODELAY: transact-rs/sqlx#4335, fixed by #4336, not yet released) stalls ~40 ms on every
@@ -38,11 +43,17 @@ run sqlite "sqlite://$PWD/$out/sqlite.db?mode=rwc"
 fresh() {
   psql -h 127.0.0.1 -U postgres -d test -qc "drop database if exists $1 with (force)" -c "create database $1" 2>/dev/null
 }
-if psql -h 127.0.0.1 -U postgres -d test -qc 'select 1' >/dev/null 2>&1; then
-  fresh itinerary_load_socket
-  run postgres-socket "postgres://postgres@localhost/itinerary_load_socket?host=/var/run/postgresql"
-  fresh itinerary_load_tcp
-  run postgres-tcp "postgres://postgres@127.0.0.1:5432/itinerary_load_tcp"
+if [[ $dbs != *" postgres-"* ]]; then
+  :
+elif psql -h 127.0.0.1 -U postgres -d test -qc 'select 1' >/dev/null 2>&1; then
+  if [[ $dbs == *" postgres-socket "* ]]; then
+    fresh itinerary_load_socket
+    run postgres-socket "postgres://postgres@localhost/itinerary_load_socket?host=/var/run/postgresql"
+  fi
+  if [[ $dbs == *" postgres-tcp "* ]]; then
+    fresh itinerary_load_tcp
+    run postgres-tcp "postgres://postgres@127.0.0.1:5432/itinerary_load_tcp"
+  fi
 else
   echo "== postgres: skipped, no server at 127.0.0.1:5432"
 fi

@@ -19,12 +19,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn report(what: &str, started: Instant, mut lat: Vec<f64>, extra: Value) {
+fn report(what: &str, started: Instant, mut lat: Vec<f64>, ok: usize, extra: Value) {
     let secs = started.elapsed().as_secs_f64();
     lat.sort_by(f64::total_cmp);
     let mut v = json!({
         "what": what, "requests": lat.len(), "seconds": (secs * 1000.0).round() / 1000.0,
         "per_second": (lat.len() as f64 / secs).round(),
+        // What the goal counts: requests answered 2xx, not refusals.
+        "ok_per_second": (ok as f64 / secs).round(),
         "p50_ms": (percentile(&lat, 0.50) * 1e5).round() / 100.0,
         "p99_ms": (percentile(&lat, 0.99) * 1e5).round() / 100.0,
         "max_ms": (percentile(&lat, 1.0) * 1e5).round() / 100.0,
@@ -57,10 +59,11 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency * 2).build().unwrap();
 
-    // Patients (not timed): one per itinerary.
+    // Patients (not timed): one per itinerary, with a passport valid past the last trip (13 years
+    // out at 2,000 itineraries), so that no booking is refused by the six-month rule.
     let mut pids = Vec::with_capacity(n);
     for i in 0..n {
-        let p = json!({ "name": format!("Load {i}"), "email": format!("load{i}@example.jp"), "birth_date": "1980-01-01", "passport_expiry": "2040-01-01" });
+        let p = json!({ "name": format!("Load {i}"), "email": format!("load{i}@example.jp"), "birth_date": "1980-01-01", "passport_expiry": "2099-01-01" });
         let r: Value = http.post(format!("{base}/patients")).bearer_auth(&*token).json(&p).send().await.unwrap().json().await.unwrap();
         pids.push(r["id"].as_i64().unwrap());
     }
@@ -97,7 +100,8 @@ async fn main() {
             *by_status.entry(st).or_default() += 1;
         }
     }
-    report("create itinerary", started, lat, json!({ "concurrency": concurrency, "status": by_status }));
+    let ok = by_status.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
+    report("create itinerary", started, lat, ok, json!({ "concurrency": concurrency, "status": by_status }));
 
     // Feeds: one URL per patient with an itinerary, fetched round-robin for `feed_seconds`.
     let mut feeds = Vec::new();
@@ -134,5 +138,6 @@ async fn main() {
             *by_status.entry(st).or_default() += 1;
         }
     }
-    report("fetch feed", started, lat, json!({ "concurrency": concurrency, "status": by_status }));
+    let ok = by_status.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
+    report("fetch feed", started, lat, ok, json!({ "concurrency": concurrency, "status": by_status }));
 }
