@@ -13,6 +13,11 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use itinerary_core::{Ledger, PlanRequest, RawPlanRequest, display};
 
+/// A booking allocates and frees some 75 KB of short-lived JSON and row buffers across threads;
+/// under glibc's malloc that was a fifth of the server's CPU (see README, Benchmarks).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "itinerary", version, about = "Itinerary scheduler for medical travel between Japan and Malaysia")]
 struct Cli {
