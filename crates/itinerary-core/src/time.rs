@@ -3,7 +3,10 @@
 //! error), `compatible` for times the planner computes (a gap moves forward by its length, an
 //! overlap takes the earlier instant), as RFC 5545 and jiff's `compatible` do.
 
-use chrono::{DateTime, Datelike, Duration, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Duration, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, SecondsFormat, TimeZone, Utc,
+    Weekday,
+};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +80,10 @@ struct ZonedRepr {
 
 impl Serialize for Zoned {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        ZonedRepr { utc: self.utc, zone: self.zone, local: Some(self.local().format("%Y-%m-%dT%H:%M:%S%:z").to_string()) }.serialize(s)
+        // RFC 3339 to the second, as "%Y-%m-%dT%H:%M:%S%:z" would give, without parsing a format
+        // string for every instant of every plan.
+        let local = self.local().to_rfc3339_opts(SecondsFormat::Secs, false);
+        ZonedRepr { utc: self.utc, zone: self.zone, local: Some(local) }.serialize(s)
     }
 }
 
@@ -141,7 +147,8 @@ pub fn at_local(date: NaiveDate, time: NaiveTime, zone: Tz) -> Zoned {
 /// The short name clients and people expect for a zone at an instant. tzdb has only a number for
 /// some zones ("+08" for Asia/Kuala_Lumpur); those get their customary name.
 pub fn zone_abbreviation(z: &Zoned) -> String {
-    let abbr = z.local().format("%Z").to_string();
+    // What "%Z" prints: tzdb's abbreviation, or the offset when it has none.
+    let abbr = z.local().offset().to_string();
     if !abbr.starts_with(['+', '-']) {
         return abbr;
     }
@@ -298,5 +305,13 @@ mod tests {
         assert_eq!(json, r#"{"utc":"2026-12-03T02:00:00Z","zone":"Asia/Kuala_Lumpur","local":"2026-12-03T10:00:00+08:00"}"#);
         let back: Zoned = serde_json::from_str(&json).unwrap_or(z.in_zone(Tz::UTC));
         assert_eq!(back, z);
+
+        // Local time drops sub-seconds, and UTC is written "+00:00", not "Z".
+        let utc: DateTime<Utc> = "2027-03-14T10:30:00.750Z".parse().unwrap_or_default();
+        let la = Zoned::new(utc, Tz::America__Los_Angeles);
+        let v = serde_json::to_value(la).unwrap_or_default();
+        assert_eq!(v["local"], "2027-03-14T03:30:00-07:00", "daylight time: {v}");
+        assert_eq!(v["utc"], "2027-03-14T10:30:00.750Z");
+        assert_eq!(serde_json::to_value(la.in_zone(Tz::UTC)).unwrap_or_default()["local"], "2027-03-14T10:30:00+00:00");
     }
 }
