@@ -127,7 +127,7 @@ fn schemas() -> Value {
                 "plan": { "type": "object", "description": "the current plan: events with both zones, escorts, tasks, messages" },
                 "versions": { "type": "array", "items": object(
                     json!({ "version": { "type": "integer" }, "planned_at": instant(), "coordinator_id": { "type": "integer" },
-                        "calendar_changes": { "type": "array", "items": { "type": "object" } } }),
+                        "calendar_changes": { "type": "array", "items": { "$ref": "#/components/schemas/CalendarChange" } } }),
                     &["version", "planned_at", "calendar_changes"]) },
                 "messages": { "type": "array", "items": object(
                     json!({ "key": string(), "kind": string(), "version": { "type": "integer" }, "recipient": { "type": "object" },
@@ -135,6 +135,13 @@ fn schemas() -> Value {
                         "channel": { "enum": ["email", "line", "outbox", "late"], "description": "outbox: written to the file outbox instead of sent; late: sent by a worker whose claim had lapsed" }, "error": string() }),
                     &["key", "kind", "version", "recipient", "due_at", "due_zone", "status"]) } }),
             &["id", "reference", "patient_id", "status", "version", "plan", "versions", "messages"],
+        ),
+        "CalendarChange": object(
+            json!({ "uid": string(), "event": { "type": "string", "description": "the plan event (trip1.pickup)" },
+                "role": { "enum": ["patient", "escort"] }, "id": { "type": "string", "description": "the escort's id, for an escort's appointment" },
+                "kind": { "enum": ["invite", "update", "cancel", "unchanged"] },
+                "sequence": { "type": "integer", "minimum": 0, "description": "the SEQUENCE the invite or cancellation carries" } }),
+            &["uid", "event", "role", "kind", "sequence"],
         ),
         "SetClock": object(
             json!({ "now": instant(), "advance_seconds": { "type": "integer" } }),
