@@ -122,6 +122,18 @@ async fn itinerary_lifecycle(db: Db) {
     let (st, e) = s.call("POST", "/itineraries", Some(short)).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert!(e["error"]["violations"].as_array().unwrap().iter().any(|v| v["text"]["ja"].is_string() && v["text"]["en"].is_string()), "{e}");
+    // A passport that runs out within six months of arrival: the field and its value are named.
+    let expiry = (chrono::Utc::now().date_naive() + chrono::Duration::days(400)).to_string();
+    let mut p = patient("佐藤 花子");
+    p["passport_expiry"] = json!(expiry);
+    let (st, short_passport) = s.call("POST", "/patients", Some(p)).await;
+    assert_eq!(st, StatusCode::CREATED, "{short_passport}");
+    let (st, e) = s.call("POST", "/itineraries", Some(request(short_passport["id"].as_i64().unwrap(), 0))).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(
+        e["error"]["fields"][0],
+        json!({ "field": "patient.passport_expiry", "value": expiry, "problem": e["error"]["fields"][0]["problem"] })
+    );
 
     let (st, it) = s.call("POST", "/itineraries", Some(request(pid, 0))).await;
     assert_eq!(st, StatusCode::CREATED, "{it}");
@@ -142,7 +154,7 @@ async fn itinerary_lifecycle(db: Db) {
     assert_eq!(st, StatusCode::OK, "{it2}");
     assert_eq!(it2["version"], 2);
     let changes = it2["versions"][1]["calendar_changes"].as_array().unwrap();
-    assert!(changes.iter().any(|c| c["kind"] == "update" && c["appointment"]["event"] == "trip1.return"), "{changes:?}");
+    assert!(changes.iter().any(|c| c["kind"] == "update" && c["event"] == "trip1.return"), "{changes:?}");
     assert!(it2["messages"].as_array().unwrap().iter().any(|m| m["status"] == "superseded"));
 
     // The calendar, and the feed at an unguessable URL that shows only this patient.

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use itinerary_core::{FieldError, Infeasible, InvalidRequest};
+use itinerary_core::{FieldError, Infeasible, InvalidRequest, Violation};
 use itinerary_store::{BookError, InputError, StoreError};
 use serde_json::json;
 
@@ -84,6 +84,13 @@ impl From<InputError> for ApiError {
     }
 }
 
+/// The value a violation blames: the one named like its field (`passport_expiry` for
+/// `patient.passport_expiry`), or all it names.
+fn field_value(v: &Violation) -> String {
+    let name = v.field.as_deref().and_then(|f| f.rsplit('.').next()).unwrap_or_default();
+    v.values.get(name).cloned().unwrap_or_else(|| v.values.values().cloned().collect::<Vec<_>>().join(", "))
+}
+
 impl From<BookError> for ApiError {
     fn from(e: BookError) -> Self {
         match e {
@@ -94,7 +101,7 @@ impl From<BookError> for ApiError {
                     .violations
                     .iter()
                     .filter_map(|v| {
-                        v.field.as_ref().map(|f| FieldError { field: f.clone(), value: String::new(), problem: v.text.en.clone() })
+                        v.field.as_ref().map(|f| FieldError { field: f.clone(), value: field_value(v), problem: v.text.en.clone() })
                     })
                     .collect();
                 out.violations = Some(inf);
@@ -107,7 +114,7 @@ impl From<BookError> for ApiError {
                     .iter()
                     .map(|v| FieldError {
                         field: v.field.clone().unwrap_or_else(|| "trips".into()),
-                        value: v.values.values().cloned().collect::<Vec<_>>().join(", "),
+                        value: field_value(v),
                         problem: v.text.en.clone(),
                     })
                     .collect();
