@@ -16,6 +16,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 use crate::entity::{clock, delivery, escort, feed_token, itinerary, itinerary_version, scheduled_message};
+use crate::unique::Unique;
 use crate::{PatientView, Store, StoreError, Token};
 
 /// Where a claimed message goes.
@@ -118,12 +119,12 @@ impl Clock {
 impl Store {
     /// The test clock's offset from the system clock, in milliseconds (0 when never set).
     pub async fn clock_offset(&self) -> Result<i64, StoreError> {
-        Ok(clock::Entity::find_by_id(1).one(&self.db).await?.map_or(0, |c| c.offset_ms))
+        Ok(clock::Entity::find_by_id(1).unique(&self.db).await?.map_or(0, |c| c.offset_ms))
     }
 
     pub async fn set_clock_offset(&self, offset_ms: i64) -> Result<(), StoreError> {
         let row = clock::ActiveModel { id: Set(1), offset_ms: Set(offset_ms), updated_at: Set(Utc::now()) };
-        if clock::Entity::find_by_id(1).one(&self.db).await?.is_some() {
+        if clock::Entity::find_by_id(1).unique(&self.db).await?.is_some() {
             row.update(&self.db).await?;
         } else {
             row.insert(&self.db).await?;
@@ -237,7 +238,7 @@ impl Store {
             Recipient::Patient => DeliveryTarget::Patient(self.patient(version.patient_id).await?),
             Recipient::Escort { id } => {
                 let e = escort::Entity::find_by_id(id.clone())
-                    .one(&self.db)
+                    .unique(&self.db)
                     .await?
                     .ok_or(StoreError::NotFound { entity: "escort", id: id.clone() })?;
                 DeliveryTarget::Escort { id, name: e.name, email: e.email }
@@ -298,7 +299,7 @@ impl Store {
             return Ok(v);
         }
         let it = itinerary::Entity::find_by_id(itinerary_id)
-            .one(&self.db)
+            .unique(&self.db)
             .await?
             .ok_or(StoreError::NotFound { entity: "itinerary", id: itinerary_id.to_string() })?;
         let plan: Option<serde_json::Value> = itinerary_version::Entity::find()

@@ -24,6 +24,7 @@ use crate::entity::{
     audit_log, booking, calendar_uid, escort, event, feed_token, itinerary, itinerary_version, resource, scheduled_message,
 };
 use crate::people::{audit, audit_row, escort_from_model};
+use crate::unique::Unique;
 use crate::{PatientView, Store, StoreError, stored};
 
 /// What a coordinator sends to create or change an itinerary: the plan request, for a stored
@@ -485,7 +486,7 @@ impl Store {
 
     pub async fn itinerary(&self, id: i32) -> Result<ItineraryView, StoreError> {
         let it = itinerary::Entity::find_by_id(id)
-            .one(&self.db)
+            .unique(&self.db)
             .await?
             .ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
         let versions = itinerary_version::Entity::find()
@@ -582,7 +583,7 @@ impl Store {
         let newest = *ids.first().ok_or(StoreError::corrupt("calendar", "no itinerary"))?;
         // The newest itinerary's current plan names the calendar: one version read, not all.
         let it = itinerary::Entity::find_by_id(newest)
-            .one(&self.db)
+            .unique(&self.db)
             .await?
             .ok_or(StoreError::NotFound { entity: "itinerary", id: newest.to_string() })?;
         let plan: Plan = serde_json::from_value(current_version(&self.db, &it).await?.plan).map_err(|e| StoreError::corrupt("plan", e))?;
@@ -658,14 +659,15 @@ async fn current_version(db: &impl ConnectionTrait, it: &itinerary::Model) -> Re
     itinerary_version::Entity::find()
         .filter(itinerary_version::Column::ItineraryId.eq(it.id))
         .filter(itinerary_version::Column::Version.eq(it.current_version))
-        .one(db)
+        .unique(db)
         .await?
         .ok_or(StoreError::corrupt("itinerary version", format!("itinerary {} has no version {}", it.id, it.current_version)))
 }
 
 /// The itinerary, if it exists and is not cancelled (read under the booking lock).
 async fn active_itinerary(txn: &DatabaseTransaction, id: i32) -> Result<itinerary::Model, BookError> {
-    let it = itinerary::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
+    let it =
+        itinerary::Entity::find_by_id(id).unique(txn).await?.ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
     if it.status != "active" {
         return Err(BookError::Cancelled(id));
     }

@@ -18,6 +18,7 @@ mod itineraries;
 mod people;
 mod stored;
 mod token;
+mod unique;
 
 pub use deliveries::{Claimed, Clock, Delivered, DeliveryTarget, FailedMessage, VersionPlan, carries_calendar, is_summary};
 pub use itineraries::{BookError, Feed, ItineraryView, MessageView, NewItinerary, VersionView};

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::entity::{audit_log, coordinator, coordinator_token, escort, feed_token, patient, resource};
+use crate::unique::Unique;
 use crate::{Store, StoreError, Token, hash_token};
 
 /// A patient as a coordinator sends it (create and update).
@@ -252,7 +253,8 @@ impl Store {
     ) -> Result<PatientView, InputError> {
         let c = check_patient(p)?;
         let txn = self.begin_write().await?;
-        let old = patient::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound { entity: "patient", id: id.to_string() })?;
+        let old =
+            patient::Entity::find_by_id(id).unique(&txn).await?.ok_or(StoreError::NotFound { entity: "patient", id: id.to_string() })?;
         let changed: Vec<&str> = [
             ("name", old.name != c.name),
             ("email", old.email != c.email),
@@ -287,7 +289,7 @@ impl Store {
 
     pub async fn patient(&self, id: i32) -> Result<PatientView, StoreError> {
         patient::Entity::find_by_id(id)
-            .one(&self.db)
+            .unique(&self.db)
             .await?
             .map(Into::into)
             .ok_or(StoreError::NotFound { entity: "patient", id: id.to_string() })
@@ -309,7 +311,7 @@ impl Store {
     pub async fn put_escort(&self, by: Option<i32>, e: &EscortInput) -> Result<EscortInput, InputError> {
         let m = escort_model(e)?;
         let txn = self.begin_write().await?;
-        let exists = escort::Entity::find_by_id(e.id.clone()).one(&txn).await?.is_some();
+        let exists = escort::Entity::find_by_id(e.id.clone()).unique(&txn).await?.is_some();
         let saved = if exists { m.update(&txn).await? } else { m.insert(&txn).await? };
         audit(&txn, by, if exists { "update" } else { "create" }, "escort", &saved.id, json!({})).await?;
         txn.commit().await?;
@@ -318,7 +320,7 @@ impl Store {
 
     pub async fn escort(&self, id: &str) -> Result<EscortInput, StoreError> {
         let m = escort::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
+            .unique(&self.db)
             .await?
             .ok_or(StoreError::NotFound { entity: "escort", id: id.to_owned() })?;
         escort_from_model(&m)
@@ -341,7 +343,7 @@ impl Store {
     pub async fn deactivate_escort(&self, by: i32, id: &str) -> Result<(), StoreError> {
         let txn = self.begin_write().await?;
         let m = escort::Entity::find_by_id(id.to_owned())
-            .one(&txn)
+            .unique(&txn)
             .await?
             .ok_or(StoreError::NotFound { entity: "escort", id: id.to_owned() })?;
         let mut m: escort::ActiveModel = m.into();
@@ -371,7 +373,7 @@ impl Store {
 
     pub async fn resource(&self, id: &str) -> Result<ResourceView, StoreError> {
         resource::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
+            .unique(&self.db)
             .await?
             .map(Into::into)
             .ok_or(StoreError::NotFound { entity: "resource", id: id.to_owned() })
@@ -396,7 +398,7 @@ impl Store {
         };
         let txn = self.begin_write().await?;
         let m = resource::ActiveModel { id: Set(id.to_owned()), capacity: Set(capacity), updated_at: Set(Utc::now()) };
-        let saved = if resource::Entity::find_by_id(id.to_owned()).one(&txn).await?.is_some() {
+        let saved = if resource::Entity::find_by_id(id.to_owned()).unique(&txn).await?.is_some() {
             m.update(&txn).await?
         } else {
             m.insert(&txn).await?
@@ -409,7 +411,7 @@ impl Store {
     /// Fills missing resources from the configuration (the first start of a new database).
     pub async fn seed_resources(&self, chairs: u16, lab_draws_per_slot: u16) -> Result<(), InputError> {
         for (id, c) in [("chairs", chairs), ("lab_draws_per_slot", lab_draws_per_slot)] {
-            if resource::Entity::find_by_id(id.to_owned()).one(&self.db).await?.is_none() {
+            if resource::Entity::find_by_id(id.to_owned()).unique(&self.db).await?.is_none() {
                 self.put_resource(None, id, i64::from(c)).await?;
             }
         }
@@ -441,7 +443,7 @@ impl Store {
         let t = coordinator_token::Entity::find()
             .filter(coordinator_token::Column::TokenHash.eq(hash_token(secret)))
             .filter(coordinator_token::Column::RevokedAt.is_null())
-            .one(&self.db)
+            .unique(&self.db)
             .await?;
         Ok(t.map(|t| t.coordinator_id))
     }
@@ -483,7 +485,7 @@ impl Store {
         let t = feed_token::Entity::find()
             .filter(feed_token::Column::TokenHash.eq(hash_token(secret)))
             .filter(feed_token::Column::RevokedAt.is_null())
-            .one(&self.db)
+            .unique(&self.db)
             .await?;
         Ok(t.map(|t| t.patient_id))
     }

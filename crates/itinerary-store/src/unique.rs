@@ -1,0 +1,26 @@
+//! Reading the row a unique key selects, without `LIMIT ?`.
+//!
+//! sea-orm's `one()` appends `LIMIT ?` with the 1 bound as a parameter. SQLite lets a bound
+//! LIMIT shape the query plan, so it marks such a statement to be compiled again whenever that
+//! parameter is bound again (`sqlite3ExprIsInteger` sets the statement's expmask): every
+//! execution re-parsed its SQL, about 5% of the server's CPU under the load benchmark (the
+//! bearer-token and patient lookups of every booking, the feed-token lookup of every feed). A
+//! unique key selects at most one row, so no LIMIT is needed.
+
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Select};
+
+pub(crate) trait Unique<E: EntityTrait> {
+    /// The row, if any. Only for a filter on a unique key: a second row is an error.
+    async fn unique(self, db: &impl ConnectionTrait) -> Result<Option<E::Model>, DbErr>;
+}
+
+impl<E: EntityTrait> Unique<E> for Select<E> {
+    async fn unique(self, db: &impl ConnectionTrait) -> Result<Option<E::Model>, DbErr> {
+        let mut rows = self.all(db).await?.into_iter();
+        let row = rows.next();
+        if rows.next().is_some() {
+            return Err(DbErr::Custom(format!("two {} rows where a unique key selects one", E::default().table_name())));
+        }
+        Ok(row)
+    }
+}
