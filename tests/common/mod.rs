@@ -199,7 +199,7 @@ fn openapi_check(method: &str, path: &str, sent: Option<&Value>, answer: &Value)
 }
 
 /// The JSON Schema keywords `/openapi.json` uses: $ref, type (one or several), enum,
-/// properties, required, additionalProperties: false, items.
+/// properties, required, additionalProperties (false, or a schema for the others), items.
 fn fits(doc: &Value, schema: &Value, v: &Value) -> Result<(), String> {
     if let Some(r) = schema["$ref"].as_str() {
         let name = r.rsplit('/').next().unwrap_or_default();
@@ -226,16 +226,18 @@ fn fits(doc: &Value, schema: &Value, v: &Value) -> Result<(), String> {
     if !types.iter().any(|t| is(t)) {
         return Err(format!("{v} is not {types:?}"));
     }
-    if let (Some(o), Some(props)) = (v.as_object(), schema["properties"].as_object()) {
+    if let Some(o) = v.as_object() {
         for r in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
             if !o.contains_key(r) {
                 return Err(format!("{r} is missing"));
             }
         }
+        let others = &schema["additionalProperties"];
         for (k, x) in o {
-            match props.get(k) {
+            match schema["properties"].get(k) {
                 Some(p) => fits(doc, p, x).map_err(|e| format!("{k}: {e}"))?,
-                None if schema["additionalProperties"] == json!(false) => return Err(format!("{k} is not in the schema")),
+                None if *others == json!(false) => return Err(format!("{k} is not in the schema")),
+                None if others.is_object() => fits(doc, others, x).map_err(|e| format!("{k}: {e}"))?,
                 None => {}
             }
         }

@@ -55,7 +55,15 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
     ("get", "/itineraries/{id}", None, Some("Itinerary")),
     ("put", "/itineraries/{id}", Some("ItineraryRequest"), Some("Itinerary")),
     ("post", "/itineraries/{id}/cancel", None, Some("Itinerary")),
-    ("put", "/clock", Some("SetClock"), None),
+    ("put", "/clock", Some("SetClock"), Some("Clock")),
+    ("get", "/clock", None, Some("Clock")),
+    ("get", "/health", None, Some("Health")),
+    ("post", "/patients/{id}/feed", None, Some("FeedUrl")),
+    ("get", "/escorts", None, Some("EscortList")),
+    ("get", "/resources", None, Some("ResourceList")),
+    ("get", "/trips", None, Some("Trips")),
+    ("get", "/audit", None, Some("AuditPage")),
+    ("get", "/messages/failed", None, Some("FailedMessages")),
 ];
 
 fn string() -> Value {
@@ -130,7 +138,7 @@ fn schemas() -> Value {
                         "calendar_changes": { "type": "array", "items": { "$ref": "#/components/schemas/CalendarChange" } } }),
                     &["version", "planned_at", "calendar_changes"]) },
                 "messages": { "type": "array", "items": object(
-                    json!({ "key": string(), "kind": string(), "version": { "type": "integer" }, "recipient": { "type": "object" },
+                    json!({ "key": string(), "kind": string(), "version": { "type": "integer" }, "recipient": { "$ref": "#/components/schemas/Recipient" },
                         "due_at": instant(), "due_zone": string(), "status": string(), "sent_at": instant(),
                         "channel": { "enum": ["email", "line", "outbox", "late"], "description": "outbox: written to the file outbox instead of sent; late: sent by a worker whose claim had lapsed" }, "error": string() }),
                     &["key", "kind", "version", "recipient", "due_at", "due_zone", "status"]) } }),
@@ -142,6 +150,62 @@ fn schemas() -> Value {
                 "kind": { "enum": ["invite", "update", "cancel", "unchanged"] },
                 "sequence": { "type": "integer", "minimum": 0, "description": "the SEQUENCE the invite or cancellation carries" } }),
             &["uid", "event", "role", "kind", "sequence"],
+        ),
+        "Recipient": object(
+            json!({ "role": { "enum": ["patient", "escort", "coordinator"] }, "id": { "type": "string", "description": "the escort's id" } }),
+            &["role"],
+        ),
+        "Health": object(json!({ "status": { "enum": ["ok", "database unavailable"] }, "database": string() }), &["status", "database"]),
+        "FeedUrl": object(
+            json!({ "feed_url": { "type": "string", "description": "the subscription URL; its last segment is the only credential" } }),
+            &["feed_url"],
+        ),
+        "EscortList": object(
+            json!({ "escorts": { "type": "array", "items": { "$ref": "#/components/schemas/Escort" } } }),
+            &["escorts"],
+        ),
+        "ResourceList": object(
+            json!({ "resources": { "type": "array", "items": { "$ref": "#/components/schemas/Resource" } } }),
+            &["resources"],
+        ),
+        "Trips": object(
+            json!({ "from": date(), "to": date(), "zone": { "type": "string", "description": "the clinic's zone, in which escorts' days and duties are given" },
+                "trips": { "type": "array", "items": object(
+                    json!({ "itinerary": { "type": "integer" }, "events": { "type": "array", "items": object(
+                        json!({ "key": string(), "kind": string(), "starts_at": { "type": ["string", "null"], "format": "date-time" },
+                            "ends_at": { "type": ["string", "null"], "format": "date-time" },
+                            "zone": { "type": ["string", "null"], "description": "null for an all-day event (the hotel stay)" },
+                            "escort": { "type": ["string", "null"] } }),
+                        &["key", "kind", "starts_at", "ends_at", "zone", "escort"]) } }),
+                    &["itinerary", "events"]) },
+                "escorts": { "type": "object", "description": "escort id, then day (YYYY-MM-DD in the clinic's zone), then that day's duties",
+                    "additionalProperties": { "type": "object", "additionalProperties": { "type": "array", "items": object(
+                        json!({ "itinerary": { "type": "integer" }, "starts_at": instant(), "ends_at": instant(),
+                            "shared": { "type": ["string", "null"], "description": "for a duty that serves several itineraries (one airport run), its key" } }),
+                        &["itinerary", "starts_at", "ends_at", "shared"]) } } } }),
+            &["from", "to", "zone", "trips", "escorts"],
+        ),
+        "AuditPage": object(
+            json!({ "audit": { "type": "array", "items": object(
+                    json!({ "at": instant(), "coordinator": { "type": ["integer", "null"] }, "action": string(), "entity": string(),
+                        "id": { "type": "string", "description": "the entity's id" },
+                        "detail": { "type": "object", "description": "ids and field names only; no personal data" } }),
+                    &["at", "coordinator", "action", "entity", "id", "detail"]) },
+                "next": { "type": ["integer", "null"], "description": "the next page's before" } }),
+            &["audit", "next"],
+        ),
+        "FailedMessages": object(
+            json!({ "failed": { "type": "array", "items": object(
+                json!({ "message_id": { "type": "integer" }, "itinerary_id": { "type": "integer" }, "key": string(), "kind": string(),
+                    "recipient": { "$ref": "#/components/schemas/Recipient" }, "due_at": instant(), "attempts": { "type": "integer" },
+                    "error": { "type": ["string", "null"] } }),
+                &["message_id", "itinerary_id", "key", "kind", "recipient", "due_at", "attempts", "error"]) } }),
+            &["failed"],
+        ),
+        "Clock": object(
+            json!({ "now": instant(), "test": { "type": "boolean", "description": "whether this is the movable test clock" },
+                "offset_ms": { "type": "integer", "description": "the test clock's lead over the system clock" } }),
+            &["now", "test", "offset_ms"],
         ),
         "SetClock": object(
             json!({ "now": instant(), "advance_seconds": { "type": "integer" } }),
