@@ -199,11 +199,15 @@ fn openapi_check(method: &str, path: &str, sent: Option<&Value>, answer: &Value)
 }
 
 /// The JSON Schema keywords `/openapi.json` uses: $ref, type (one or several), enum,
-/// properties, required, additionalProperties (false, or a schema for the others), items.
+/// properties, required, additionalProperties (false, or a schema for the others), items, oneOf.
 fn fits(doc: &Value, schema: &Value, v: &Value) -> Result<(), String> {
     if let Some(r) = schema["$ref"].as_str() {
         let name = r.rsplit('/').next().unwrap_or_default();
         return fits(doc, &doc["components"]["schemas"][name], v);
+    }
+    if let Some(options) = schema["oneOf"].as_array() {
+        let fitting = options.iter().filter(|o| fits(doc, o, v).is_ok()).count();
+        return if fitting == 1 { Ok(()) } else { Err(format!("{v} fits {fitting} of oneOf's {} schemas, not one", options.len())) };
     }
     if let Some(options) = schema["enum"].as_array() {
         return if options.contains(v) { Ok(()) } else { Err(format!("{v} is not one of {options:?}")) };

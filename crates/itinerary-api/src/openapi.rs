@@ -1,7 +1,7 @@
 //! `/openapi.json`: the routes of `routes.rs`, described by hand, with the JSON bodies they take
 //! and answer. tests/service.rs keeps it honest: every route listed here answers and unlisted
 //! paths do not; every body the tests send fits its request schema, and every answer they get
-//! has exactly the properties of its response schema.
+//! has exactly the properties of its response schema. The Plan is docs/plan-schema.md's.
 
 use serde_json::{Value, json};
 
@@ -132,7 +132,7 @@ fn schemas() -> Value {
         "Itinerary": object(
             json!({ "id": { "type": "integer" }, "reference": string(), "patient_id": { "type": "integer" },
                 "status": { "enum": ["active", "cancelled"] }, "version": { "type": "integer" },
-                "plan": { "type": "object", "description": "the current plan: events with both zones, escorts, tasks, messages" },
+                "plan": { "$ref": "#/components/schemas/Plan" },
                 "versions": { "type": "array", "items": object(
                     json!({ "version": { "type": "integer" }, "planned_at": instant(), "coordinator_id": { "type": "integer" },
                         "calendar_changes": { "type": "array", "items": { "$ref": "#/components/schemas/CalendarChange" } } }),
@@ -214,6 +214,75 @@ fn schemas() -> Value {
     })
 }
 
+/// The Plan of docs/plan-schema.md, as stored with every version.
+fn plan_schemas() -> Value {
+    // An instant with its zone (`Zoned`); `zoned()` is a bare UTC timestamp.
+    let zoned = || json!({ "$ref": "#/components/schemas/Instant" });
+    let text = || json!({ "$ref": "#/components/schemas/Text" });
+    let trip = object(
+        json!({ "trip": { "type": "integer" }, "arrives": zoned(), "departs": zoned(), "days": { "type": "integer" } }),
+        &["trip", "arrives", "departs", "days"],
+    );
+    let escort = object(
+        json!({ "escort": string(), "escort_name": string(), "event": string(), "start": zoned(), "end": zoned(), "duty": text(),
+            "shared": { "type": "string", "description": "one key per flight an escort meets or takes several patients to" } }),
+        &["escort", "escort_name", "event", "start", "end", "duty"],
+    );
+    let task = object(
+        json!({ "key": string(), "kind": { "enum": ["mdac", "medication", "passport_check", "visit_japan_web"] },
+            "trip": { "type": ["integer", "null"] }, "title": text(), "opens": zoned(), "closes": zoned() }),
+        &["key", "kind", "trip", "title", "opens", "closes"],
+    );
+    let message = object(
+        json!({ "key": string(), "kind": string(), "recipient": { "$ref": "#/components/schemas/Recipient" },
+            "language": { "enum": ["ja", "en"] }, "at": zoned(), "about": string(), "before": zoned(), "why": string(),
+            "if_late": { "enum": ["send_now", "skip"] } }),
+        &["key", "kind", "recipient", "language", "at", "why", "if_late"],
+    );
+    let warning = object(json!({ "kind": string(), "text": text() }), &["kind", "text"]);
+    let when = json!({ "oneOf": [
+        object(json!({ "type": { "enum": ["timed"] }, "start": zoned(), "end": zoned() }), &["type", "start", "end"]),
+        object(json!({ "type": { "enum": ["dates"] }, "start": date(), "end": { "type": "string", "format": "date", "description": "check-out, exclusive" } }),
+            &["type", "start", "end"]),
+    ] });
+    let event = object(
+        json!({ "key": { "type": "string", "description": "stable within an itinerary (trip1.pickup); calendar UIDs derive from it" },
+            "kind": { "enum": ["flight", "airport_pickup", "hotel", "blood_test", "infusion", "airport_transfer", "online_follow_up", "reevaluation"] },
+            "trip": { "type": "integer" }, "title": text(), "location": string(), "when": when, "escort": string(), "online": { "type": "boolean" } }),
+        &["key", "kind", "title", "when", "online"],
+    );
+    let plan = object(
+        json!({ "schema_version": { "enum": [1] }, "protocol": string(), "trip_mode": { "enum": ["one-stay", "trip-per-infusion"] },
+            "interval_days": { "type": "integer" }, "clinic_zone": string(), "patient_zone": string(), "language": { "enum": ["ja", "en"] },
+            "planned_at": zoned(), "trips": { "type": "array", "items": trip }, "events": { "type": "array", "items": event },
+            "escorts": { "type": "array", "items": escort }, "tasks": { "type": "array", "items": task },
+            "messages": { "type": "array", "items": message }, "warnings": { "type": "array", "items": warning } }),
+        &[
+            "schema_version",
+            "protocol",
+            "clinic_zone",
+            "patient_zone",
+            "language",
+            "planned_at",
+            "trips",
+            "events",
+            "escorts",
+            "tasks",
+            "messages",
+            "warnings",
+        ],
+    );
+    json!({
+        "Instant": object(
+            json!({ "utc": { "type": "string", "format": "date-time" }, "zone": { "type": "string", "description": "IANA zone it is shown in" },
+                "local": { "type": "string", "description": "RFC 3339 local time in zone, for readers; ignored when read back" } }),
+            &["utc", "zone"],
+        ),
+        "Text": object(json!({ "ja": string(), "en": string() }), &["ja", "en"]),
+        "Plan": plan,
+    })
+}
+
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
     for (method, path, summary, auth) in ROUTES {
@@ -256,6 +325,9 @@ pub fn document() -> Value {
         entry[*method] = op;
     }
     let mut schemas = schemas();
+    if let (Some(all), Value::Object(plan)) = (schemas.as_object_mut(), plan_schemas()) {
+        all.extend(plan);
+    }
     schemas["Error"] = json!({
         "type": "object",
         "properties": { "error": { "type": "object", "properties": {
