@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The service's load benchmark (issue 4): `itinerary serve` (release build) on a fresh SQLite
-# file, then on a fresh PostgreSQL database; itineraries created by concurrent clients, then
-# feeds fetched; throughput and latency percentiles for each.
+# file, then on a fresh PostgreSQL database. CONCURRENCY clients create ITINERARIES itineraries,
+# then fetch feeds for FEED_SECONDS, then create ITINERARIES/2 more while as many clients fetch
+# feeds (examples/load.rs); throughput and latency percentiles for each.
 #
 #   bench/load.sh [ITINERARIES] [CONCURRENCY] [FEED_SECONDS]
 #

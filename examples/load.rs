@@ -1,12 +1,13 @@
 //! The load client of `bench/load.sh`: creates patients, then itineraries from many concurrent
-//! clients, then fetches feeds as fast as it can; prints throughput and latency percentiles as
-//! JSON lines. Needs a running `itinerary serve` and a coordinator token.
+//! clients, then fetches feeds as fast as it can, then does both at once (as when coordinators
+//! book while patients' calendar apps poll); prints throughput and latency percentiles as JSON
+//! lines. Needs a running `itinerary serve` and a coordinator token.
 //!
 //! cargo run --release --example load -- BASE_URL TOKEN [ITINERARIES] [CONCURRENCY] [FEED_SECONDS]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, Utc};
@@ -48,30 +49,32 @@ fn request(pid: i64, week: i64) -> Value {
         "return": { "flight": "MH88", "from": "KUL", "depart": format!("{} 23:35", f(4)), "to": "NRT", "arrive": format!("{} 07:15", f(5)) } }] })
 }
 
-#[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let base = Arc::new(args[0].trim_end_matches('/').to_owned());
-    let token = Arc::new(args[1].clone());
-    let n: usize = args.get(2).map_or(2000, |s| s.parse().unwrap());
-    let concurrency: usize = args.get(3).map_or(16, |s| s.parse().unwrap());
-    let feed_seconds: u64 = args.get(4).map_or(10, |s| s.parse().unwrap());
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency * 2).build().unwrap();
+/// What one phase's clients saw: each request's latency and status.
+type Seen = Vec<(f64, u16)>;
 
-    // Patients (not timed): one per itinerary, with a passport valid past the last trip (13 years
-    // out at 2,000 itineraries), so that no booking is refused by the six-month rule.
-    let mut pids = Vec::with_capacity(n);
-    for i in 0..n {
-        let p = json!({ "name": format!("Load {i}"), "email": format!("load{i}@example.jp"), "birth_date": "1980-01-01", "passport_expiry": "2099-01-01" });
-        let r: Value = http.post(format!("{base}/patients")).bearer_auth(&*token).json(&p).send().await.unwrap().json().await.unwrap();
-        pids.push(r["id"].as_i64().unwrap());
+fn summarize(what: &str, started: Instant, seen: Vec<Seen>, concurrency: usize) {
+    let mut lat = Vec::new();
+    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
+    for (l, st) in seen.into_iter().flatten() {
+        lat.push(l);
+        *by_status.entry(st).or_default() += 1;
     }
-    let pids = Arc::new(pids);
+    let ok = by_status.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
+    report(what, started, lat, ok, json!({ "concurrency": concurrency, "status": by_status }));
+}
 
-    // Itineraries: `concurrency` clients take the next patient until all are done.
+/// `concurrency` clients book an itinerary for each of `pids`, taking the next patient until
+/// all are done. Patient `i` of `first + i` travels in week `(first + i) / 3`.
+async fn book(
+    http: &reqwest::Client,
+    base: &Arc<String>,
+    token: &Arc<String>,
+    pids: Vec<i64>,
+    first: usize,
+    concurrency: usize,
+) -> Vec<Seen> {
+    let pids = Arc::new(pids);
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (http, base, token, pids, next) = (http.clone(), base.clone(), token.clone(), pids.clone(), next.clone());
@@ -83,7 +86,7 @@ async fn main() {
                     return out;
                 }
                 // Three patients a week: what the sample rota's early escorts can meet.
-                let body = request(pids[i], (i / 3) as i64);
+                let body = request(pids[i], ((first + i) / 3) as i64);
                 let t = Instant::now();
                 let r = http.post(format!("{base}/itineraries")).bearer_auth(&*token).json(&body).send().await.unwrap();
                 let status = r.status().as_u16();
@@ -92,18 +95,76 @@ async fn main() {
             }
         }));
     }
-    let mut lat = Vec::new();
-    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
+    let mut seen = Vec::new();
     for t in tasks {
-        for (l, st) in t.await.unwrap() {
-            lat.push(l);
-            *by_status.entry(st).or_default() += 1;
-        }
+        seen.push(t.await.unwrap());
     }
-    let ok = by_status.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
-    report("create itinerary", started, lat, ok, json!({ "concurrency": concurrency, "status": by_status }));
+    seen
+}
 
-    // Feeds: one URL per patient with an itinerary, fetched round-robin for `feed_seconds`.
+/// `concurrency` clients fetch `feeds` round-robin until `done` says stop.
+fn poll_feeds(
+    http: &reqwest::Client,
+    feeds: &Arc<Vec<String>>,
+    concurrency: usize,
+    done: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> Vec<tokio::task::JoinHandle<Seen>> {
+    (0..concurrency)
+        .map(|c| {
+            let (http, feeds, done) = (http.clone(), feeds.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                let mut i = c;
+                while !done() {
+                    let t = Instant::now();
+                    let r = http.get(&feeds[i % feeds.len()]).send().await.unwrap();
+                    let status = r.status().as_u16();
+                    let _ = r.bytes().await;
+                    out.push((t.elapsed().as_secs_f64(), status));
+                    i += concurrency;
+                }
+                out
+            })
+        })
+        .collect()
+}
+
+async fn joined(tasks: Vec<tokio::task::JoinHandle<Seen>>) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    seen
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let base = Arc::new(args[0].trim_end_matches('/').to_owned());
+    let token = Arc::new(args[1].clone());
+    let n: usize = args.get(2).map_or(2000, |s| s.parse().unwrap());
+    let concurrency: usize = args.get(3).map_or(16, |s| s.parse().unwrap());
+    let feed_seconds: u64 = args.get(4).map_or(10, |s| s.parse().unwrap());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency * 4).build().unwrap();
+
+    // Patients (not timed): one per itinerary, `n` for the first phase and `n / 2` for the mixed
+    // one, with a passport valid past the last trip (13 years out at 2,000 itineraries), so that
+    // no booking is refused by the six-month rule.
+    let mut pids = Vec::with_capacity(n + n / 2);
+    for i in 0..n + n / 2 {
+        let p = json!({ "name": format!("Load {i}"), "email": format!("load{i}@example.jp"), "birth_date": "1980-01-01", "passport_expiry": "2099-01-01" });
+        let r: Value = http.post(format!("{base}/patients")).bearer_auth(&*token).json(&p).send().await.unwrap().json().await.unwrap();
+        pids.push(r["id"].as_i64().unwrap());
+    }
+    let later = pids.split_off(n);
+
+    // Itineraries alone.
+    let started = Instant::now();
+    let seen = book(&http, &base, &token, pids.clone(), 0, concurrency).await;
+    summarize("create itinerary", started, seen, concurrency);
+
+    // Feeds alone: one URL per patient with an itinerary, fetched round-robin for `feed_seconds`.
     let mut feeds = Vec::new();
     for &pid in pids.iter().take(200) {
         let r: Value = http.post(format!("{base}/patients/{pid}/feed")).bearer_auth(&*token).send().await.unwrap().json().await.unwrap();
@@ -113,31 +174,24 @@ async fn main() {
     let feeds = Arc::new(feeds);
     let deadline = Instant::now() + Duration::from_secs(feed_seconds);
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..concurrency {
-        let (http, feeds) = (http.clone(), feeds.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut out = Vec::new();
-            let mut i = c;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let r = http.get(&feeds[i % feeds.len()]).send().await.unwrap();
-                let status = r.status().as_u16();
-                let _ = r.bytes().await;
-                out.push((t.elapsed().as_secs_f64(), status));
-                i += concurrency;
-            }
-            out
-        }));
-    }
-    let mut lat = Vec::new();
-    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
-    for t in tasks {
-        for (l, st) in t.await.unwrap() {
-            lat.push(l);
-            *by_status.entry(st).or_default() += 1;
-        }
-    }
-    let ok = by_status.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
-    report("fetch feed", started, lat, ok, json!({ "concurrency": concurrency, "status": by_status }));
+    let seen = joined(poll_feeds(&http, &feeds, concurrency, Arc::new(move || Instant::now() >= deadline))).await;
+    summarize("fetch feed", started, seen, concurrency);
+
+    // Both at once: `concurrency` clients book the other `n / 2` patients while as many poll
+    // feeds, until the bookings are done.
+    let done = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let polling = poll_feeds(
+        &http,
+        &feeds,
+        concurrency,
+        Arc::new({
+            let done = done.clone();
+            move || done.load(Ordering::Relaxed)
+        }),
+    );
+    let seen = book(&http, &base, &token, later, n, concurrency).await;
+    done.store(true, Ordering::Relaxed);
+    summarize("create itinerary, while feeds are fetched", started, seen, concurrency);
+    summarize("fetch feed, while itineraries are created", started, joined(polling).await, concurrency);
 }
