@@ -273,8 +273,13 @@ async fn itinerary_lifecycle(db: Db) {
 /// Two coordinators book twelve patients at once, all on the same flights: each request gets 201
 /// or 409 naming what other bookings hold (it would fit in an empty clinic), and no escort,
 /// chair or lab slot is held twice.
-async fn parallel_bookings_never_double_book(db: Db) {
+/// Twelve patients booked at once into the same week by two coordinators, through `processes`
+/// servers on one database. With two, each server plans without seeing what the other has
+/// planned but not yet stored, so plans collide at write time and the writer must plan again
+/// or refuse (`Ledger::admits`).
+async fn parallel_bookings_never_double_book(db: Db, processes: usize) {
     let s = Server::start(&db);
+    let others: Vec<Server> = (1..processes).map(|_| Server::start(&db)).collect();
     let out = itinerary(&db).args(["admin", "create-coordinator", "Second Coordinator"]).output().unwrap();
     let second = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let mut ids = Vec::new();
@@ -290,8 +295,9 @@ async fn parallel_bookings_never_double_book(db: Db) {
         .map(|(i, &pid)| {
             let s = s.clone();
             let token = if i % 2 == 0 { s.token.clone() } else { second.clone() };
+            let base = if i % processes == 0 { s.base.clone() } else { others[i % processes - 1].base.clone() };
             tokio::spawn(async move {
-                let r = s.http.post(s.url("/itineraries")).bearer_auth(token).json(&request(pid, 1)).send().await.unwrap();
+                let r = s.http.post(format!("{base}/itineraries")).bearer_auth(token).json(&request(pid, 1)).send().await.unwrap();
                 (r.status(), r.json::<Value>().await.unwrap())
             })
         })
@@ -345,8 +351,12 @@ async fn parallel_bookings_never_double_book(db: Db) {
         let at_once = infusions.iter().filter(|(s2, e2)| s2 <= start && start < e2).count();
         assert!(at_once <= 4, "{at_once} infusions at {start}");
     }
+    println!("{processes} process(es): {} booked, {conflicts} conflicts", plans.len());
     let mut s = std::sync::Arc::try_unwrap(s).ok().unwrap();
     assert!(s.stop().success());
+    for mut o in others {
+        assert!(o.stop().success());
+    }
     db.drop_pg().await;
 }
 
@@ -437,7 +447,7 @@ async fn sqlite_itinerary_lifecycle() {
 
 #[tokio::test]
 async fn sqlite_parallel_bookings_never_double_book() {
-    parallel_bookings_never_double_book(Db::sqlite("parallel")).await;
+    parallel_bookings_never_double_book(Db::sqlite("parallel"), 1).await;
 }
 
 #[tokio::test]
@@ -457,6 +467,13 @@ async fn postgres_itinerary_lifecycle() {
 #[tokio::test]
 async fn postgres_parallel_bookings_never_double_book() {
     if let Some(db) = Db::postgres("parallel").await {
-        parallel_bookings_never_double_book(db).await;
+        parallel_bookings_never_double_book(db, 1).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_two_processes_never_double_book() {
+    if let Some(db) = Db::postgres("two_processes").await {
+        parallel_bookings_never_double_book(db, 2).await;
     }
 }
