@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_initial;
 mod m20261126_000002_delivery;
 mod m20261126_000003_patient_itineraries;
+mod m20261126_000004_calendar_change_records;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_initial::Migration),
             Box::new(m20261126_000002_delivery::Migration),
             Box::new(m20261126_000003_patient_itineraries::Migration),
+            Box::new(m20261126_000004_calendar_change_records::Migration),
         ]
     }
 }
