@@ -5,7 +5,8 @@
 //! parameter is bound again (`sqlite3ExprIsInteger` sets the statement's expmask): every
 //! execution re-parsed its SQL, about 5% of the server's CPU under the load benchmark (the
 //! bearer-token and patient lookups of every booking, the feed-token lookup of every feed). A
-//! unique key selects at most one row, so no LIMIT is needed.
+//! unique key selects at most one row, so no LIMIT is needed. (SQLite skips this when the
+//! connection has SQLITE_DBCONFIG_ENABLE_QPSG set, which sqlx offers no way to set.)
 
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Select};
 
