@@ -216,7 +216,8 @@ fn schemas() -> Value {
 
 /// The Plan of docs/plan-schema.md, as stored with every version.
 fn plan_schemas() -> Value {
-    // An instant with its zone (`Zoned`); `zoned()` is a bare UTC timestamp.
+    // `zoned()` is an instant with its zone (the Instant schema, `Zoned` in the code);
+    // `instant()` is a bare UTC timestamp.
     let zoned = || json!({ "$ref": "#/components/schemas/Instant" });
     let text = || json!({ "$ref": "#/components/schemas/Text" });
     let trip = object(
@@ -294,6 +295,9 @@ pub fn document() -> Value {
                 "4XX": { "description": "A JSON error naming the field", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
             }
         });
+        if *path == "/health" {
+            op["responses"]["503"] = json!({ "description": "The database does not answer", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Health" } } } });
+        }
         if *auth {
             op["security"] = json!([{ "bearer": [] }]);
             op["responses"]["401"] = json!({ "description": "No valid bearer token" });
@@ -333,7 +337,12 @@ pub fn document() -> Value {
         "properties": { "error": { "type": "object", "properties": {
             "code": { "type": "string" }, "message": { "type": "string" },
             "fields": { "type": "array", "items": { "type": "object", "properties": {
-                "field": { "type": "string" }, "value": { "type": "string" }, "problem": { "type": "string" } } } } } } }
+                "field": { "type": "string" }, "value": { "type": "string" }, "problem": { "type": "string" } } } },
+            "violations": { "type": "array", "description": "on 409 and 422 from planning: every rule the request breaks",
+                "items": { "type": "object", "properties": {
+                    "rule": { "type": "string" }, "field": { "type": "string" },
+                    "values": { "type": "object", "additionalProperties": { "type": "string" } },
+                    "text": { "$ref": "#/components/schemas/Text" } } } } } } }
     });
     json!({
         "openapi": "3.1.0",
