@@ -14,7 +14,6 @@ c=${2:-16}
 secs=${3:-10}
 out=target/bench-load
 mkdir -p "$out"
-cargo build --quiet --release --bin itinerary --example load
 bin=target/release/itinerary
 
 run() { # name database-url
@@ -33,6 +32,13 @@ run() { # name database-url
 }
 
 dbs=" ${LOAD_DATABASES:-sqlite postgres-socket postgres-tcp} "
+for d in $dbs; do
+  case $d in
+    sqlite | postgres-socket | postgres-tcp) ;;
+    *) echo "LOAD_DATABASES: unknown run '$d' (sqlite, postgres-socket, postgres-tcp, separated by spaces)" >&2; exit 2 ;;
+  esac
+done
+cargo build --quiet --release --bin itinerary --example load
 if [[ $dbs == *" sqlite "* ]]; then
   rm -f "$out"/sqlite.db*
   run sqlite "sqlite://$PWD/$out/sqlite.db?mode=rwc"

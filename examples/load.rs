@@ -149,11 +149,14 @@ async fn main() {
     let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency * 4).build().unwrap();
 
     // Patients (not timed): one per itinerary, `n` for the first phase and `n / 2` for the mixed
-    // one, with a passport valid past the last trip (13 years out at 2,000 itineraries), so that
-    // no booking is refused by the six-month rule.
+    // one, with a passport valid a year past the last trip (week (n + n / 2) / 3 from a year
+    // ahead: 20 years out at 2,000 itineraries), so that no booking is refused by the six-month
+    // rule.
+    let weeks = ((n + n / 2) / 3) as i64;
+    let expiry = (Utc::now().date_naive() + chrono::Duration::days(365 + 7 * weeks + 365)).format("%Y-%m-%d").to_string();
     let mut pids = Vec::with_capacity(n + n / 2);
     for i in 0..n + n / 2 {
-        let p = json!({ "name": format!("Load {i}"), "email": format!("load{i}@example.jp"), "birth_date": "1980-01-01", "passport_expiry": "2099-01-01" });
+        let p = json!({ "name": format!("Load {i}"), "email": format!("load{i}@example.jp"), "birth_date": "1980-01-01", "passport_expiry": expiry });
         let r: Value = http.post(format!("{base}/patients")).bearer_auth(&*token).json(&p).send().await.unwrap().json().await.unwrap();
         pids.push(r["id"].as_i64().unwrap());
     }
