@@ -270,13 +270,11 @@ async fn itinerary_lifecycle(db: Db) {
     db.drop_pg().await;
 }
 
-/// Two coordinators book twelve patients at once, all on the same flights: each request gets 201
-/// or 409 naming what other bookings hold (it would fit in an empty clinic), and no escort,
-/// chair or lab slot is held twice.
-/// Twelve patients booked at once into the same week by two coordinators, through `processes`
-/// servers on one database. With two, each server plans without seeing what the other has
-/// planned but not yet stored, so plans collide at write time and the writer must plan again
-/// or refuse (`Ledger::admits`).
+/// Two coordinators book twelve patients at once, all on the same flights, through `processes`
+/// servers on one database: each request gets 201 or 409 naming what other bookings hold (it
+/// would fit in an empty clinic), and no escort, chair or lab slot is held twice. With two
+/// servers, each plans without seeing what the other has planned but not yet stored, so plans
+/// collide at write time and the writer must plan again or refuse (`Ledger::admits`).
 async fn parallel_bookings_never_double_book(db: Db, processes: usize) {
     let s = Server::start(&db);
     let others: Vec<Server> = (1..processes).map(|_| Server::start(&db)).collect();
