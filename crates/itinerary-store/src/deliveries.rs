@@ -302,17 +302,14 @@ impl Store {
             .unique(&self.db)
             .await?
             .ok_or(StoreError::NotFound { entity: "itinerary", id: itinerary_id.to_string() })?;
-        // ux_version: at most one row, read without one()'s bound LIMIT (see unique.rs).
         let plan: Option<serde_json::Value> = itinerary_version::Entity::find()
             .select_only()
             .column(itinerary_version::Column::Plan)
             .filter(itinerary_version::Column::ItineraryId.eq(itinerary_id))
             .filter(itinerary_version::Column::Version.eq(version))
             .into_tuple()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .next();
+            .unique(&self.db)
+            .await?;
         let plan = plan.ok_or(StoreError::corrupt("itinerary version", format!("{version} of itinerary {itinerary_id}")))?;
         let plan: Plan = serde_json::from_value(plan).map_err(|e| StoreError::corrupt("plan", e))?;
         let v = Arc::new(VersionPlan { reference: it.reference, patient_id: it.patient_id, plan });
@@ -518,8 +515,7 @@ impl Store {
 }
 
 async fn attempts(db: &impl ConnectionTrait, id: i32) -> Result<i32, StoreError> {
-    // By primary key, without one()'s bound LIMIT (see unique.rs).
-    let n: Vec<i32> =
-        scheduled_message::Entity::find_by_id(id).select_only().column(scheduled_message::Column::Attempts).into_tuple().all(db).await?;
-    Ok(n.first().copied().unwrap_or(0))
+    let n: Option<i32> =
+        scheduled_message::Entity::find_by_id(id).select_only().column(scheduled_message::Column::Attempts).into_tuple().unique(db).await?;
+    Ok(n.unwrap_or(0))
 }

@@ -8,20 +8,34 @@
 //! unique key selects at most one row, so no LIMIT is needed. (SQLite skips this when the
 //! connection has SQLITE_DBCONFIG_ENABLE_QPSG set, which sqlx offers no way to set.)
 
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Select};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Select, Selector, SelectorTrait};
 
-pub(crate) trait Unique<E: EntityTrait> {
+pub(crate) trait Unique {
+    type Row;
     /// The row, if any. Only for a filter on a unique key: a second row is an error.
-    async fn unique(self, db: &impl ConnectionTrait) -> Result<Option<E::Model>, DbErr>;
+    async fn unique(self, db: &impl ConnectionTrait) -> Result<Option<Self::Row>, DbErr>;
 }
 
-impl<E: EntityTrait> Unique<E> for Select<E> {
+fn at_most_one<T>(rows: Vec<T>, what: &str) -> Result<Option<T>, DbErr> {
+    let mut rows = rows.into_iter();
+    let row = rows.next();
+    if rows.next().is_some() {
+        return Err(DbErr::Custom(format!("two {what} rows where a unique key selects one")));
+    }
+    Ok(row)
+}
+
+impl<E: EntityTrait> Unique for Select<E> {
+    type Row = E::Model;
     async fn unique(self, db: &impl ConnectionTrait) -> Result<Option<E::Model>, DbErr> {
-        let mut rows = self.all(db).await?.into_iter();
-        let row = rows.next();
-        if rows.next().is_some() {
-            return Err(DbErr::Custom(format!("two {} rows where a unique key selects one", E::default().table_name())));
-        }
-        Ok(row)
+        at_most_one(self.all(db).await?, E::default().table_name())
+    }
+}
+
+/// Columns of a row (`select_only().column(..).into_tuple()`).
+impl<S: SelectorTrait> Unique for Selector<S> {
+    type Row = S::Item;
+    async fn unique(self, db: &impl ConnectionTrait) -> Result<Option<S::Item>, DbErr> {
+        at_most_one(self.all(db).await?, "selected")
     }
 }
