@@ -20,24 +20,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn report(what: &str, started: Instant, mut lat: Vec<f64>, ok: usize, extra: Value) {
-    let secs = started.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
-    let mut v = json!({
-        "what": what, "requests": lat.len(), "seconds": (secs * 1000.0).round() / 1000.0,
-        "per_second": (lat.len() as f64 / secs).round(),
-        // What the goal counts: requests answered 2xx, not refusals.
-        "ok_per_second": (ok as f64 / secs).round(),
-        "p50_ms": (percentile(&lat, 0.50) * 1e5).round() / 100.0,
-        "p99_ms": (percentile(&lat, 0.99) * 1e5).round() / 100.0,
-        "max_ms": (percentile(&lat, 1.0) * 1e5).round() / 100.0,
-    });
-    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-        o.extend(e.clone());
-    }
-    println!("{v}");
-}
-
 /// A single infusion for patient `pid` in week `week` from a year ahead: Sunday night out on
 /// the red-eye, back Thursday night. Spread over weeks so the clinic does not simply fill up.
 fn request(pid: i64, week: i64) -> Value {
@@ -52,19 +34,32 @@ fn request(pid: i64, week: i64) -> Value {
 /// What one phase's clients saw: each request's latency and status.
 type Seen = Vec<(f64, u16)>;
 
+/// Prints one phase's throughput (all answers, and 2xx only) and latency percentiles.
 fn summarize(what: &str, started: Instant, seen: Vec<Seen>, concurrency: usize) {
+    let secs = started.elapsed().as_secs_f64();
     let mut lat = Vec::new();
     let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
     for (l, st) in seen.into_iter().flatten() {
         lat.push(l);
         *by_status.entry(st).or_default() += 1;
     }
-    let ok = by_status.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
-    report(what, started, lat, ok, json!({ "concurrency": concurrency, "status": by_status }));
+    // What the goal counts: requests answered 2xx, not refusals.
+    let ok: usize = by_status.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
+    lat.sort_by(f64::total_cmp);
+    let v = json!({
+        "what": what, "requests": lat.len(), "seconds": (secs * 1000.0).round() / 1000.0,
+        "per_second": (lat.len() as f64 / secs).round(),
+        "ok_per_second": (ok as f64 / secs).round(),
+        "p50_ms": (percentile(&lat, 0.50) * 1e5).round() / 100.0,
+        "p99_ms": (percentile(&lat, 0.99) * 1e5).round() / 100.0,
+        "max_ms": (percentile(&lat, 1.0) * 1e5).round() / 100.0,
+        "concurrency": concurrency, "status": by_status,
+    });
+    println!("{v}");
 }
 
 /// `concurrency` clients book an itinerary for each of `pids`, taking the next patient until
-/// all are done. Patient `i` of `first + i` travels in week `(first + i) / 3`.
+/// all are done. The `i`th of `pids` travels in week `(first + i) / 3`.
 async fn book(
     http: &reqwest::Client,
     base: &Arc<String>,
@@ -95,11 +90,7 @@ async fn book(
             }
         }));
     }
-    let mut seen = Vec::new();
-    for t in tasks {
-        seen.push(t.await.unwrap());
-    }
-    seen
+    joined(tasks).await
 }
 
 /// `concurrency` clients fetch `feeds` round-robin until `done` says stop.
