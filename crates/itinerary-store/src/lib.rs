@@ -16,6 +16,7 @@ pub mod entity;
 mod group;
 mod itineraries;
 mod people;
+mod pool;
 mod stored;
 mod token;
 mod unique;
@@ -66,7 +67,8 @@ pub struct Store {
     pending: group::Pending,
     /// The clinic as the planner sees it, rebuilt only when escorts or resources change.
     planning: Arc<Mutex<Option<PlanningSetup>>>,
-    /// Rendered feeds by their itineraries' (id, version): a version never changes once stored.
+    /// Rendered feeds, by what they show: a version never changes once stored, a patient only
+    /// with a new `updated_at`.
     feeds: Arc<Mutex<FeedCache>>,
     /// Parsed plans of stored versions, for the worker (a version never changes once stored).
     plans: Arc<Mutex<PlanCache>>,
@@ -78,8 +80,9 @@ pub struct Store {
 /// Parsed plans by (itinerary id, version).
 type PlanCache = HashMap<(i32, i32), Arc<VersionPlan>>;
 
-/// Rendered feeds by the (itinerary id, version) of every itinerary they show.
-type FeedCache = HashMap<Vec<(i32, i32)>, Arc<str>>;
+/// Rendered feeds by their patient's last change (microseconds) and the (itinerary id, version)
+/// of every itinerary they show.
+type FeedCache = HashMap<(i64, Vec<(i32, i32)>), Arc<str>>;
 
 #[derive(Debug)]
 pub(crate) struct PlanningSetup {
@@ -105,8 +108,10 @@ impl Store {
             opts.map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal).synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
             });
+            opts.map_sqlx_sqlite_pool_opts(|p| p.after_release(pool::sqlite_outside_transaction));
         } else {
             opts.max_connections(16);
+            opts.map_sqlx_postgres_pool_opts(|p| p.after_release(pool::postgres_outside_transaction));
         }
         let db = Database::connect(opts).await?;
         Ok(Store {
