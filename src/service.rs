@@ -10,7 +10,7 @@ use anyhow::Context;
 use itinerary_core::ClinicSetup;
 use itinerary_notify::{EmailTransport, LineClient, SmtpSettings, Templates};
 use itinerary_store::{Clock, Store};
-use itinerary_worker::{Deliverer, DeliveryRules, Queue, WorkerSettings};
+use itinerary_worker::{Deliverer, DeliveryRules, Health, Queue, WorkerSettings};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -270,8 +270,24 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
         None
     };
     let with_worker = worker.is_some();
-    let state =
-        itinerary_api::AppState { store: store.clone(), setup, public_url: settings.public_url.clone(), clock: settings.clock(&store) };
+    let ws = settings.worker_settings();
+    let health = Health::default();
+    let status = with_worker.then(|| {
+        let (health, heartbeat) = (health.clone(), ws.heartbeat);
+        // The dispatcher passes every poll: five missed, or three heartbeats, is an outage.
+        let stale = (ws.poll * 5).max(heartbeat * 3);
+        itinerary_api::WorkerStatus(Arc::new(move || {
+            let r = health.report(heartbeat, stale);
+            (r.ok, serde_json::to_value(&r).unwrap_or_default())
+        }))
+    });
+    let state = itinerary_api::AppState {
+        store: store.clone(),
+        setup,
+        public_url: settings.public_url.clone(),
+        clock: settings.clock(&store),
+        worker: status,
+    };
     let listener = tokio::net::TcpListener::bind(&settings.listen).await.with_context(|| format!("listening on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port.
@@ -283,12 +299,11 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
         let _ = stop_tx.send(true);
         r
     };
-    let ws = settings.worker_settings();
     let delivering = async move {
         let Some((deliverer, queue)) = worker else { return Ok(()) };
         let mut stop = stop_rx;
-        itinerary_worker::run(deliverer, queue, ws, async move {
-            let _ = stop.changed().await;
+        itinerary_worker::run(deliverer, queue, ws, health, async move {
+            let _ = stop.wait_for(|s| *s).await;
         })
         .await
         .context("worker")
@@ -306,7 +321,7 @@ pub async fn worker(settings: Settings, setup: ClinicSetup, config_dir: &Path) -
     tracing::info!(worker = %deliverer.name, "delivering");
     // Tests and scripts read this line to know the worker is up.
     println!("worker {} started", deliverer.name);
-    itinerary_worker::run(deliverer, queue, settings.worker_settings(), shutdown()).await.context("worker")?;
+    itinerary_worker::run(deliverer, queue, settings.worker_settings(), Health::default(), shutdown()).await.context("worker")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -642,6 +642,66 @@ async fn two_workers_on_postgres_send_each_message_once() {
     db.drop_pg().await;
 }
 
+/// `/health` of a server, waited on until `done` holds (or fails after `secs`).
+async fn health_until(s: &Server, secs: u64, what: &str, done: impl Fn(StatusCode, &Value) -> bool) -> Value {
+    let t = Instant::now();
+    loop {
+        let (st, h) = s.call("GET", "/health", None).await;
+        if done(st, &h) {
+            return h;
+        }
+        assert!(t.elapsed() < Duration::from_secs(secs), "{what}: not after {secs} s: {st} {h}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Cuts this test's PostgreSQL database off (no new connections, every open one ended), or
+/// lets it back: an outage of the database alone, while the server on the machine runs on.
+async fn cut_database(db: &Db, cut: bool) {
+    use sea_orm::ConnectionTrait;
+    let name = db.pg_name.as_deref().unwrap();
+    let admin = sea_orm::Database::connect(ADMIN_PG).await.unwrap();
+    admin.execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {}", !cut)).await.unwrap();
+    if cut {
+        admin
+            .execute_unprepared(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+/// PostgreSQL away for 20 s (long enough for apalis to end its consumer, which used to stop
+/// delivery for good while `/health` said ok): `/health` says 503 meanwhile, and once the
+/// database is back the worker delivers new messages by itself, with its restart reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_stops_delivery_only_while_it_lasts() {
+    let Some(db) = Db::postgres("delivery_outage").await else { return };
+    let s = start(&db, &quick(vec![("ITINERARY_DELIVERY_UPDATE_GRACE_SECONDS", "0".into())]));
+    set_clock(&s, &today_morning()).await;
+    let h = health_until(&s, 30, "the worker starting", |st, h| st == StatusCode::OK && h["worker"]["ok"] == true).await;
+    assert_eq!(h["worker"]["restarts"], 0, "{h}");
+    cut_database(&db, true).await;
+    let down = Instant::now();
+    let h = health_until(&s, 30, "the outage reported", |st, _| st == StatusCode::SERVICE_UNAVAILABLE).await;
+    println!("outage reported after {:?}: {h}", down.elapsed());
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(down.elapsed())).await;
+    cut_database(&db, false).await;
+    let back = Instant::now();
+    let h = health_until(&s, 60, "delivering again", |st, h| st == StatusCode::OK && h["worker"]["ok"] == true).await;
+    println!("delivering again {:?} after the database came back: {h}", back.elapsed());
+    assert!(h["worker"]["restarts"].as_u64().unwrap() >= 1, "the consumer did not die, so this tested nothing: {h}");
+    // New messages go out without a restart of the process.
+    let ids = backlog(&s, 2).await;
+    for id in ids {
+        until(&s, id, 60, "messages after the outage", |m| m.iter().filter(at_booking).all(|m| m["status"] == "sent")).await;
+    }
+    let mut s = s;
+    assert!(s.stop().success(), "SIGTERM after an outage must exit 0");
+    db.drop_pg().await;
+}
+
 /// What the LINE stand-in saw.
 #[derive(Default)]
 struct LineLog {

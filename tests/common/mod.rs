@@ -131,6 +131,7 @@ impl Server {
         let status = resp.status();
         let text = resp.text().await.unwrap();
         let answer = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        status_documented(method, path, status);
         if status.is_success() {
             openapi_check(method, path, sent.as_ref(), &answer);
         }
@@ -196,6 +197,27 @@ fn openapi_check(method: &str, path: &str, sent: Option<&Value>, answer: &Value)
     {
         panic!("{method} {route}: the answer does not fit {name}: {e}");
     }
+}
+
+/// Every status a route answers is one `/openapi.json` lists for it (`4XX` covers the client
+/// errors): a 204 where the document promised 200 is a client's surprise.
+pub fn status_documented(method: &str, path: &str, status: StatusCode) {
+    static DOC: std::sync::LazyLock<Value> = std::sync::LazyLock::new(itinerary_api::openapi::document);
+    let path = path.split('?').next().unwrap_or(path);
+    let Some(paths) = DOC["paths"].as_object() else { panic!("/openapi.json has no paths") };
+    let route = paths.iter().find(|(p, _)| {
+        let (a, b): (Vec<&str>, Vec<&str>) = (p.split('/').collect(), path.split('/').collect());
+        a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.starts_with('{') || x == y)
+    });
+    let Some((template, ops)) = route else { return };
+    let Some(responses) = ops[method.to_ascii_lowercase()]["responses"].as_object() else { return };
+    let code = status.as_u16().to_string();
+    let listed = responses.contains_key(&code) || (status.is_client_error() && responses.contains_key("4XX"));
+    assert!(
+        listed || status.is_server_error(),
+        "{method} {template} answered {status}, which /openapi.json does not list: {:?}",
+        responses.keys()
+    );
 }
 
 /// The JSON Schema keywords `/openapi.json` uses: $ref, type (one or several), enum,

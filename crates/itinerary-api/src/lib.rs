@@ -23,6 +23,19 @@ pub struct AppState {
     pub public_url: String,
     /// Now, for planning: the system clock, or the test clock that `PUT /clock` moves.
     pub clock: Clock,
+    /// The delivery worker of this process, when it runs one.
+    pub worker: Option<WorkerStatus>,
+}
+
+/// Whether this process's worker is delivering (false makes `/health` answer 503), and its
+/// report as JSON.
+#[derive(Clone)]
+pub struct WorkerStatus(pub Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>);
+
+impl std::fmt::Debug for WorkerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerStatus")
+    }
 }
 
 /// The largest request body accepted (a plan request is a few KiB).

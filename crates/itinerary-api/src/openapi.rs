@@ -155,7 +155,26 @@ fn schemas() -> Value {
             json!({ "role": { "enum": ["patient", "escort", "coordinator"] }, "id": { "type": "string", "description": "the escort's id" } }),
             &["role"],
         ),
-        "Health": object(json!({ "status": { "enum": ["ok", "database unavailable"] }, "database": string() }), &["status", "database"]),
+        "Health": object(
+            json!({
+                "status": { "enum": ["ok", "database unavailable", "worker not delivering"] },
+                "database": string(),
+                "worker": { "description": "this process's delivery worker; null when it runs none", "oneOf": [
+                    { "type": "null" },
+                    object(json!({
+                        "state": { "enum": ["starting", "running", "restarting", "stopped", "unknown"] },
+                        "ok": { "type": "boolean", "description": "delivering: running, a heartbeat within three intervals, a dispatch pass that reached the database lately" },
+                        "restarts": { "type": "integer" },
+                        "last_error": { "type": ["string", "null"] },
+                        "last_error_at": { "type": ["string", "null"], "format": "date-time" },
+                        "last_heartbeat": { "type": ["string", "null"], "format": "date-time" },
+                        "last_dispatch": { "type": ["string", "null"], "format": "date-time" },
+                        "dispatch_error": { "type": ["string", "null"] },
+                    }), &["state", "ok", "restarts", "last_error", "last_error_at", "last_heartbeat", "last_dispatch", "dispatch_error"]),
+                ] },
+            }),
+            &["status", "database", "worker"],
+        ),
         "FeedUrl": object(
             json!({ "feed_url": { "type": "string", "description": "the subscription URL; its last segment is the only credential" } }),
             &["feed_url"],
@@ -295,8 +314,16 @@ pub fn document() -> Value {
                 "4XX": { "description": "A JSON error naming the field", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
             }
         });
+        // A deletion answers 204 with no body.
+        if *method == "delete" {
+            op["responses"].as_object_mut().map(|r| r.remove("200"));
+            op["responses"]["204"] = json!({ "description": "Done; no body" });
+        }
+        if *path == "/feed/{token}" {
+            op["responses"]["304"] = json!({ "description": "Unchanged since the ETag given in If-None-Match" });
+        }
         if *path == "/health" {
-            op["responses"]["503"] = json!({ "description": "The database does not answer", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Health" } } } });
+            op["responses"]["503"] = json!({ "description": "The database does not answer, or this process's worker is not delivering", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Health" } } } });
         }
         if *auth {
             op["security"] = json!([{ "bearer": [] }]);

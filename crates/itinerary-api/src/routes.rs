@@ -63,11 +63,21 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
     }
 }
 
+/// 200 when the database answers and this process's worker (if it runs one) delivers; 503
+/// with the reason otherwise, for a load balancer or a supervisor to act on.
 async fn health(State(s): State<AppState>) -> Response {
     let db = s.store.ping().await;
-    let status = if db { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "status": if db { "ok" } else { "database unavailable" }, "database": format!("{:?}", s.store.backend()) })))
-        .into_response()
+    let (worker_ok, worker) = match &s.worker {
+        Some(w) => (w.0)(),
+        None => (true, serde_json::Value::Null),
+    };
+    let status = match (db, worker_ok) {
+        (true, true) => "ok",
+        (false, _) => "database unavailable",
+        (true, false) => "worker not delivering",
+    };
+    let code = if db && worker_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({ "status": status, "database": format!("{:?}", s.store.backend()), "worker": worker }))).into_response()
 }
 
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> ApiResult<T> {

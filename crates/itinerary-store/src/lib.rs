@@ -108,7 +108,7 @@ impl Store {
             opts.map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal).synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
             });
-            opts.map_sqlx_sqlite_pool_opts(|p| p.after_release(pool::sqlite_outside_transaction));
+            opts.map_sqlx_sqlite_pool_opts(|p| p.after_connect(pool::sqlite_writable).after_release(pool::sqlite_outside_transaction));
         } else {
             opts.max_connections(16);
             opts.map_sqlx_postgres_pool_opts(|p| p.after_release(pool::postgres_outside_transaction));
@@ -171,8 +171,9 @@ impl Store {
         self.db.get_database_backend()
     }
 
-    /// Whether the database answers.
+    /// Whether the database answers, within two seconds: while it is away, a connection is
+    /// waited for up to the pool's 30 s, and a health check must answer sooner than that.
     pub async fn ping(&self) -> bool {
-        self.db.ping().await.is_ok()
+        matches!(tokio::time::timeout(std::time::Duration::from_secs(2), self.db.ping()).await, Ok(Ok(())))
     }
 }

@@ -55,3 +55,24 @@ pub(crate) fn postgres_outside_transaction(conn: &mut PgConnection, _: PoolConne
         Ok(true)
     })
 }
+
+/// `after_connect` for SQLite: refuse a connection that cannot write. When the file cannot be
+/// opened for writing (an I/O fault, a read-only remount, `chattr +i`), SQLite quietly opens it
+/// read-only instead, and that connection refuses every write for as long as it lives, long
+/// after the file is writable again. A write that is rolled back (the header's `user_version`
+/// set to itself) tells; it runs once per new connection.
+pub(crate) fn sqlite_writable(
+    conn: &mut SqliteConnection,
+    _: PoolConnectionMetadata,
+) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + '_>> {
+    Box::pin(async move {
+        conn.execute(sqlx::raw_sql("BEGIN IMMEDIATE")).await?;
+        let version: Result<i64, sqlx::Error> = sqlx::query_scalar("PRAGMA main.user_version").fetch_one(&mut *conn).await;
+        let probe = match version {
+            Ok(v) => conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA main.user_version = {v}")))).await.map(drop),
+            Err(e) => Err(e),
+        };
+        conn.execute(sqlx::raw_sql("ROLLBACK")).await?;
+        probe
+    })
+}

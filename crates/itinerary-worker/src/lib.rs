@@ -15,8 +15,10 @@
 //!   worker dying after the provider accepted it and before the `sent` record was written.
 
 mod deliver;
+mod health;
 
 pub use deliver::{Deliverer, DeliveryRules, Outcome};
+pub use health::{Health, Report};
 
 use std::future::Future;
 use std::str::FromStr;
@@ -29,6 +31,7 @@ use apalis_sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteS
 use chrono::Utc;
 pub use itinerary_store::Clock;
 use itinerary_store::StoreError;
+use sea_orm::sqlx::postgres::PgPoolOptions;
 use serde::{Deserialize, Serialize};
 
 /// The apalis queue every process names explicitly (the default is the Rust type name).
@@ -92,7 +95,10 @@ impl Queue {
                 Ok(Queue::Sqlite(pool))
             }
             None => {
-                let pool = PgPool::connect(url).await.map_err(|e| err(&e))?;
+                // A fetch that waits this long for a connection is an outage: apalis then ends
+                // the consumer, and `run` starts it again, rather than every poll hanging for
+                // sqlx's default of 30 s.
+                let pool = PgPoolOptions::new().acquire_timeout(Duration::from_secs(10)).connect(url).await.map_err(|e| err(&e))?;
                 PostgresStorage::<()>::setup(&pool).await.map_err(|e| err(&e))?;
                 Ok(Queue::Postgres(pool))
             }
@@ -150,47 +156,75 @@ impl Queue {
 
 /// Runs the dispatcher and an apalis worker until `shutdown` completes. A job in progress
 /// finishes first.
+///
+/// Neither stops for a database outage. The dispatcher retries every poll. apalis ends its
+/// worker on the first error of its backend (a failed fetch, heartbeat or acknowledgement:
+/// `-> Dead`), so the consumer is built again under a new name, after a pause that grows from
+/// 1 s to 8 s while it keeps failing; what the dead one had fetched comes back through the
+/// message lease. `health` says which state each is in, for `/health`.
 pub async fn run(
     deliverer: Arc<Deliverer>,
     queue: Queue,
     settings: WorkerSettings,
+    health: Health,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let name = deliverer.name.clone();
-    let dispatcher = {
-        let deliverer = deliverer.clone();
-        let queue = queue.clone();
-        let settings = settings.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let mut last_sweep = std::time::Instant::now() - SWEEP_EVERY;
-            loop {
-                if last_sweep.elapsed() >= SWEEP_EVERY {
-                    last_sweep = std::time::Instant::now();
-                    if let Err(e) = sweep(&deliverer, &queue, &settings).await {
-                        tracing::warn!(error = %e, "taking back stale messages failed; trying again");
-                    }
+    health.starting();
+    let dispatcher =
+        tokio::spawn(supervise_dispatcher(deliverer.clone(), queue.clone(), settings.clone(), health.clone(), stop_rx.clone()));
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |rx: &tokio::sync::watch::Receiver<bool>| *rx.borrow();
+    let mut incarnation = 0u32;
+    let mut failures = 0u32;
+    let result = loop {
+        if stopped(&stop_rx) {
+            break Ok(());
+        }
+        // A name of its own: apalis refuses one still registered by the worker that died.
+        let name = if incarnation == 0 { deliverer.name.clone() } else { format!("{}.r{incarnation}", deliverer.name) };
+        incarnation += 1;
+        let started = std::time::Instant::now();
+        let outcome = consume(&deliverer, &queue, &settings, &health, &name, stop_rx.clone()).await;
+        match outcome {
+            Ok(()) => break Ok(()),
+            Err(e) if stopped(&stop_rx) => break Err(e),
+            Err(e) => {
+                // A consumer that ran for a while before failing starts again at once-ish.
+                if started.elapsed() > Duration::from_secs(60) {
+                    failures = 0;
                 }
-                // While there is a backlog, come back as soon as the queue has room.
-                let pause = match dispatch(&deliverer, &queue, &settings).await {
-                    Ok(0) => settings.poll,
-                    Ok(_) => settings.fetch,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "dispatching due messages failed; trying again");
-                        settings.poll
-                    }
-                };
+                let pause = Duration::from_secs(1 << failures.min(3));
+                failures += 1;
+                tracing::error!(error = %e, worker = %name, retry_in_s = pause.as_secs(), "the job consumer stopped; starting it again");
+                health.failed(&e.to_string());
+                let mut stop = stop_rx.clone();
                 tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = stop.changed() => break,
+                    () = tokio::time::sleep(pause) => {}
+                    _ = stop.wait_for(|s| *s) => break Ok(()),
                 }
             }
-        })
+        }
     };
-    let mut stop = stop_rx.clone();
+    let _ = dispatcher.await;
+    health.stopped();
+    result
+}
+
+/// One apalis consumer, until the stop signal (Ok) or its backend fails (Err).
+async fn consume(
+    deliverer: &Arc<Deliverer>,
+    queue: &Queue,
+    settings: &WorkerSettings,
+    health: &Health,
+    name: &str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
     let signal = async move {
-        let _ = stop.changed().await;
+        let _ = stop.wait_for(|s| *s).await;
         Ok::<(), std::io::Error>(())
     };
     let handler = move |job: Deliver, d: Data<Arc<Deliverer>>| async move {
@@ -203,28 +237,89 @@ pub async fn run(
             Err(e) => Err(Box::new(e) as BoxDynError),
         }
     };
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    let beats = health.clone();
+    let on_event = move |_: &WorkerContext, e: &Event| {
+        if matches!(e, Event::HeartBeat) {
+            beats.beat();
+        }
+    };
     // The same worker on either backend (their types differ, so a macro, not a function).
     macro_rules! work {
         ($backend:expr) => {
-            WorkerBuilder::new(name.as_str())
+            WorkerBuilder::new(name)
                 .backend($backend.poll_with_interval(settings.fetch))
-                .data(deliverer)
+                .data(deliverer.clone())
                 .concurrency(settings.concurrency)
+                .on_event(on_event)
                 .build(handler)
                 .run_until(signal)
                 .await
         };
     }
     let result = match queue {
-        Queue::Sqlite(pool) => work!(SqliteStorage::<Deliver>::new(&pool).with_config(sqlite_config(&settings))),
-        Queue::Postgres(pool) => work!(PostgresStorage::<Deliver>::new(&pool).with_config(pg_config(&settings))),
+        Queue::Sqlite(pool) => work!(SqliteStorage::<Deliver>::new(pool).with_config(sqlite_config(settings))),
+        Queue::Postgres(pool) => work!(PostgresStorage::<Deliver>::new(pool).with_config(pg_config(settings))),
     };
-    let _ = dispatcher.await;
     result.map_err(|e| WorkerError::Queue(e.to_string()))
+}
+
+/// The dispatcher, started again should it ever end before the stop signal (a panic).
+async fn supervise_dispatcher(
+    deliverer: Arc<Deliverer>,
+    queue: Queue,
+    settings: WorkerSettings,
+    health: Health,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let pass = tokio::spawn(dispatch_loop(deliverer.clone(), queue.clone(), settings.clone(), health.clone(), stop.clone()));
+        match pass.await {
+            Ok(()) => return,
+            Err(e) if *stop.borrow() => {
+                tracing::error!(error = %e, "the dispatcher failed while stopping");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the dispatcher failed; starting it again");
+                health.failed(&format!("dispatcher: {e}"));
+                tokio::time::sleep(settings.poll).await;
+            }
+        }
+    }
+}
+
+async fn dispatch_loop(
+    deliverer: Arc<Deliverer>,
+    queue: Queue,
+    settings: WorkerSettings,
+    health: Health,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last_sweep = std::time::Instant::now() - SWEEP_EVERY;
+    loop {
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = std::time::Instant::now();
+            if let Err(e) = sweep(&deliverer, &queue, &settings).await {
+                tracing::warn!(error = %e, "taking back stale messages failed; trying again");
+            }
+        }
+        // While there is a backlog, come back as soon as the queue has room.
+        let pause = match dispatch(&deliverer, &queue, &settings).await {
+            Ok(n) => {
+                health.dispatched(Ok(()));
+                if n == 0 { settings.poll } else { settings.fetch }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatching due messages failed; trying again");
+                health.dispatched(Err(e.to_string()));
+                settings.poll
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
 }
 
 fn sqlite_config(s: &WorkerSettings) -> apalis_sqlite::Config {
