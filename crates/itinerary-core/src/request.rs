@@ -2,7 +2,7 @@
 //! file or JSON body as written; `PlanRequest::parse` turns it into checked types, or into every
 //! problem found, each naming its field and value.
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -149,13 +149,26 @@ impl Problems {
 }
 
 fn parse_date(p: &mut Problems, field: &str, value: &str) -> Option<NaiveDate> {
-    match NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d") {
+    match civil_date(value) {
         Ok(d) => Some(d),
-        Err(_) => {
-            p.add(field, value, "not a date as YYYY-MM-DD");
+        Err(problem) => {
+            p.add(field, value, problem);
             None
         }
     }
+}
+
+/// A person's date (birth, passport expiry) as `YYYY-MM-DD`, four digits of year between 1900
+/// and 2100: chrono alone takes `+10000-01-01` and `-0001-01-01`, which no passport bears and
+/// which break the `date` format of every answer that shows them.
+pub fn civil_date(value: &str) -> Result<NaiveDate, &'static str> {
+    let v = value.trim();
+    let shaped = v.len() == 10 && v.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    let d = NaiveDate::parse_from_str(v, "%Y-%m-%d").ok().filter(|_| shaped).ok_or("not a date as YYYY-MM-DD")?;
+    if !(1900..=2100).contains(&d.year()) {
+        return Err("the year must be between 1900 and 2100");
+    }
+    Ok(d)
 }
 
 fn parse_local(p: &mut Problems, field: &str, value: &str) -> Option<NaiveDateTime> {
@@ -171,6 +184,9 @@ fn parse_local(p: &mut Problems, field: &str, value: &str) -> Option<NaiveDateTi
 
 /// A plausible mailbox: one `@`, a non-empty local part, a dotted domain, no spaces or controls.
 /// Deliverability is the mail server's to judge; this catches typing mistakes.
+/// An address the mail transport will take: RFC 5322 as parsed by `email_address` (the parser
+/// lettre sends with), an ASCII part before `@` (mail servers without SMTPUTF8 refuse the
+/// rest, and then every message to it fails), and a dotted host name after it.
 pub fn check_email(email: &str) -> Result<(), &'static str> {
     if email.len() > 254 {
         return Err("longer than 254 characters");
@@ -181,14 +197,23 @@ pub fn check_email(email: &str) -> Result<(), &'static str> {
     let Some((local, domain)) = email.rsplit_once('@') else {
         return Err("has no @");
     };
-    if local.is_empty() || local.contains('@') && !local.starts_with('"') {
-        return Err("the part before @ is empty or holds another @");
+    if local.is_empty() || local.len() > 64 {
+        return Err("the part before @ is empty or longer than 64 characters");
+    }
+    if !local.is_ascii() {
+        return Err("the part before @ holds characters outside ASCII, which most mail servers refuse");
+    }
+    if local.starts_with('"') {
+        return Err("the part before @ is quoted; a plain address is needed");
+    }
+    if !email_address::EmailAddress::is_valid_local_part(local) {
+        return Err("the part before @ holds characters an address cannot (such as ; : , < > [ ] or a bare dot)");
     }
     let labels: Vec<&str> = domain.split('.').collect();
     if labels.len() < 2 || labels.iter().any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-')) {
         return Err("the domain after @ is not a dotted host name");
     }
-    if !domain.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '.') {
+    if !domain.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '.') || !email_address::EmailAddress::is_valid_domain(domain) {
         return Err("the domain after @ holds characters a host name cannot");
     }
     Ok(())
@@ -406,6 +431,14 @@ mod tests {
             "taro@exa mple.jp",
             "taro@ex..jp",
             "a@b.c\r\nBcc: x@y.z",
+            // Accepted once, then every message to them failed (issue 12, item 11).
+            "x${jndi:ldap://x}@example.jp",
+            "x\u{1F600}@example.jp",
+            "xa;X-INJ=1:b@example.jp",
+            "aisyah;x=y@example.my",
+            "\"a b\"@example.jp",
+            ".taro@example.jp",
+            "taro.@example.jp",
         ] {
             assert!(check_email(bad).is_err(), "{bad:?} passed");
         }

@@ -10,15 +10,16 @@ pub mod transport;
 
 pub use letter::{Composed, Letter, Subject, Templates};
 pub use mime::{CalendarPart, Envelope};
-pub use transport::{EmailTransport, LineClient, SendError, SmtpSettings};
+pub use transport::{EmailTransport, LineClient, SendError, SmtpSettings, without_addresses};
 
 /// What can go wrong before anything is sent.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     #[error("message template: {0}")]
     Template(String),
-    #[error("{field}: {value:?} is not an address ({problem})")]
-    Address { field: String, value: String, problem: String },
+    /// The address itself is left out: this goes to logs and to the failure list.
+    #[error("{field} is not an address mail can be sent to ({problem})")]
+    Address { field: String, problem: String },
     #[error("{0}")]
     Setup(String),
 }

@@ -9,6 +9,7 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 
 use crate::NotifyError;
 use crate::letter::Composed;
+use crate::transport::without_addresses;
 
 /// A calendar object to carry: its METHOD (`REQUEST`, `CANCEL`, `PUBLISH`) and text.
 #[derive(Clone, Debug)]
@@ -30,8 +31,9 @@ pub struct Envelope {
 
 /// Parses `Name <addr>` pieces into a mailbox, naming the field that is wrong.
 pub fn mailbox(field: &str, name: &str, email: &str) -> Result<Mailbox, NotifyError> {
-    let address =
-        email.parse().map_err(|e| NotifyError::Address { field: field.to_owned(), value: email.to_owned(), problem: format!("{e}") })?;
+    let address = email
+        .parse::<lettre::Address>()
+        .map_err(|e| NotifyError::Address { field: field.to_owned(), problem: without_addresses(&e.to_string()) })?;
     Ok(Mailbox::new(Some(name.to_owned()).filter(|n| !n.is_empty()), address))
 }
 

@@ -97,8 +97,9 @@ impl EmailTransport {
             EmailTransport::Outbox(dir) => write_once(dir, name, &message.formatted()),
             EmailTransport::Smtp(t, limit) => match tokio::time::timeout(*limit, t.send(message.clone())).await {
                 Ok(Ok(r)) => Ok(format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" "))),
-                Ok(Err(e)) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
-                Ok(Err(e)) => Err(SendError::Transient { reason: e.to_string(), retry_after: None }),
+                // A relay's refusal often quotes the address: reasons are logged and stored.
+                Ok(Err(e)) if e.is_permanent() => Err(SendError::Permanent(without_addresses(&e.to_string()))),
+                Ok(Err(e)) => Err(SendError::Transient { reason: without_addresses(&e.to_string()), retry_after: None }),
                 Err(_) => Err(SendError::Transient {
                     reason: format!("no answer from the relay within {} s", limit.as_secs()),
                     retry_after: None,
@@ -179,6 +180,24 @@ impl LineClient {
     }
 }
 
+/// `text` with every word that holds an `@` (an address, as relays quote it in `550 <a@b>:
+/// unknown user`) replaced by `<address>`: reasons go to logs and to the failure list, and
+/// neither may carry a patient's address.
+pub fn without_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let boundary = |c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | '(' | ')' | ',' | '[' | ']');
+        let start = rest[..at].rfind(boundary).map_or(0, |i| i + rest[..at][i..].chars().next().map_or(1, char::len_utf8));
+        let end = rest[at..].find(boundary).map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..start]);
+        out.push_str("<address>");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn clip(s: &str, max_chars: usize) -> &str {
     s.char_indices().nth(max_chars).map_or(s, |(i, _)| &s[..i])
 }
@@ -195,4 +214,20 @@ pub fn retry_key(message_id: i32, salt: u64) -> String {
         (salt >> 24) & 0xfff,
         salt & 0xffff_ffff_ffff
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_addresses;
+
+    #[test]
+    fn reasons_lose_every_address_and_keep_the_rest() {
+        assert_eq!(
+            without_addresses("permanent: 550 5.1.1 <taro.yamada@example.jp>: Recipient address rejected"),
+            "permanent: 550 5.1.1 <<address>>: Recipient address rejected"
+        );
+        assert_eq!(without_addresses("to x${jndi:ldap://x}@example.jp, and b@c.d."), "to <address>, and <address>");
+        assert_eq!(without_addresses("山田@例え.jp 宛"), "<address> 宛");
+        assert_eq!(without_addresses("no address here"), "no address here");
+    }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::PlanningSetup;
 use crate::entity::{
-    audit_log, booking, calendar_uid, escort, event, feed_token, itinerary, itinerary_version, resource, scheduled_message,
+    audit_log, booking, calendar_uid, escort, event, feed_token, itinerary, itinerary_version, patient, resource, scheduled_message,
 };
 use crate::people::{audit, audit_row, escort_from_model};
 use crate::unique::Unique;
@@ -618,13 +618,20 @@ impl Store {
     /// unknown, or a patient with no itinerary.
     pub async fn feed(&self, base: &ClinicSetup, secret: &str) -> Result<Option<Feed>, StoreError> {
         use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
+        // The patient's last change is part of the feed's identity: a corrected name or address
+        // re-issues the calendar without a new version, and subscribers must see it.
         let q = Query::select()
             .column((itinerary::Entity, itinerary::Column::Id))
             .column((itinerary::Entity, itinerary::Column::CurrentVersion))
+            .expr_as(Expr::col((patient::Entity, patient::Column::UpdatedAt)), "patient_updated_at")
             .from(feed_token::Entity)
             .inner_join(
                 itinerary::Entity,
                 Expr::col((itinerary::Entity, itinerary::Column::PatientId)).equals((feed_token::Entity, feed_token::Column::PatientId)),
+            )
+            .inner_join(
+                patient::Entity,
+                Expr::col((patient::Entity, patient::Column::Id)).equals((feed_token::Entity, feed_token::Column::PatientId)),
             )
             .and_where(Expr::col((feed_token::Entity, feed_token::Column::TokenHash)).eq(crate::hash_token(secret)))
             .and_where(Expr::col((feed_token::Entity, feed_token::Column::RevokedAt)).is_null())
@@ -632,16 +639,18 @@ impl Store {
             .order_by((itinerary::Entity, itinerary::Column::Id), Order::Desc)
             .to_owned();
         let rows = self.db.query_all(&q).await?;
-        let key: Vec<(i32, i32)> =
+        let versions: Vec<(i32, i32)> =
             rows.iter().map(|r| Ok((r.try_get("", "id")?, r.try_get("", "current_version")?))).collect::<Result<_, sea_orm::DbErr>>()?;
-        if key.is_empty() {
+        let Some(first) = rows.first() else {
             return Ok(None);
-        }
-        let tag = format!("\"{}\"", key.iter().map(|(i, v)| format!("{i}-{v}")).collect::<Vec<_>>().join("."));
+        };
+        let revision = first.try_get::<DateTime<Utc>>("", "patient_updated_at")?.timestamp_micros();
+        let tag = format!("\"{}.p{revision:x}\"", versions.iter().map(|(i, v)| format!("{i}-{v}")).collect::<Vec<_>>().join("."));
+        let key = (revision, versions);
         if let Some(hit) = self.feeds.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(Some(Feed { etag: tag, text: hit }));
         }
-        let ids: Vec<i32> = key.iter().map(|k| k.0).collect();
+        let ids: Vec<i32> = key.1.iter().map(|k| k.0).collect();
         let text: Arc<str> = self.calendar_of(base, &ids).await?.into();
         if let Ok(mut cache) = self.feeds.lock() {
             // Bounded: versions only accumulate; start over rather than grow without end.

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use itinerary_core::request::{FieldError, RawPatient, check_email};
+use itinerary_core::request::{FieldError, RawPatient, check_email, civil_date};
 use itinerary_core::{ClinicSetup, Escort, InvalidRequest};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::{Deserialize, Serialize};
@@ -97,15 +97,18 @@ fn check_patient(p: &PatientInput) -> Result<CheckedPatient, InvalidRequest> {
     if let Err(problem) = check_email(p.email.trim()) {
         bad("email", &p.email, problem);
     }
-    let date = |v: &str| NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d").ok();
-    let birth_date = date(&p.birth_date);
-    if birth_date.is_none() {
-        bad("birth_date", &p.birth_date, "not a date as YYYY-MM-DD");
-    }
-    let passport_expiry = date(&p.passport_expiry);
-    if passport_expiry.is_none() {
-        bad("passport_expiry", &p.passport_expiry, "not a date as YYYY-MM-DD");
-    }
+    let birth_date = match civil_date(&p.birth_date) {
+        Ok(d) if d > Utc::now().date_naive() => {
+            bad("birth_date", &p.birth_date, "is in the future");
+            None
+        }
+        Ok(d) => Some(d),
+        Err(problem) => {
+            bad("birth_date", &p.birth_date, problem);
+            None
+        }
+    };
+    let passport_expiry = civil_date(&p.passport_expiry).map_err(|problem| bad("passport_expiry", &p.passport_expiry, problem)).ok();
     let zone_text = p.home_zone.as_deref().unwrap_or("Asia/Tokyo").trim();
     let home_zone = zone_text.parse::<Tz>().ok();
     if home_zone.is_none() {
@@ -158,12 +161,30 @@ fn escort_model(x: &Escort) -> Result<escort::ActiveModel, InvalidRequest> {
     if x.id.is_empty() || x.id.len() > 16 || !x.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         errors.push(FieldError { field: "id".into(), value: x.id.clone(), problem: "1–16 letters, digits, `-` or `_`".into() });
     }
-    if x.name.trim().is_empty() || x.name.chars().any(char::is_control) {
+    if x.name.trim().is_empty() || x.name.chars().count() > 200 || x.name.chars().any(char::is_control) {
         errors.push(FieldError {
             field: "name".into(),
             value: x.name.escape_default().to_string(),
-            problem: "must be a name on one line".into(),
+            problem: "must be a name on one line, 1–200 characters".into(),
         });
+    }
+    if x.languages.is_empty() || x.languages.len() > 10 {
+        errors.push(FieldError {
+            field: "languages".into(),
+            value: x.languages.len().to_string(),
+            problem: "must list 1–10 languages the escort speaks".into(),
+        });
+    }
+    for (i, l) in x.languages.iter().enumerate() {
+        if !is_language_tag(l) {
+            errors.push(FieldError {
+                field: format!("languages[{i}]"),
+                value: l.chars().take(40).collect::<String>().escape_default().to_string(),
+                problem: "not a language tag such as `ja`, `en` or `ms`".into(),
+            });
+        } else if x.languages[..i].contains(l) {
+            errors.push(FieldError { field: format!("languages[{i}]"), value: l.clone(), problem: "is listed twice".into() });
+        }
     }
     if let Err(p) = check_email(&x.email) {
         errors.push(FieldError { field: "email".into(), value: x.email.clone(), problem: p.into() });
@@ -190,6 +211,17 @@ fn escort_model(x: &Escort) -> Result<escort::ActiveModel, InvalidRequest> {
         active: Set(true),
         updated_at: Set(Utc::now()),
     })
+}
+
+/// A BCP 47 language tag as messages choose by it: a 2–3 letter lower-case language, then
+/// optional subtags (`zh-Hant`, `pt-BR`), at most 35 characters.
+fn is_language_tag(t: &str) -> bool {
+    let mut parts = t.split('-');
+    let lang = parts.next().unwrap_or_default();
+    t.len() <= 35
+        && (2..=3).contains(&lang.len())
+        && lang.bytes().all(|b| b.is_ascii_lowercase())
+        && parts.all(|p| (2..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 pub(crate) fn escort_from_model(m: &escort::Model) -> Result<EscortInput, StoreError> {

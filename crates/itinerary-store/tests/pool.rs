@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use itinerary_store::{PatientInput, Store};
-use sea_orm::sqlx::{self, Acquire, Connection, Executor};
+use sea_orm::sqlx::{self, Acquire, Executor};
 
 fn fresh(name: &str) -> String {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("store-pool");
