@@ -58,6 +58,36 @@ async fn health_auth_and_bad_input(db: Db) {
     let r =
         s.http.post(s.url("/patients")).bearer_auth(&s.token).header("content-type", "application/json").body(big).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // What a review got stored, each then failing or breaking the answers (issue 12, 11 and 12).
+    for (field, value) in [
+        ("email", "x${jndi:ldap://x}@example.jp"),
+        ("email", "x\u{1F600}@example.jp"),
+        ("email", "xa;X-INJ=1:b@example.jp"),
+        ("birth_date", "9999-12-31"),
+        ("birth_date", "+10000-01-01"),
+        ("birth_date", "-0001-01-01"),
+        ("passport_expiry", "+10000-01-01"),
+    ] {
+        let mut p = patient("Eve");
+        p[field] = json!(value);
+        let (st, e) = s.call("POST", "/patients", Some(p)).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{field} {value}: {e}");
+        assert_eq!((e["error"]["fields"][0]["field"].as_str(), e["error"]["fields"][0]["value"].as_str()), (Some(field), Some(value)));
+    }
+    let escort = |languages: Value, email: &str| json!({ "id": "E99", "name": "Aisyah", "email": email, "languages": languages, "works_from": "07:00", "works_until": "19:00", "weekly_days_off": [], "dates_off": [] });
+    for (body, field) in [
+        (escort(json!(["en", ""]), "aisyah@example.my"), "languages[1]"),
+        (escort(json!(["en", "x".repeat(10_000)]), "aisyah@example.my"), "languages[1]"),
+        (escort(json!(["<script>"]), "aisyah@example.my"), "languages[0]"),
+        (escort(json!([]), "aisyah@example.my"), "languages"),
+        (escort(json!(["en"]), "aisyah;x=y@example.my"), "email"),
+    ] {
+        let (st, e) = s.call("PUT", "/escorts/E99", Some(body)).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(e["error"]["fields"][0]["field"], field, "{e}");
+    }
+    let (st, e) = s.call("GET", "/escorts/E99", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "a refused escort is not stored: {e}");
     let (st, e) = s.call("GET", "/patients/999", None).await;
     assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::NOT_FOUND, Some("id")), "{e}");
     let (st, _) = s.call("GET", "/patients/abc", None).await;
@@ -217,11 +247,22 @@ async fn itinerary_lifecycle(db: Db) {
     // A new address: every standing patient appointment is cancelled at the old address and
     // invited at the new one (the UID carries the address), under the current version.
     let (_, before) = s.call("GET", &format!("/itineraries/{id}"), None).await;
+    let r = s.http.get(s.url(&both_path)).send().await.unwrap();
+    let etag_before_move = r.headers()["etag"].to_str().unwrap().to_owned();
+    let fed_before_move = r.text().await.unwrap();
     let mut moved = patient("山田 太郎");
     moved["home_zone"] = json!("America/Los_Angeles");
     moved["email"] = json!("taro.new@example.jp");
     let (st, p) = s.call("PUT", &format!("/patients/{pid}"), Some(moved)).await;
     assert_eq!(st, StatusCode::OK, "{p}");
+    // The feed shows the correction at once, under a new ETag (it used to answer 304 for ever).
+    let r = s.http.get(s.url(&both_path)).header("if-none-match", &etag_before_move).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "a corrected address is a new ETag");
+    let fed = r.text().await.unwrap();
+    let uids = |ics: &str| ics.lines().filter(|l| l.starts_with("UID:")).map(str::to_owned).collect::<std::collections::BTreeSet<_>>();
+    assert!(uids(&fed).is_disjoint(&uids(&fed_before_move)), "the UIDs carry the address: all new");
+    let coordinators = s.http.get(s.url(&format!("/itineraries/{id}/calendar.ics"))).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(fed, coordinators.text().await.unwrap(), "the feed and the coordinator's calendar agree");
     let (_, after_move) = s.call("GET", &format!("/itineraries/{id}"), None).await;
     let added: Vec<&Value> = after_move["messages"].as_array().unwrap().iter().collect();
     let count = |kind: &str, m: &[&Value]| {
