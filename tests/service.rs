@@ -253,8 +253,15 @@ async fn itinerary_lifecycle(db: Db) {
     let mut moved = patient("山田 太郎");
     moved["home_zone"] = json!("America/Los_Angeles");
     moved["email"] = json!("taro.new@example.jp");
+    // With the pick-up escort deactivated meanwhile: their booked duty stays, and the
+    // correction must not stop at it (it answered 503 "stored calendar cannot be read").
+    let (_, pickup) = s.call("GET", &format!("/escorts/{pickup_escort}"), None).await;
+    let (st, _) = s.call("DELETE", &format!("/escorts/{pickup_escort}"), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
     let (st, p) = s.call("PUT", &format!("/patients/{pid}"), Some(moved)).await;
     assert_eq!(st, StatusCode::OK, "{p}");
+    let (st, _) = s.call("PUT", &format!("/escorts/{pickup_escort}"), Some(pickup)).await;
+    assert_eq!(st, StatusCode::OK);
     // The feed shows the correction at once, under a new ETag (it used to answer 304 for ever).
     let r = s.http.get(s.url(&both_path)).header("if-none-match", &etag_before_move).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "a corrected address is a new ETag");

@@ -459,13 +459,22 @@ impl Store {
             return Ok(());
         }
         let setup = self.setup_now(txn, base).await?;
+        // Every escort, deactivated ones too: a standing plan keeps the duties booked before an
+        // escort stopped taking new ones, and its calendar names them.
+        let escorts: Vec<itinerary_core::Escort> = escort::Entity::find()
+            .order_by_asc(escort::Column::Id)
+            .all(txn)
+            .await?
+            .iter()
+            .map(escort_from_model)
+            .collect::<Result<_, _>>()?;
         for it in standing {
             let plan: Plan = serde_json::from_value(current_version(txn, &it).await?.plan).map_err(|e| StoreError::corrupt("plan", e))?;
             let calendar = Itinerary {
                 id: &it.reference,
                 plan: &plan,
                 patient: Person { name: &patient.name, email: &patient.email },
-                escorts: &setup.resources.escorts,
+                escorts: &escorts,
                 clinic_name: &setup.clinic.name,
                 settings: &setup.calendar,
             };
