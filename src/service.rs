@@ -155,10 +155,7 @@ impl Settings {
     /// The database, migrated. A SQLite file's directory is created first.
     pub async fn store(&self) -> anyhow::Result<Store> {
         if let Some(path) = self.database_url.strip_prefix("sqlite://") {
-            let file = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            }
+            private_sqlite_file(Path::new(path.split('?').next().unwrap_or(path)))?;
         }
         let store = Store::connect(&self.database_url)
             .await
@@ -230,6 +227,30 @@ impl Settings {
             name: format!("{host}-{}-{}", std::process::id(), rand_suffix()),
         })
     }
+}
+
+/// The SQLite file and the directory it makes, for this user alone (0600 in a new 0700
+/// directory): it holds patients' names, addresses and treatment. SQLite gives its `-wal` and
+/// `-shm` files the database file's mode, so creating the file first covers them too; a file
+/// left readable by others by an older version is narrowed.
+fn private_sqlite_file(file: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if file.as_os_str().is_empty() || file.to_str().is_some_and(|f| f.starts_with(':')) {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(file).with_context(|| format!("creating {}", file.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let f = std::path::PathBuf::from(format!("{}{suffix}", file.display()));
+        if let Ok(meta) = std::fs::metadata(&f)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("narrowing {}", f.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn rand_suffix() -> String {

@@ -107,8 +107,10 @@ async fn sqlite_io_errors_lose_no_booking_and_stop_no_delivery() {
     let created: Vec<i64> = answered.iter().filter(|(st, _)| *st == StatusCode::CREATED).filter_map(|(_, id)| *id).collect();
     let refused = answered.iter().filter(|(st, _)| *st != StatusCode::CREATED).count();
     println!("bookings: {} answered 201, {refused} refused during the outage; /health said 503: {saw_503}", created.len());
-    assert!(refused > 0, "the outage refused no booking, so this tested nothing");
-    assert!(saw_503, "/health never reported the outage");
+    // Bookings in flight either failed (503) or waited for the file; either way the I/O errors
+    // were real if /health saw them.
+    assert!(saw_503, "/health never reported the outage, so this tested nothing");
+    assert!(created.len() >= 4, "too few bookings to judge: {answered:?}");
 
     // Delivery goes on by itself: a booking made now has its confirmation and invites sent.
     let t = Instant::now();
@@ -135,6 +137,15 @@ async fn sqlite_io_errors_lose_no_booking_and_stop_no_delivery() {
         }
         assert!(t.elapsed() < Duration::from_secs(60), "messages not sent after the outage: {it}");
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // The outbox holds names and treatment: this user's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&db.outbox), 0o700);
+        let files: Vec<_> = std::fs::read_dir(&db.outbox).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(!files.is_empty() && files.iter().all(|f| mode(f) == 0o600), "{files:?}");
     }
 
     // Every 201 survives a restart.

@@ -88,6 +88,22 @@ async fn health_auth_and_bad_input(db: Db) {
     }
     let (st, e) = s.call("GET", "/escorts/E99", None).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "a refused escort is not stored: {e}");
+    // Files and answers that hold personal data (issue 12, item 14).
+    if let Some(file) = db.url.strip_prefix("sqlite://").and_then(|u| u.split('?').next()) {
+        use std::os::unix::fs::PermissionsExt;
+        for f in [file.to_owned(), format!("{file}-wal")] {
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f} is {mode:o}");
+        }
+    }
+    for path in ["/patients", "/escorts", "/openapi.json"] {
+        let r = s.http.get(s.url(path)).bearer_auth(&s.token).send().await.unwrap();
+        assert_eq!(
+            (r.headers()["cache-control"].to_str().unwrap(), r.headers()["x-content-type-options"].to_str().unwrap()),
+            ("no-store", "nosniff"),
+            "{path}"
+        );
+    }
     let (st, e) = s.call("GET", "/patients/999", None).await;
     assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::NOT_FOUND, Some("id")), "{e}");
     let (st, _) = s.call("GET", "/patients/abc", None).await;
@@ -198,6 +214,10 @@ async fn itinerary_lifecycle(db: Db) {
     let r = s.http.get(s.url(&feed_path)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(
+        (r.headers()["cache-control"].to_str().unwrap(), r.headers()["x-content-type-options"].to_str().unwrap()),
+        ("no-store", "nosniff")
+    );
     assert_eq!(r.text().await.unwrap(), ics, "the feed is the patient's itinerary");
     let r = s.http.get(s.url(&feed_path)).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "an unchanged feed answers 304 to its ETag");

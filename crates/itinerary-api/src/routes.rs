@@ -12,6 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use itinerary_store::{EscortInput, NewItinerary, PatientInput};
 use serde::Deserialize;
 use serde_json::json;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::{ApiError, AppState, BODY_LIMIT, openapi};
 
@@ -46,6 +47,10 @@ pub fn router(state: AppState) -> Router {
         .merge(coordinators)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route; see /openapi.json") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Answers carry personal and health data: no cache may keep them, and no browser may
+        // read a calendar or JSON as anything else.
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .with_state(state)
 }
 
@@ -331,8 +336,8 @@ async fn feed(State(s): State<AppState>, Path(token): Path<String>, headers: axu
     if let Ok(etag) = HeaderValue::from_str(&feed.etag) {
         r.headers_mut().insert(header::ETAG, etag);
     }
-    // Personal data: no shared cache may keep it.
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    // Personal data: no cache may keep it. Calendar apps keep the ETag of their own accord.
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
 }
 

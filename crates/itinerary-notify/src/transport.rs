@@ -56,8 +56,13 @@ pub enum EmailTransport {
 }
 
 impl EmailTransport {
+    /// The outbox directory, made readable by this user alone: its files hold names,
+    /// treatment details and working feed URLs.
     pub fn outbox(dir: &Path) -> Result<EmailTransport, NotifyError> {
-        std::fs::create_dir_all(dir).map_err(|e| NotifyError::Setup(format!("creating outbox {}: {e}", dir.display())))?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let setup = |e: std::io::Error| NotifyError::Setup(format!("creating outbox {}: {e}", dir.display()));
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(setup)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(setup)?;
         Ok(EmailTransport::Outbox(dir.to_owned()))
     }
 
@@ -125,7 +130,10 @@ fn write_once(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, SendError>
         return Ok(format!("{} (written before)", path.display()));
     }
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?
+    };
     f.write_all(bytes).map_err(io)?;
     drop(f);
     std::fs::rename(&tmp, &path).map_err(io)?;
