@@ -68,7 +68,55 @@ enum AdminCommand {
     CreateCoordinator {
         /// Their name, for the audit log.
         name: String,
+        /// Days the token works; after that, `issue-token` gives them a new one.
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u16).range(1..=366))]
+        days: u16,
     },
+    /// Print a new bearer token for an existing coordinator (their others stay as they are).
+    IssueToken {
+        /// The coordinator's id (see `list-coordinators`).
+        id: i32,
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u16).range(1..=366))]
+        days: u16,
+    },
+    /// End every token of a coordinator at once (they left, or a token leaked).
+    RevokeCoordinator {
+        /// The coordinator's id (see `list-coordinators`).
+        id: i32,
+    },
+    /// List coordinators: live tokens, when the last ends, and when one was last used.
+    ListCoordinators,
+}
+
+/// The `admin` commands. Tokens go to standard output alone, so that scripts can take them.
+async fn admin(settings: &service::Settings, command: AdminCommand) -> anyhow::Result<()> {
+    let store = settings.store().await?;
+    let days = |d: u16| chrono::Duration::days(i64::from(d));
+    match command {
+        AdminCommand::CreateCoordinator { name, days: d } => {
+            let (id, token) = store.create_coordinator(name.trim(), days(d)).await.context("creating the coordinator")?;
+            eprintln!("coordinator {} created (id {id}); their token, valid for {d} days, shown this once:", name.trim());
+            println!("{token}");
+        }
+        AdminCommand::IssueToken { id, days: d } => {
+            let token = store.issue_coordinator_token(id, days(d)).await.with_context(|| format!("issuing a token to coordinator {id}"))?;
+            eprintln!("a new token for coordinator {id}, valid for {d} days, shown this once:");
+            println!("{token}");
+        }
+        AdminCommand::RevokeCoordinator { id } => {
+            let n = store.revoke_coordinator(id).await.with_context(|| format!("revoking coordinator {id}"))?;
+            eprintln!("coordinator {id}: {n} token(s) revoked");
+        }
+        AdminCommand::ListCoordinators => {
+            let at = |t: Option<DateTime<Utc>>| t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string());
+            println!("{:>4}  {:<24}  {:>5}  {:<20}  {:<20}", "id", "name", "live", "expires", "last used");
+            for c in store.coordinators().await.context("listing coordinators")? {
+                let name: String = c.name.chars().take(24).collect();
+                println!("{:>4}  {:<24}  {:>5}  {:<20}  {:<20}", c.id, name, c.live_tokens, at(c.expires_at), at(c.last_used_at));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Exit codes: 0 planned, 1 infeasible, 2 bad request or configuration.
@@ -108,14 +156,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Admin { command: AdminCommand::CreateCoordinator { name } } => {
+        Command::Admin { command } => {
             let settings = service::Settings::load(&cli.config)?;
-            let token = service::runtime()?.block_on(async {
-                let store = settings.store().await?;
-                store.create_coordinator(name.trim()).await.context("creating the coordinator")
-            })?;
-            eprintln!("coordinator {} created (id {}); their token, shown this once:", name.trim(), token.0);
-            println!("{}", token.1);
+            service::runtime()?.block_on(admin(&settings, command))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { file, json, now, ics, itinerary } => {

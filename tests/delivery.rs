@@ -702,6 +702,48 @@ async fn postgres_outage_stops_delivery_only_while_it_lasts() {
     db.drop_pg().await;
 }
 
+/// A booking confirmation carries a feed URL of the same form as the coordinator's, listed as
+/// the patient's with its origin, and a rotation ends it with the rest (issue 12, item 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmations_feed_url_is_listed_and_rotation_ends_it() {
+    let db = Db::sqlite("confirmation-feed");
+    let s = start(&db, &quick(vec![("ITINERARY_DELIVERY_UPDATE_GRACE_SECONDS", "0".into())]));
+    set_clock(&s, &today_morning()).await;
+    let id = backlog(&s, 1).await[0];
+    let it =
+        until(&s, id, 60, "the confirmation", |m| m.iter().any(|m| m["kind"] == "booking_confirmation" && m["status"] == "sent")).await;
+    assert!(!it.is_empty());
+    let (_, itinerary) = s.call("GET", &format!("/itineraries/{id}"), None).await;
+    let pid = itinerary["patient_id"].as_i64().unwrap();
+    let out = Command::new(python()).arg(root().join("tests/smtp/read_mail.py")).arg(&db.outbox).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mails: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let text = mails.iter().map(|m| m["text"].as_str().unwrap_or_default().to_owned()).collect::<String>();
+    let at = text.find("http://feed.example/feed/").unwrap_or_else(|| panic!("no feed URL in the confirmation: {text}"));
+    let url: String = text[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || "/:._".contains(*c)).collect();
+    let token = url.rsplit('/').next().unwrap();
+    assert!(token.len() == 68 && token.starts_with("itf_") && token[4..].chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+    let path = url.strip_prefix("http://feed.example").unwrap().to_owned();
+    assert_eq!(s.http.get(s.url(&path)).send().await.unwrap().status(), StatusCode::OK, "the confirmation's feed works");
+
+    let (st, list) = s.call("GET", &format!("/patients/{pid}/feed"), None).await;
+    assert_eq!(st, StatusCode::OK, "{list}");
+    let origins: Vec<&str> = list["feeds"].as_array().unwrap().iter().map(|f| f["origin"].as_str().unwrap()).collect();
+    assert_eq!(origins, ["confirmation"], "{list}");
+    let (st, rotated) = s.call("POST", &format!("/patients/{pid}/feed"), None).await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(s.http.get(s.url(&path)).send().await.unwrap().status(), StatusCode::NOT_FOUND, "rotation ends the confirmation's URL");
+    let (_, list) = s.call("GET", &format!("/patients/{pid}/feed"), None).await;
+    let origins: Vec<&str> = list["feeds"].as_array().unwrap().iter().map(|f| f["origin"].as_str().unwrap()).collect();
+    assert_eq!(origins, ["coordinator"], "{list} after {rotated}");
+    let (st, _) = s.call("DELETE", &format!("/patients/{pid}/feed"), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (_, list) = s.call("GET", &format!("/patients/{pid}/feed"), None).await;
+    assert_eq!(list["feeds"], json!([]));
+    let (_, audit) = s.call("GET", "/audit", None).await;
+    assert!(audit["audit"].as_array().unwrap().iter().any(|a| a["action"] == "issue" && a["entity"] == "feed"), "{audit}");
+}
+
 /// What the LINE stand-in saw.
 #[derive(Default)]
 struct LineLog {

@@ -543,3 +543,58 @@ async fn postgres_two_processes_never_double_book() {
         parallel_bookings_never_double_book(db, 2).await;
     }
 }
+
+/// `itinerary admin` with the server's own settings, as an operator runs it.
+fn admin(db: &Db, args: &[&str]) -> (String, String) {
+    let out = itinerary(db).arg("admin").args(args).output().unwrap();
+    assert!(out.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+/// Coordinator tokens end (issue 12, item 9): they expire, an operator revokes all of a
+/// coordinator's at once and lists who used theirs when, and every read of a patient's record
+/// is in the audit log beside the changes.
+#[tokio::test]
+async fn coordinator_tokens_expire_are_revoked_and_reads_are_audited() {
+    use sea_orm::ConnectionTrait;
+    let db = Db::sqlite("coordinator-tokens");
+    let mut s = Server::start(&db);
+    let (st, p) = s.call("POST", "/patients", Some(patient("山田 太郎"))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let pid = p["id"].as_i64().unwrap();
+    let (st, _) = s.call("GET", &format!("/patients/{pid}"), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s.call("GET", "/patients", None).await;
+    assert_eq!(st, StatusCode::OK);
+
+    let (list, _) = admin(&db, &["list-coordinators"]);
+    let row = list.lines().find(|l| l.contains("Test Coordinator")).unwrap_or_else(|| panic!("{list}"));
+    assert!(row.split_whitespace().nth(3) == Some("1") && row.matches(" UTC").count() == 2, "one live token, used: {row}");
+
+    // A second token that has run out is refused; a fresh one works.
+    let (second, _) = admin(&db, &["issue-token", "1", "--days", "1"]);
+    let second = second.trim().to_owned();
+    let get = |token: &str| s.http.get(s.url("/patients")).bearer_auth(token.to_owned()).send();
+    assert_eq!(get(&second).await.unwrap().status(), StatusCode::OK);
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let hash = itinerary_store::hash_token(&second);
+    conn.execute_unprepared(&format!("UPDATE coordinator_token SET expires_at = '2026-01-01 00:00:00+00:00' WHERE token_hash = '{hash}'"))
+        .await
+        .unwrap();
+    assert_eq!(get(&second).await.unwrap().status(), StatusCode::UNAUTHORIZED, "an expired token");
+    assert_eq!(get(&s.token).await.unwrap().status(), StatusCode::OK);
+
+    // Reads are audited with ids only; then the coordinator is revoked.
+    let (_, audit) = s.call("GET", "/audit", None).await;
+    let reads: Vec<&Value> =
+        audit["audit"].as_array().unwrap().iter().filter(|a| a["action"] == "read" && a["entity"] == "patient").collect();
+    assert!(reads.iter().any(|a| a["id"].as_str() == Some(pid.to_string().as_str())) && reads.iter().any(|a| a["id"] == "list"), "{audit}");
+    assert!(!audit.to_string().contains("山田"), "{audit}");
+    let (_, said) = admin(&db, &["revoke-coordinator", "1"]);
+    assert!(said.contains("2 token(s) revoked"), "{said}");
+    assert_eq!(get(&s.token).await.unwrap().status(), StatusCode::UNAUTHORIZED, "a revoked coordinator");
+    let (list, _) = admin(&db, &["list-coordinators"]);
+    let row = list.lines().find(|l| l.contains("Test Coordinator")).unwrap();
+    assert_eq!(row.split_whitespace().nth(3), Some("0"), "{row}");
+    assert!(s.stop().success());
+}

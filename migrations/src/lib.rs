@@ -8,6 +8,7 @@ mod m20261126_000001_initial;
 mod m20261126_000002_delivery;
 mod m20261126_000003_patient_itineraries;
 mod m20261126_000004_calendar_change_records;
+mod m20261130_000005_token_lifetimes;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_delivery::Migration),
             Box::new(m20261126_000003_patient_itineraries::Migration),
             Box::new(m20261126_000004_calendar_change_records::Migration),
+            Box::new(m20261130_000005_token_lifetimes::Migration),
         ]
     }
 }

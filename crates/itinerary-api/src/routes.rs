@@ -26,7 +26,7 @@ pub fn router(state: AppState) -> Router {
     let coordinators = Router::new()
         .route("/patients", post(create_patient).get(list_patients))
         .route("/patients/{id}", get(get_patient).put(update_patient))
-        .route("/patients/{id}/feed", post(rotate_feed).delete(revoke_feed))
+        .route("/patients/{id}/feed", get(list_feeds).post(rotate_feed).delete(revoke_feed))
         .route("/escorts", get(list_escorts))
         .route("/escorts/{id}", get(get_escort).put(put_escort).delete(deactivate_escort))
         .route("/resources", get(list_resources))
@@ -127,16 +127,39 @@ impl Page {
     }
 }
 
-async fn list_patients(State(s): State<AppState>, q: Result<Query<Page>, QueryRejection>) -> ApiResult<Response> {
+async fn list_patients(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    q: Result<Query<Page>, QueryRejection>,
+) -> ApiResult<Response> {
     let Query(page) = q?;
     let limit = page.limit()?;
     let patients = s.store.patients(page.after.unwrap_or(0), limit).await?;
     let next = (patients.len() as u64 == limit).then(|| patients.last().map(|p| p.id)).flatten();
+    let ids: Vec<i32> = patients.iter().map(|p| p.id).collect();
+    s.store.audit_read(c.0, "patient", "list", json!({ "ids": ids })).await?;
     Ok(Json(json!({ "patients": patients, "next": next })).into_response())
 }
 
-async fn get_patient(State(s): State<AppState>, p: Result<Path<i32>, PathRejection>) -> ApiResult<Response> {
-    Ok(Json(s.store.patient(id(p)?).await?).into_response())
+async fn get_patient(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    let patient = s.store.patient(id(p)?).await?;
+    s.store.audit_read(c.0, "patient", &patient.id.to_string(), json!({})).await?;
+    Ok(Json(patient).into_response())
+}
+
+async fn list_feeds(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    let id = id(p)?;
+    let feeds = s.store.feed_tokens(id).await?;
+    s.store.audit_read(c.0, "feed", &id.to_string(), json!({})).await?;
+    Ok(Json(json!({ "feeds": feeds })).into_response())
 }
 
 async fn update_patient(
@@ -235,8 +258,14 @@ async fn create_itinerary(
     Ok((StatusCode::CREATED, Json(it)).into_response())
 }
 
-async fn get_itinerary(State(s): State<AppState>, p: Result<Path<i32>, PathRejection>) -> ApiResult<Response> {
-    Ok(Json(s.store.itinerary(id(p)?).await?).into_response())
+async fn get_itinerary(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    let it = s.store.itinerary(id(p)?).await?;
+    s.store.audit_read(c.0, "itinerary", &it.id.to_string(), json!({ "patient": it.patient_id })).await?;
+    Ok(Json(it).into_response())
 }
 
 async fn change_itinerary(
@@ -259,8 +288,10 @@ async fn cancel_itinerary(
 }
 
 /// Messages that could not be delivered (a permanent refusal, or retries that ran out).
-async fn failed_messages(State(s): State<AppState>) -> ApiResult<Response> {
-    Ok(Json(json!({ "failed": s.store.failed_messages(500).await? })).into_response())
+async fn failed_messages(State(s): State<AppState>, Extension(c): Extension<Coordinator>) -> ApiResult<Response> {
+    let failed = s.store.failed_messages(500).await?;
+    s.store.audit_read(c.0, "message", "failed", json!({ "count": failed.len() })).await?;
+    Ok(Json(json!({ "failed": failed })).into_response())
 }
 
 async fn get_clock(State(s): State<AppState>) -> ApiResult<Response> {
@@ -319,8 +350,15 @@ fn calendar(text: String) -> Response {
     r
 }
 
-async fn itinerary_ics(State(s): State<AppState>, p: Result<Path<i32>, PathRejection>) -> ApiResult<Response> {
-    Ok(calendar(s.store.itinerary_ics(&s.setup, id(p)?).await?))
+async fn itinerary_ics(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    let id = id(p)?;
+    let ics = s.store.itinerary_ics(&s.setup, id).await?;
+    s.store.audit_read(c.0, "itinerary", &id.to_string(), json!({ "as": "calendar" })).await?;
+    Ok(calendar(ics))
 }
 
 /// The patient's feed: the token is the only credential, and shows only its own patient.
@@ -350,7 +388,11 @@ struct Range {
 
 /// What each itinerary has, and what each escort does on which day, between two dates (UTC
 /// days, `to` exclusive; escorts' days in the clinic's zone).
-async fn trips(State(s): State<AppState>, q: Result<Query<Range>, QueryRejection>) -> ApiResult<Response> {
+async fn trips(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    q: Result<Query<Range>, QueryRejection>,
+) -> ApiResult<Response> {
     let Query(r) = q?;
     if r.to <= r.from || (r.to - r.from).num_days() > 366 {
         return Err(ApiError::field(
@@ -391,6 +433,7 @@ async fn trips(State(s): State<AppState>, q: Result<Query<Range>, QueryRejection
             a.push(duty);
         }
     }
+    s.store.audit_read(c.0, "trips", &format!("{}..{}", r.from, r.to), json!({ "count": trips.len() })).await?;
     Ok(Json(json!({ "from": r.from, "to": r.to, "zone": zone.name(), "trips": trips, "escorts": escorts })).into_response())
 }
 

@@ -497,19 +497,25 @@ impl Store {
         Ok(scheduled_message::Entity::find().filter(scheduled_message::Column::Status.eq("queued")).count(&self.db).await?)
     }
 
-    /// A further feed token for the patient, for a confirmation to carry (tokens are stored
-    /// hashed, so an existing one cannot be shown again). Revoking the feed revokes it too.
+    /// A further feed URL for the patient, for a booking confirmation to carry (tokens are
+    /// stored hashed, so an existing one cannot be shown again). Same form as the
+    /// coordinator's, listed with them at `GET /patients/{id}/feed` as `confirmation`, audited,
+    /// and ended with them by a rotation or a revocation.
     pub async fn issue_feed_token(&self, patient_id: i32) -> Result<String, StoreError> {
-        let t = Token::generate("itf");
+        let t = Token::generate(crate::people::FEED_PREFIX);
+        let txn = TransactionTrait::begin(&self.db).await?;
         feed_token::ActiveModel {
             patient_id: Set(patient_id),
             token_hash: Set(t.hash.clone()),
             created_at: Set(Utc::now()),
             revoked_at: Set(None),
+            origin: Set("confirmation".into()),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await?;
+        crate::people::audit(&txn, None, "issue", "feed", &patient_id.to_string(), serde_json::json!({ "origin": "confirmation" })).await?;
+        txn.commit().await?;
         Ok(t.secret)
     }
 }

@@ -33,6 +33,9 @@ pub mod coordinator_token {
         pub token_hash: String,
         pub created_at: DateTimeUtc,
         pub revoked_at: Option<DateTimeUtc>,
+        /// None only for a row no migration reached: refused, like an expired one.
+        pub expires_at: Option<DateTimeUtc>,
+        pub last_used_at: Option<DateTimeUtc>,
     }
     no_relations!();
 }
@@ -223,6 +226,8 @@ pub mod feed_token {
         pub token_hash: String,
         pub created_at: DateTimeUtc,
         pub revoked_at: Option<DateTimeUtc>,
+        /// `coordinator` or `confirmation`: who was given it.
+        pub origin: String,
     }
     no_relations!();
 }

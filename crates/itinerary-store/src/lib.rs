@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use itinerary_core::ClinicSetup;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
-pub use people::{EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
+pub use people::{CoordinatorView, EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
 pub use token::{Token, hash_token};
 
 /// Why the store could not do what it was asked.

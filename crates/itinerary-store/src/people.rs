@@ -450,39 +450,105 @@ impl Store {
         Ok(())
     }
 
-    /// A new coordinator and their first bearer token, shown only here.
-    pub async fn create_coordinator(&self, name: &str) -> Result<(i32, String), StoreError> {
+    /// A new coordinator and their first bearer token, shown only here, valid for `valid_for`.
+    pub async fn create_coordinator(&self, name: &str, valid_for: chrono::Duration) -> Result<(i32, String), StoreError> {
         let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
         let c =
             coordinator::ActiveModel { name: Set(name.to_owned()), created_at: Set(Utc::now()), ..Default::default() }.insert(&txn).await?;
-        let t = Token::generate("itc_");
-        coordinator_token::ActiveModel {
-            coordinator_id: Set(c.id),
-            token_hash: Set(t.hash),
-            created_at: Set(Utc::now()),
-            revoked_at: Set(None),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
+        let secret = insert_coordinator_token(&txn, c.id, valid_for).await?;
         audit(&txn, None, "create", "coordinator", &c.id.to_string(), json!({})).await?;
         txn.commit().await?;
-        Ok((c.id, t.secret))
+        Ok((c.id, secret))
     }
 
-    /// The coordinator a bearer token belongs to, if it is valid.
-    pub async fn coordinator_for(&self, secret: &str) -> Result<Option<i32>, StoreError> {
-        let t = coordinator_token::Entity::find()
-            .filter(coordinator_token::Column::TokenHash.eq(hash_token(secret)))
+    /// A further token for an existing coordinator (theirs expired, or was revoked), shown only
+    /// here. Their other tokens stay as they are.
+    pub async fn issue_coordinator_token(&self, id: i32, valid_for: chrono::Duration) -> Result<String, StoreError> {
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        coordinator::Entity::find_by_id(id)
+            .unique(&txn)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "coordinator", id: id.to_string() })?;
+        let secret = insert_coordinator_token(&txn, id, valid_for).await?;
+        audit(&txn, None, "issue_token", "coordinator", &id.to_string(), json!({ "days": valid_for.num_days() })).await?;
+        txn.commit().await?;
+        Ok(secret)
+    }
+
+    /// Ends every token of the coordinator at once. Returns how many were not yet revoked.
+    pub async fn revoke_coordinator(&self, id: i32) -> Result<u64, StoreError> {
+        use sea_orm::sea_query::Expr;
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        coordinator::Entity::find_by_id(id)
+            .unique(&txn)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "coordinator", id: id.to_string() })?;
+        let revoked = coordinator_token::Entity::update_many()
+            .col_expr(coordinator_token::Column::RevokedAt, Expr::value(Utc::now()))
+            .filter(coordinator_token::Column::CoordinatorId.eq(id))
             .filter(coordinator_token::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        audit(&txn, None, "revoke", "coordinator", &id.to_string(), json!({ "tokens": revoked })).await?;
+        txn.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Every coordinator with their tokens' state and last use, for `itinerary admin
+    /// list-coordinators`.
+    pub async fn coordinators(&self) -> Result<Vec<CoordinatorView>, StoreError> {
+        let now = Utc::now();
+        let people = coordinator::Entity::find().order_by_asc(coordinator::Column::Id).all(&self.db).await?;
+        let tokens = coordinator_token::Entity::find().all(&self.db).await?;
+        Ok(people
+            .into_iter()
+            .map(|c| {
+                let mine: Vec<&coordinator_token::Model> = tokens.iter().filter(|t| t.coordinator_id == c.id).collect();
+                let live: Vec<&&coordinator_token::Model> = mine.iter().filter(|t| live_token(t, now)).collect();
+                CoordinatorView {
+                    id: c.id,
+                    name: c.name,
+                    created_at: c.created_at,
+                    live_tokens: live.len(),
+                    expires_at: live.iter().filter_map(|t| t.expires_at).max(),
+                    last_used_at: mine.iter().filter_map(|t| t.last_used_at).max(),
+                }
+            })
+            .collect())
+    }
+
+    /// The coordinator a bearer token belongs to, if it is live (not revoked, not expired).
+    /// Its last use is recorded at most every five minutes, so reads stay reads.
+    pub async fn coordinator_for(&self, secret: &str) -> Result<Option<i32>, StoreError> {
+        let now = Utc::now();
+        let Some(t) = coordinator_token::Entity::find()
+            .filter(coordinator_token::Column::TokenHash.eq(hash_token(secret)))
             .unique(&self.db)
-            .await?;
-        Ok(t.map(|t| t.coordinator_id))
+            .await?
+            .filter(|t| live_token(t, now))
+        else {
+            return Ok(None);
+        };
+        if t.last_used_at.is_none_or(|at| now - at > chrono::Duration::minutes(5)) {
+            coordinator_token::Entity::update_many()
+                .col_expr(coordinator_token::Column::LastUsedAt, sea_orm::sea_query::Expr::value(now))
+                .filter(coordinator_token::Column::Id.eq(t.id))
+                .exec(&self.db)
+                .await?;
+        }
+        Ok(Some(t.coordinator_id))
+    }
+
+    /// Records that a coordinator read personal data: the ids only, never the content.
+    pub async fn audit_read(&self, by: i32, entity: &str, id: &str, detail: serde_json::Value) -> Result<(), StoreError> {
+        audit(&self.db, Some(by), "read", entity, id, detail).await?;
+        Ok(())
     }
 
     /// A new feed token for the patient; earlier ones stop working. The secret is shown once.
     pub async fn rotate_feed(&self, by: i32, patient_id: i32) -> Result<String, StoreError> {
-        let t = Token::generate("itf_");
+        let t = Token::generate(FEED_PREFIX);
         self.replace_feed(by, patient_id, "rotate", Some(t.hash)).await?;
         Ok(t.secret)
     }
@@ -502,6 +568,7 @@ impl Store {
                 token_hash: Set(hash),
                 created_at: Set(Utc::now()),
                 revoked_at: Set(None),
+                origin: Set("coordinator".into()),
                 ..Default::default()
             }
             .insert(&txn)
@@ -510,6 +577,18 @@ impl Store {
         audit(&txn, Some(by), action, "feed", &patient_id.to_string(), json!({})).await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    /// The patient's live feed tokens (not the secrets, which are not kept), oldest first.
+    pub async fn feed_tokens(&self, patient_id: i32) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.patient(patient_id).await?;
+        let rows = feed_token::Entity::find()
+            .filter(feed_token::Column::PatientId.eq(patient_id))
+            .filter(feed_token::Column::RevokedAt.is_null())
+            .order_by_asc(feed_token::Column::Id)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(|t| json!({ "id": t.id, "origin": t.origin, "created_at": t.created_at })).collect())
     }
 
     /// The patient a feed token opens, if it is valid.
@@ -531,6 +610,43 @@ impl Store {
         }
         Ok(q.order_by_desc(audit_log::Column::Id).limit(limit).all(&self.db).await?)
     }
+}
+
+/// Every feed URL has this form, whoever it was given to.
+pub(crate) const FEED_PREFIX: &str = "itf_";
+
+/// A coordinator as `itinerary admin list-coordinators` shows them.
+#[derive(Clone, Debug, Serialize)]
+pub struct CoordinatorView {
+    pub id: i32,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    /// Tokens neither revoked nor expired.
+    pub live_tokens: usize,
+    /// When the last of them ends.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+fn live_token(t: &coordinator_token::Model, now: DateTime<Utc>) -> bool {
+    t.revoked_at.is_none() && t.expires_at.is_some_and(|e| e > now)
+}
+
+async fn insert_coordinator_token(db: &impl ConnectionTrait, id: i32, valid_for: chrono::Duration) -> Result<String, StoreError> {
+    let t = Token::generate("itc_");
+    let now = Utc::now();
+    coordinator_token::ActiveModel {
+        coordinator_id: Set(id),
+        token_hash: Set(t.hash),
+        created_at: Set(now),
+        revoked_at: Set(None),
+        expires_at: Set(Some(now + valid_for)),
+        last_used_at: Set(None),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(t.secret)
 }
 
 async fn revoke_feeds(db: &impl ConnectionTrait, patient_id: i32) -> Result<(), sea_orm::DbErr> {

@@ -36,7 +36,7 @@ async fn a_failed_commit_leaves_no_connection_inside_a_transaction() {
     let url = fresh("failed-commit");
     let store = Store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
-    let (by, _) = store.create_coordinator("Coordinator").await.unwrap();
+    let (by, _) = store.create_coordinator("Coordinator", chrono::Duration::days(1)).await.unwrap();
     let pool = store.sqlite_pool().unwrap();
     let mut held = Vec::new();
     for _ in 0..8 {
