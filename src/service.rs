@@ -32,6 +32,11 @@ struct Server {
     public_url: String,
     worker: bool,
     environment: String,
+    header_read_timeout_seconds: u64,
+    max_connections: usize,
+    connections_per_client: usize,
+    failed_auth_burst: u32,
+    failed_auth_refill_seconds: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,6 +313,16 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
         public_url: settings.public_url.clone(),
         clock: settings.clock(&store),
         worker: status,
+        failed: Arc::new(itinerary_api::guard::FailedAttempts::new(
+            settings.file.server.failed_auth_burst,
+            Duration::from_secs(settings.file.server.failed_auth_refill_seconds),
+        )),
+    };
+    let srv = &settings.file.server;
+    let limits = itinerary_api::serve::Limits {
+        header_read_timeout: Some(Duration::from_secs(srv.header_read_timeout_seconds)).filter(|d| !d.is_zero()),
+        max_connections: srv.max_connections,
+        per_client: srv.connections_per_client,
     };
     let listener = tokio::net::TcpListener::bind(&settings.listen).await.with_context(|| format!("listening on {}", settings.listen))?;
     let addr = listener.local_addr()?;
@@ -315,7 +330,7 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
     println!("listening on http://{addr}");
     tracing::info!(%addr, worker = with_worker, "serving");
     let server = async {
-        let r = axum::serve(listener, itinerary_api::router(state)).with_graceful_shutdown(shutdown()).await.context("serving");
+        let r = itinerary_api::serve::serve(listener, itinerary_api::router(state), limits, shutdown()).await.context("serving");
         // Requests in flight are done: now the worker stops too.
         let _ = stop_tx.send(true);
         r

@@ -11,9 +11,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 async fn health_auth_and_bad_input(db: Db) {
-    let mut s = Server::start(&db);
-    let h = s.http.get(s.url("/health")).send().await.unwrap();
-    assert_eq!(h.status(), StatusCode::OK);
+    // Every route is tried without a token and with a wrong one: more failures than a client
+    // may make by default (see `guessing_is_refused_per_client`).
+    let mut s = Server::start_with(&db, &[("ITINERARY_SERVER_FAILED_AUTH_BURST", "1000")]);
+    let (st, h) = s.call("GET", "/health", None).await;
+    assert_eq!(st, StatusCode::OK, "{h}");
     // Every coordinator route: 401 without a token and with a wrong one.
     for (method, path, _, auth) in itinerary_api::openapi::ROUTES {
         let path = path.replace("{id}", "1").replace("{token}", "x");
@@ -597,4 +599,112 @@ async fn coordinator_tokens_expire_are_revoked_and_reads_are_audited() {
     let row = list.lines().find(|l| l.contains("Test Coordinator")).unwrap();
     assert_eq!(row.split_whitespace().nth(3), Some("0"), "{row}");
     assert!(s.stop().success());
+}
+
+/// A client that keeps presenting wrong tokens or unknown feed URLs gets 429 with Retry-After
+/// after its burst, before any lookup; another address polling its feed is not slowed (issue
+/// 12, item 8).
+#[tokio::test]
+async fn guessing_is_refused_per_client() {
+    let db = Db::sqlite("guessing");
+    let s = Server::start_with(&db, &[("ITINERARY_SERVER_FAILED_AUTH_BURST", "5"), ("ITINERARY_SERVER_FAILED_AUTH_REFILL_SECONDS", "60")]);
+    let (_, p) = s.call("POST", "/patients", Some(patient("山田 太郎"))).await;
+    let pid = p["id"].as_i64().unwrap();
+    let (st, _) = s.call("POST", "/itineraries", Some(request(pid, 0))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (_, f) = s.call("POST", &format!("/patients/{pid}/feed"), None).await;
+    let feed = f["feed_url"].as_str().unwrap().strip_prefix("http://feed.example").unwrap().to_owned();
+    // The guesser, on 127.0.0.1: wrong feed URLs and tokens are answered until one goes past
+    // the burst of five; then 429 without a lookup.
+    let mut codes = Vec::new();
+    for n in 0..8 {
+        let r = if n % 2 == 0 {
+            s.http.get(s.url(&format!("/feed/itf_{n:064x}"))).send().await.unwrap()
+        } else {
+            s.http.get(s.url("/patients")).bearer_auth(format!("itc_{n:064x}")).send().await.unwrap()
+        };
+        codes.push(r.status().as_u16());
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=61).contains(&wait), "{wait}");
+        }
+    }
+    assert_eq!(codes, [404, 401, 404, 401, 404, 401, 429, 429], "the sixth failure, one past the burst, starts the wait");
+    // A patient's calendar app elsewhere polls on, unhindered.
+    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    let other = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
+    for _ in 0..50 {
+        let r = other.get(format!("http://127.0.0.1:{port}{feed}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    // The guesser stays refused, even with the right feed URL, until its allowance refills.
+    assert_eq!(s.http.get(s.url(&feed)).send().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Whether the server closed `c` within `within` (EOF or a reset on reading).
+async fn closed(c: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let t = std::time::Instant::now();
+    while t.elapsed() < within {
+        match tokio::time::timeout(within.saturating_sub(t.elapsed()), c.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Slow clients (slowloris): half a request line holds a connection only until the header
+/// timeout, a kept-alive connection is closed when idle as long, and one address cannot hold
+/// more than its share, while another address is served throughout (issue 12, item 7).
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_capped_per_client() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let db = Db::sqlite("slow-clients");
+    let s = Server::start_with(
+        &db,
+        &[
+            ("ITINERARY_SERVER_HEADER_READ_TIMEOUT_SECONDS", "3"),
+            ("ITINERARY_SERVER_CONNECTIONS_PER_CLIENT", "20"),
+            ("ITINERARY_SERVER_MAX_CONNECTIONS", "100"),
+        ],
+    );
+    let addr = s.base.strip_prefix("http://").unwrap().to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..25 {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+        slow.push(c);
+    }
+    let mut refused = 0;
+    for c in &mut slow {
+        if closed(c, std::time::Duration::from_millis(50)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 5, "beyond 20 from one address, closed at once");
+    let other = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
+    let r = other.get(format!("http://{addr}/health")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "another address is served meanwhile");
+    let t = std::time::Instant::now();
+    let mut cut = 0;
+    for c in &mut slow {
+        if closed(c, std::time::Duration::from_secs(5)).await {
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, 25, "every half-sent request is cut off");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "within the header timeout: {:?}", t.elapsed());
+    // Kept alive and idle: closed after the same timeout, not held for ever.
+    let mut c = TcpStream::connect(&addr).await.unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut c, &mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let idle = std::time::Instant::now();
+    assert!(closed(&mut c, std::time::Duration::from_secs(6)).await, "an idle kept-alive connection is closed");
+    assert!(idle.elapsed() >= std::time::Duration::from_millis(2500), "not before the timeout: {:?}", idle.elapsed());
 }

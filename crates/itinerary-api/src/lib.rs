@@ -3,8 +3,10 @@
 //! names the field and the value; no route answers 500 for bad input.
 
 mod error;
+pub mod guard;
 pub mod openapi;
 mod routes;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -25,6 +27,8 @@ pub struct AppState {
     pub clock: Clock,
     /// The delivery worker of this process, when it runs one.
     pub worker: Option<WorkerStatus>,
+    /// Failed bearer tokens and feed URLs by client address.
+    pub failed: Arc<guard::FailedAttempts>,
 }
 
 /// Whether this process's worker is delivering (false makes `/health` answer 503), and its

@@ -55,17 +55,47 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let client = client_ip(&req);
+    if let Some(wait) = s.failed.blocked(client) {
+        return too_many_failures(wait);
+    }
     let token =
         req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-    let Some(token) = token else { return ApiError::unauthorized().into_response() };
+    let Some(token) = token else {
+        s.failed.failed(client);
+        return ApiError::unauthorized().into_response();
+    };
     match s.store.coordinator_for(token).await {
         Ok(Some(id)) => {
             req.extensions_mut().insert(Coordinator(id));
             next.run(req).await
         }
-        Ok(None) => ApiError::unauthorized().into_response(),
+        Ok(None) => {
+            s.failed.failed(client);
+            ApiError::unauthorized().into_response()
+        }
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// The client's address as the server accepted it (unspecified when the router is driven
+/// without the server, which then counts all failures together).
+fn client_ip(req: &Request) -> std::net::IpAddr {
+    crate::serve::client(req.extensions()).map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip())
+}
+
+fn too_many_failures(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs() + 1;
+    let mut r = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+        format!("too many failed attempts from this address; try again in {secs} s"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 /// 200 when the database answers and this process's worker (if it runs one) delivers; 503
@@ -363,9 +393,15 @@ async fn itinerary_ics(
 
 /// The patient's feed: the token is the only credential, and shows only its own patient.
 /// Calendar apps poll it; an unchanged itinerary answers 304 to their `If-None-Match`.
-async fn feed(State(s): State<AppState>, Path(token): Path<String>, headers: axum::http::HeaderMap) -> ApiResult<Response> {
+async fn feed(State(s): State<AppState>, Path(token): Path<String>, req: Request) -> ApiResult<Response> {
+    let client = client_ip(&req);
+    if let Some(wait) = s.failed.blocked(client) {
+        return Ok(too_many_failures(wait));
+    }
+    let headers = req.headers();
     let token = token.strip_suffix(".ics").unwrap_or(&token);
     let Some(feed) = s.store.feed(&s.setup, token).await? else {
+        s.failed.failed(client);
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no_feed", "no such feed (revoked, never issued, or no itinerary yet)"));
     };
     let unchanged =

@@ -84,10 +84,11 @@ impl Health {
         let mut r = r.clone();
         let now = Utc::now();
         let recent = |t: Option<DateTime<Utc>>, within: Duration| t.is_some_and(|t| (now - t).to_std().unwrap_or_default() <= within);
-        let delivering = r.state == "running" && recent(r.last_heartbeat, heartbeat * 3) && recent(r.last_dispatch, stale);
-        // A worker gets three heartbeats to register and make its first pass.
-        let starting = r.state == "starting" && recent(r.started_at, heartbeat * 3);
-        r.ok = delivering || starting;
+        // A worker gets three heartbeats to register, and `stale` for its first pass.
+        let consuming = (r.state == "running" && recent(r.last_heartbeat, heartbeat * 3))
+            || (r.state == "starting" && recent(r.started_at, heartbeat * 3));
+        let dispatching = recent(r.last_dispatch, stale) || (r.last_dispatch.is_none() && recent(r.started_at, stale));
+        r.ok = consuming && dispatching;
         r
     }
 }
