@@ -4,11 +4,12 @@
 # property-based requests generated from /openapi.json. Fails on any 5xx, any response whose
 # status or body the document does not describe, or a run that outlives its time limit.
 #
-#   tests/schemathesis/run.sh [ITINERARY_BINARY] [VENV]
+#   tests/schemathesis/run.sh [ITINERARY_BINARY] [VENV] [SCHEMATHESIS_RUN_OPTIONS...]
 #
 # ITINERARY_BINARY defaults to target/debug/itinerary, VENV to target/schemathesis-venv (made by
 # scripts/interop-setup from tests/schemathesis/requirements.txt). Knobs, with their defaults:
 # SCHEMATHESIS_MAX_EXAMPLES=100 (test cases per operation and phase), SCHEMATHESIS_SEED=20261130,
+# SCHEMATHESIS_CHECKS=not_a_server_error,status_code_conformance,response_schema_conformance,
 # SCHEMATHESIS_TIME_LIMIT=240 (seconds for the whole run), SCHEMATHESIS_REPORT_DIR (keep the
 # JUnit and NDJSON reports there; a temporary directory otherwise).
 # Ends with `schemathesis: N passed, M failed` (per API operation, plus the stateful suite) and
@@ -22,6 +23,7 @@ venv=$(absolute "${2:-$root/target/schemathesis-venv}")
 max_examples=${SCHEMATHESIS_MAX_EXAMPLES:-100}
 seed=${SCHEMATHESIS_SEED:-20261130}
 time_limit=${SCHEMATHESIS_TIME_LIMIT:-240}
+checks=${SCHEMATHESIS_CHECKS:-not_a_server_error,status_code_conformance,response_schema_conformance}
 cd "$root" # the service reads config/
 
 if [ ! -x "$bin" ]; then
@@ -36,6 +38,7 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/itinerary-schemathesis.XXXXXX")
 report=${SCHEMATHESIS_REPORT_DIR:-$work/report}
 mkdir -p "$report"
+report=$(cd "$report" && pwd)
 server=
 cleanup() {
   if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
@@ -50,6 +53,9 @@ export DATABASE_URL="sqlite://$work/itinerary.db?mode=rwc"
 export ITINERARY_LISTEN=127.0.0.1:0
 export ITINERARY_PUBLIC_URL=http://feed.example
 export ITINERARY_DELIVERY_OUTBOX="$work/outbox"
+# Schemathesis tries every route without a token and with wrong ones: past the default burst of
+# failed attempts it would meet only 429s (the limit has its own test in tests/service.rs).
+export ITINERARY_SERVER_FAILED_AUTH_BURST=1000000
 
 token=$("$bin" admin create-coordinator "Schemathesis" 2>"$work/admin.log") || {
   cat "$work/admin.log" >&2
@@ -97,10 +103,11 @@ if ! call POST /itineraries "{\"patient_id\":${patient_id:-1},\"protocol\":\"sin
   echo "schemathesis: warning: could not book the seed itinerary: $(head -c 300 "$work/itinerary.json")" >&2
 fi
 
+# From the temporary directory, so that Hypothesis's and Schemathesis's caches stay out of the tree.
 status=0
-timeout -k 15 "$time_limit" "$venv/bin/schemathesis" run "$base/openapi.json" \
+(cd "$work" && exec timeout -k 15 "$time_limit" "$venv/bin/schemathesis" run "$base/openapi.json" \
   --header "Authorization: Bearer $token" \
-  --checks not_a_server_error,status_code_conformance,response_schema_conformance \
+  --checks "$checks" \
   --max-examples "$max_examples" \
   --seed "$seed" \
   --generation-database none \
@@ -109,7 +116,8 @@ timeout -k 15 "$time_limit" "$venv/bin/schemathesis" run "$base/openapi.json" \
   --workers 1 \
   --no-color \
   --report junit,ndjson --report-dir "$report" \
-  --report-junit-path "$report/junit.xml" --report-ndjson-path "$report/events.ndjson" || status=$?
+  --report-junit-path "$report/junit.xml" --report-ndjson-path "$report/events.ndjson" \
+  "${@:3}") || status=$?
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
   echo "schemathesis: stopped after ${time_limit}s" >&2
 fi

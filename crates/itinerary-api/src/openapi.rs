@@ -94,9 +94,13 @@ fn schemas() -> Value {
     );
     json!({
         "PatientInput": object(
-            json!({ "name": string(), "email": { "type": "string", "format": "email" }, "birth_date": date(),
+            json!({ "name": { "type": "string", "minLength": 1, "maxLength": 200, "description": "one line" },
+                "email": { "type": "string", "format": "email", "maxLength": 254, "description": "an ASCII part before @, a dotted host name after" },
+                "birth_date": { "type": "string", "format": "date", "description": "1900 to today" },
                 "home_zone": { "type": "string", "description": "IANA zone; Asia/Tokyo when absent" },
-                "language": { "enum": ["ja", "en"] }, "passport_expiry": date(), "line_user_id": string() }),
+                "language": { "enum": ["ja", "en"] },
+                "passport_expiry": { "type": "string", "format": "date", "description": "a year from 1900 to 2100" },
+                "line_user_id": { "type": "string", "pattern": "^[A-Za-z0-9]{1,64}$" } }),
             &["name", "email", "birth_date", "passport_expiry"],
         ),
         "Patient": object(
@@ -110,14 +114,16 @@ fn schemas() -> Value {
             &["patients", "next"],
         ),
         "Escort": object(
-            json!({ "id": string(), "name": string(), "email": string(),
-                "languages": { "type": "array", "items": { "type": "string", "description": "ISO 639-1" } },
+            json!({ "id": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,16}$" }, "name": { "type": "string", "minLength": 1, "maxLength": 200 },
+                "email": { "type": "string", "format": "email", "maxLength": 254 },
+                "languages": { "type": "array", "minItems": 1, "maxItems": 10, "uniqueItems": true,
+                    "items": { "type": "string", "pattern": "^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", "maxLength": 35, "description": "BCP 47: ja, en, ms, zh-Hant" } },
                 "works_from": { "type": "string", "pattern": "^\\d{2}:\\d{2}$" }, "works_until": { "type": "string", "pattern": "^\\d{2}:\\d{2}$" },
                 "weekly_days_off": { "type": "array", "items": { "enum": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"] } },
                 "dates_off": { "type": "array", "items": date() } }),
             &["id", "name", "email", "languages", "works_from", "works_until"],
         ),
-        "Capacity": object(json!({ "capacity": { "type": "integer", "minimum": 0 } }), &["capacity"]),
+        "Capacity": object(json!({ "capacity": { "type": "integer", "minimum": 1, "maximum": 65535 } }), &["capacity"]),
         "Resource": object(json!({ "id": string(), "capacity": { "type": "integer" } }), &["id", "capacity"]),
         "Flight": flight,
         "Trip": object(
@@ -125,7 +131,7 @@ fn schemas() -> Value {
             &["outbound", "return"],
         ),
         "ItineraryRequest": object(
-            json!({ "patient_id": { "type": "integer" }, "protocol": string(), "interval_days": { "type": "integer", "minimum": 0 },
+            json!({ "patient_id": { "type": "integer" }, "protocol": string(), "interval_days": { "type": "integer", "minimum": 0, "maximum": 65535 },
                 "trip_mode": string(), "trips": { "type": "array", "items": { "$ref": "#/components/schemas/Trip" } },
                 "preferred_dates": { "type": "array", "items": date() },
                 "escort": { "type": "string", "description": "the escort for every duty; any free one when absent" } }),
@@ -313,6 +319,19 @@ fn plan_schemas() -> Value {
     })
 }
 
+/// The query parameters a route reads (`Page` and `Range` in routes.rs).
+fn query_parameters(path: &str, method: &str) -> Vec<Value> {
+    let limit = json!({ "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } });
+    let cursor = |name: &str| json!({ "name": name, "in": "query", "required": false, "schema": { "type": "integer", "format": "int32", "minimum": 0, "maximum": i32::MAX } });
+    let day = |name: &str, what: &str| json!({ "name": name, "in": "query", "required": true, "description": what, "schema": { "type": "string", "format": "date" } });
+    match (method, path) {
+        ("get", "/patients") => vec![limit, cursor("after")],
+        ("get", "/audit") => vec![limit, cursor("before")],
+        ("get", "/trips") => vec![day("from", "first UTC day"), day("to", "the day after the last, at most 366 days after from")],
+        _ => Vec::new(),
+    }
+}
+
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
     for (method, path, summary, auth) in ROUTES {
@@ -344,8 +363,11 @@ pub fn document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| {
                 let integer = name == "id" && !path.starts_with("/escorts") && !path.starts_with("/resources");
-                json!({ "name": name, "in": "path", "required": true, "schema": { "type": if integer { "integer" } else { "string" } } })
+                let schema =
+                    if integer { json!({ "type": "integer", "format": "int32", "minimum": 0, "maximum": i32::MAX }) } else { string() };
+                json!({ "name": name, "in": "path", "required": true, "schema": schema })
             })
+            .chain(query_parameters(path, method))
             .collect();
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
