@@ -77,7 +77,9 @@ impl Templates {
         let render = |part: &str| -> Result<String, NotifyError> {
             let name = format!("{lang}/{}/{part}", letter.kind);
             let t = self.env.get_template(&name).map_err(|_| NotifyError::Template(format!("no template {name}")))?;
-            t.render(minijinja::value::Serde(letter)).map_err(|e| NotifyError::Template(format!("{name}: {e}")))
+            t.render(minijinja::value::Serde(letter))
+                .map(|out| one_kind_of_line_break(&out))
+                .map_err(|e| NotifyError::Template(format!("{name}: {e}")))
         };
         let subject = render("subject")?.lines().map(str::trim).collect::<Vec<_>>().join(" ");
         let text = render("body")?.trim().to_owned() + "\n";
@@ -89,6 +91,13 @@ impl Templates {
             .map_err(|e| NotifyError::Template(format!("{LAYOUT}: {e}")))?;
         Ok(Composed { subject, text, html })
     }
+}
+
+/// `text` with line feeds as its only control characters (tabs aside): a CR or another control
+/// character that came in with a name or a title would stand bare in the mail, which RFC 5322
+/// forbids and clients show as they please (found by tests/hostile.rs).
+fn one_kind_of_line_break(text: &str) -> String {
+    text.replace("\r\n", "\n").chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { ' ' } else { c }).collect()
 }
 
 /// The facts a message is written from. Templates see these fields by name.

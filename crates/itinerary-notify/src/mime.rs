@@ -29,12 +29,16 @@ pub struct Envelope {
     pub message_id: String,
 }
 
-/// Parses `Name <addr>` pieces into a mailbox, naming the field that is wrong.
+/// Parses `Name <addr>` pieces into a mailbox, naming the field that is wrong. Control
+/// characters in the name become spaces: lettre panics on a line break in a display name
+/// (found by tests/hostile.rs), and names come from people and from config files.
 pub fn mailbox(field: &str, name: &str, email: &str) -> Result<Mailbox, NotifyError> {
     let address = email
         .parse::<lettre::Address>()
         .map_err(|e| NotifyError::Address { field: field.to_owned(), problem: without_addresses(&e.to_string()) })?;
-    Ok(Mailbox::new(Some(name.to_owned()).filter(|n| !n.is_empty()), address))
+    let name: String = name.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    Ok(Mailbox::new(Some(name).filter(|n| !n.is_empty()), address))
 }
 
 /// The whole email.
