@@ -61,6 +61,7 @@ struct Delivery {
     retry_hours: u32,
     coordinator_email: String,
     outbox: String,
+    max_sends_in_flight: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +231,7 @@ impl Settings {
             clock: self.clock(store),
             // Unique per process: apalis on SQLite refuses a name still registered by a worker that died.
             name: format!("{host}-{}-{}", std::process::id(), rand_suffix()),
+            sends: Arc::new(tokio::sync::Semaphore::new(d.max_sends_in_flight.max(1))),
         })
     }
 }

@@ -578,9 +578,19 @@ async fn sent_count(db: &Db) -> usize {
 async fn worker_killed_mid_batch_loses_nothing() {
     let db = Db::sqlite("delivery-kill");
     let smtp = Smtp::start("kill");
+    // The queue's lease at its default: what the dead worker was sending must come back after
+    // its unrenewed claims lapse (three heartbeats), not after the lease.
     let settings = quick(
-        [smtp.settings(), vec![("ITINERARY_DELIVERY_UPDATE_GRACE_SECONDS", "0".into()), ("ITINERARY_WORKER_CONCURRENCY", "2".into())]]
-            .concat(),
+        [
+            smtp.settings(),
+            vec![
+                ("ITINERARY_DELIVERY_UPDATE_GRACE_SECONDS", "0".into()),
+                ("ITINERARY_WORKER_CONCURRENCY", "2".into()),
+                ("ITINERARY_DELIVERY_MAX_SENDS_IN_FLIGHT", "4".into()),
+                ("ITINERARY_WORKER_LEASE_SECONDS", "120".into()),
+            ],
+        ]
+        .concat(),
     );
     let s = start(&db, &[settings.clone(), vec![("ITINERARY_SERVER_WORKER", "false".into())]].concat());
     set_clock(&s, &today_morning()).await;
@@ -595,7 +605,9 @@ async fn worker_killed_mid_batch_loses_nothing() {
     drop(first);
     let at_kill = smtp.count();
     let second = worker(&db, &settings);
+    let restarted = Instant::now();
     let seen = drain(&s, &ids, &smtp, 90).await;
+    let drained_in = restarted.elapsed();
     drop(second);
     let sent = sent_count(&db).await;
     let abandoned = db_rows(&db, "SELECT message_id FROM delivery WHERE status = 'abandoned'").await.len();
@@ -606,6 +618,10 @@ async fn worker_killed_mid_batch_loses_nothing() {
     );
     assert_eq!(seen.len(), sent, "every sent message reached the server");
     assert!(twice <= abandoned, "a message went out twice without a worker dying mid-send");
+    // Claimed is not sent: a job claims its messages together, then each waits its turn.
+    assert!(twice <= 4, "more messages twice than max_sends_in_flight, the sends open at the kill: {twice}");
+    println!("the second worker settled everything {drained_in:?} after it started");
+    assert!(drained_in < Duration::from_secs(60), "the second worker waited out the lease: {drained_in:?}");
 }
 
 /// Two workers on PostgreSQL share the queue: every message once.

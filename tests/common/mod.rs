@@ -88,6 +88,15 @@ pub struct Server {
     pub http: reqwest::Client,
 }
 
+/// Where a server's log goes: the file named by `ITINERARY_TEST_SERVER_LOG` (appended), to
+/// see why a test failed; nowhere otherwise.
+pub fn server_log() -> Stdio {
+    match std::env::var_os("ITINERARY_TEST_SERVER_LOG") {
+        Some(path) => std::fs::OpenOptions::new().create(true).append(true).open(path).map_or_else(|_| Stdio::null(), Stdio::from),
+        None => Stdio::null(),
+    }
+}
+
 pub fn itinerary(db: &Db) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_itinerary"));
     c.current_dir(root())
@@ -110,7 +119,7 @@ impl Server {
         let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         assert!(token.starts_with("itc_") && token.len() > 60, "{token}");
         let mut child =
-            itinerary(db).envs(settings.iter().copied()).arg("serve").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+            itinerary(db).envs(settings.iter().copied()).arg("serve").stdout(Stdio::piped()).stderr(server_log()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("no address in {line:?}")).to_owned();

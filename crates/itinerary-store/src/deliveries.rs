@@ -168,9 +168,13 @@ impl Store {
     /// lost, or their worker died. A send that died after the provider accepted it is the one
     /// window in which a message can go out twice; each is recorded as an `abandoned` delivery.
     /// Returns how many sends were abandoned.
-    pub async fn requeue_stale(&self, now: DateTime<Utc>, lease: Duration) -> Result<u64, StoreError> {
+    /// `queued` messages older than `lease` (their job was lost) and `sending` ones whose claim
+    /// was not renewed within `sending_lease` (their worker stopped: a live one renews its
+    /// claims every heartbeat, `renew_claims`) go back to `pending`.
+    pub async fn requeue_stale(&self, now: DateTime<Utc>, lease: Duration, sending_lease: Duration) -> Result<u64, StoreError> {
         use sea_orm::sea_query::{Alias, Func, Query};
         let cutoff = now - lease;
+        let sending_cutoff = now - sending_lease.min(lease);
         let txn = self.db.begin().await?;
         // Written first, as INSERT … SELECT, so the transaction takes the write lock at once
         // (a read that later writes fails on a busy SQLite file instead of waiting).
@@ -183,7 +187,7 @@ impl Store {
             .expr(Expr::val(now))
             .from(scheduled_message::Entity)
             .and_where(scheduled_message::Column::Status.eq("sending"))
-            .and_where(scheduled_message::Column::ClaimedAt.lt(cutoff))
+            .and_where(scheduled_message::Column::ClaimedAt.lt(sending_cutoff))
             .to_owned();
         let insert = Query::insert()
             .into_table(delivery::Entity)
@@ -202,12 +206,27 @@ impl Store {
         scheduled_message::Entity::update_many()
             .col_expr(scheduled_message::Column::Status, Expr::value("pending"))
             .col_expr(scheduled_message::Column::ClaimedBy, Expr::value(Option::<String>::None))
-            .filter(scheduled_message::Column::Status.is_in(["queued", "sending"]))
-            .filter(scheduled_message::Column::ClaimedAt.lt(cutoff))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(scheduled_message::Column::Status.eq("queued").and(scheduled_message::Column::ClaimedAt.lt(cutoff)))
+                    .add(scheduled_message::Column::Status.eq("sending").and(scheduled_message::Column::ClaimedAt.lt(sending_cutoff))),
+            )
             .exec(&txn)
             .await?;
         txn.commit().await?;
         Ok(abandoned)
+    }
+
+    /// Keeps `worker`'s claims on the messages it is sending fresh, so that only a worker that
+    /// stopped loses them (after the sending lease, not the long queue lease).
+    pub async fn renew_claims(&self, worker: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(scheduled_message::Entity::update_many()
+            .col_expr(scheduled_message::Column::ClaimedAt, Expr::value(now))
+            .filter(scheduled_message::Column::ClaimedBy.eq(worker))
+            .filter(scheduled_message::Column::Status.eq("sending"))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
     }
 
     /// Takes the messages of `ids` that are still queued for `worker`, in one statement; the

@@ -57,6 +57,9 @@ pub struct Deliverer {
     pub clock: Clock,
     /// Unique per process: claims name it.
     pub name: String,
+    /// Sends open at once (SMTP transactions, LINE pushes), across every job of this process:
+    /// what a crash can leave accepted but unrecorded, and so send twice, is at most this many.
+    pub sends: Arc<tokio::sync::Semaphore>,
 }
 
 impl Deliverer {
@@ -240,6 +243,7 @@ impl Deliverer {
             match self.line_allowed(now).await {
                 Ok(true) => {
                     let text = format!("{}\n\n{}", words.subject, words.text.trim_end());
+                    let _turn = self.sends.acquire().await.map_err(|e| internal(e.to_string()))?;
                     match line.push(to, &[text], &retry_key(m.id, reference_salt(&m.reference))).await {
                         Ok(r) => return Ok(Delivered { channel: "line".into(), provider_ref: Some(r) }),
                         Err(e @ SendError::Transient { .. }) => return Err(("line".into(), e)),
@@ -281,6 +285,12 @@ impl Deliverer {
         };
         let message = mime::email(&envelope, &words, calendar.as_ref()).map_err(permanent)?;
         let file = format!("{}.m{}.{}", m.reference, m.id, m.kind);
+        // The outbox writes each file once by name, so a crash cannot send it twice: only
+        // relays wait their turn.
+        let _turn = match &self.email {
+            EmailTransport::Smtp(..) => Some(self.sends.acquire().await.map_err(|e| internal(e.to_string()))?),
+            EmailTransport::Outbox(_) => None,
+        };
         match self.email.send(&message, &file).await {
             Ok(r) => Ok(Delivered { channel, provider_ref: Some(r) }),
             Err(e) => Err((channel, e)),

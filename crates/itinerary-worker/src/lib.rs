@@ -173,6 +173,7 @@ pub async fn run(
     health.starting();
     let dispatcher =
         tokio::spawn(supervise_dispatcher(deliverer.clone(), queue.clone(), settings.clone(), health.clone(), stop_rx.clone()));
+    let renewer = tokio::spawn(renew_claims(deliverer.clone(), settings.heartbeat, stop_rx.clone()));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -210,8 +211,22 @@ pub async fn run(
         }
     };
     let _ = dispatcher.await;
+    let _ = renewer.await;
     health.stopped();
     result
+}
+
+/// Renews this worker's claims every heartbeat until the stop signal (see `sending_lease`).
+async fn renew_claims(deliverer: Arc<Deliverer>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = deliverer.store.renew_claims(&deliverer.name, Utc::now()).await {
+            tracing::warn!(error = %e, "renewing this worker's claims failed; trying again");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
 }
 
 /// One apalis consumer, until the stop signal (Ok) or its backend fails (Err).
@@ -333,12 +348,19 @@ fn pg_config(s: &WorkerSettings) -> apalis_postgres::Config {
         .heartbeat_interval(s.heartbeat)
 }
 
+/// How long a claim on a message being sent lasts unrenewed: three heartbeats, in which a live
+/// worker renews it three times. A worker killed mid-send loses its messages to the others this
+/// soon, not after the long `lease`.
+fn sending_lease(s: &WorkerSettings) -> chrono::Duration {
+    chrono::Duration::from_std(s.heartbeat * 3).unwrap_or(s.lease)
+}
+
 /// How often claims are checked for staleness and finished jobs deleted.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Takes back stale claims and deletes finished jobs.
 async fn sweep(d: &Deliverer, queue: &Queue, s: &WorkerSettings) -> Result<(), WorkerError> {
-    let abandoned = d.store.requeue_stale(Utc::now(), s.lease).await?;
+    let abandoned = d.store.requeue_stale(Utc::now(), s.lease, sending_lease(s)).await?;
     if abandoned > 0 {
         tracing::warn!(abandoned, "sends by a worker that stopped are taken back; one may have gone out already");
     }
