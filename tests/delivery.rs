@@ -972,4 +972,15 @@ async fn a_new_address_gets_the_calendar_and_the_old_one_its_cancellation() {
         s.http.get(s.url(&format!("/itineraries/{id}/calendar.ics"))).bearer_auth(&s.token).send().await.unwrap().text().await.unwrap();
     assert!(moved.iter().all(|uid| ics.contains(uid.as_str())), "the published calendar holds the new UIDs");
     assert!(first.iter().all(|uid| !ics.contains(uid.as_str())), "and not the cancelled ones");
+    // Once the cancellations are out, the old address is nowhere in the database (issue 12,
+    // item 14): settled messages keep no payload, cancelled UIDs no personal words.
+    let mut holding = Vec::new();
+    for (table, column) in [("scheduled_message", "payload"), ("calendar_uid", "appointment"), ("patient", "email"), ("delivery", "error")]
+    {
+        let rows = db_rows(&db, &format!("SELECT {column} FROM {table} WHERE {column} LIKE '%{old}%'")).await;
+        if !rows.is_empty() {
+            holding.push(format!("{table}.{column}: {}", rows.len()));
+        }
+    }
+    assert!(holding.is_empty(), "the corrected address lives on in {holding:?}");
 }

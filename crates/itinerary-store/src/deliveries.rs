@@ -349,7 +349,7 @@ impl Store {
         if self.backend() == sea_orm::DbBackend::Postgres {
             // One statement, so one round trip closes the duplicate window: the update and the
             // delivery row commit together (a data-modifying WITH runs exactly once).
-            let sql = "WITH held AS (UPDATE scheduled_message SET status = 'sent', sent_at = $1, channel = $2, last_error = NULL \
+            let sql = "WITH held AS (UPDATE scheduled_message SET status = 'sent', sent_at = $1, channel = $2, last_error = NULL, payload = NULL \
                        WHERE id = $3 AND status IN ('sending', 'superseded', 'cancelled') AND claimed_by = $4 RETURNING id) \
                        INSERT INTO delivery (message_id, channel, attempt, status, provider_ref, at, sent_key) \
                        SELECT $3, $2, $5, CASE WHEN EXISTS (SELECT 1 FROM held) THEN 'sent' ELSE 'late' END, $6, $1, \
@@ -373,6 +373,7 @@ impl Store {
             .col_expr(scheduled_message::Column::SentAt, Expr::value(now))
             .col_expr(scheduled_message::Column::Channel, Expr::value(d.channel.clone()))
             .col_expr(scheduled_message::Column::LastError, Expr::value(Option::<String>::None))
+            .col_expr(scheduled_message::Column::Payload, Expr::value(Option::<serde_json::Value>::None))
             .filter(scheduled_message::Column::Id.eq(id))
             // Superseded or cancelled while it was being sent: it went out all the same, so it
             // says sent.
@@ -455,8 +456,9 @@ impl Store {
             .filter(scheduled_message::Column::Id.eq(id))
             .filter(scheduled_message::Column::Status.eq("sending"))
             .filter(scheduled_message::Column::ClaimedBy.eq(worker));
-        if let Some(next) = next {
-            update = update.col_expr(scheduled_message::Column::DueAt, Expr::value(next));
+        match next {
+            Some(next) => update = update.col_expr(scheduled_message::Column::DueAt, Expr::value(next)),
+            None => update = update.col_expr(scheduled_message::Column::Payload, Expr::value(Option::<serde_json::Value>::None)),
         }
         let held = update.exec(&txn).await?;
         if held.rows_affected == 1 && status != "skipped" {

@@ -1095,7 +1095,9 @@ async fn confirmation_sent(db: &impl ConnectionTrait, itinerary_id: i32) -> Resu
 }
 
 /// Messages not yet sent, including those being sent right now: a send that fails or waits for
-/// the morning must not bring a superseded or cancelled message back.
+/// the morning must not bring a superseded or cancelled message back. A message leaving these
+/// states drops its payload (the calendar content with the attendee's name and address): only a
+/// send reads it, and no copy may outlive a correction or an erasure.
 const NOT_YET_SENT: [&str; 3] = ["pending", "queued", "sending"];
 
 /// Supersedes the pending calendar messages of an itinerary for the UIDs in `changed` (and only
@@ -1104,6 +1106,7 @@ async fn supersede_calendar(txn: &DatabaseTransaction, itinerary_id: i32, change
     use sea_orm::sea_query::Expr;
     scheduled_message::Entity::update_many()
         .col_expr(scheduled_message::Column::Status, Expr::value("superseded"))
+        .col_expr(scheduled_message::Column::Payload, Expr::value(Option::<serde_json::Value>::None))
         .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
         .filter(scheduled_message::Column::Status.is_in(NOT_YET_SENT))
         .filter(scheduled_message::Column::Payload.is_not_null())
@@ -1120,6 +1123,7 @@ async fn supersede(txn: &DatabaseTransaction, itinerary_id: i32, changed: Vec<St
     use sea_orm::sea_query::Expr;
     scheduled_message::Entity::update_many()
         .col_expr(scheduled_message::Column::Status, Expr::value("superseded"))
+        .col_expr(scheduled_message::Column::Payload, Expr::value(Option::<serde_json::Value>::None))
         .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
         // A message being sent right now is marked too: if its send fails or waits for the
         // morning, it must not come back as pending; if it goes out, it is recorded as sent.
@@ -1135,6 +1139,7 @@ async fn mark_messages(txn: &DatabaseTransaction, itinerary_id: i32, status: &st
     // In flight too: a send that fails or waits for the morning must not bring it back.
     scheduled_message::Entity::update_many()
         .col_expr(scheduled_message::Column::Status, Expr::value(status))
+        .col_expr(scheduled_message::Column::Payload, Expr::value(Option::<serde_json::Value>::None))
         .filter(scheduled_message::Column::ItineraryId.eq(itinerary_id))
         .filter(scheduled_message::Column::Status.is_in(NOT_YET_SENT))
         .exec(txn)
@@ -1181,17 +1186,33 @@ fn change_records(changes: &[Change]) -> Result<serde_json::Value, serde_json::E
 }
 
 /// The rows of a calendar state.
+/// The rows of `state`. A cancelled UID keeps its number and times but no personal words: its
+/// content is never compared again (a UID that returns is invited anew), and a corrected or
+/// erased name or address must not live on in it (its cancellation carries its own copy until
+/// sent).
 fn uid_rows(itinerary_id: i32, state: &CalendarState) -> Result<Vec<stored::Uid>, serde_json::Error> {
     state
         .issued
         .iter()
         .map(|(uid, i)| {
+            let appointment = if i.cancelled {
+                let mut a = i.appointment.clone();
+                a.attendee.name.clear();
+                a.attendee.email.clear();
+                a.summary.clear();
+                a.description.clear();
+                a.location = None;
+                a.url = None;
+                serde_json::to_string(&a)?
+            } else {
+                serde_json::to_string(&i.appointment)?
+            };
             Ok(stored::Uid {
                 itinerary_id,
                 uid: uid.clone(),
                 sequence: i32::try_from(i.sequence).unwrap_or(i32::MAX),
                 cancelled: i.cancelled,
-                appointment: serde_json::to_string(&i.appointment)?,
+                appointment,
             })
         })
         .collect()
