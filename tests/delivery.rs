@@ -399,7 +399,10 @@ async fn grace_night_updates_and_late_rules() {
 async fn smtp_outage_retries_and_550_fails_visibly() {
     let db = Db::sqlite("delivery-outage");
     let mut smtp = Smtp::reserve("outage");
-    let s = start(&db, &quick(smtp.settings()));
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("delivery-outage.log");
+    let settings = quick([smtp.settings(), vec![("RUST_LOG", "debug".into())]].concat());
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let s = Server::start_logging(&db, &settings, Stdio::from(std::fs::File::create(&log).unwrap()));
     set_clock(&s, "2027-03-01T01:00:00Z").await;
     let (ok, _) = book(&s, patient("山田 太郎"), README_TRIP).await;
     let mut rejected = patient("鈴木 花子");
@@ -434,6 +437,11 @@ async fn smtp_outage_retries_and_550_fails_visibly() {
     assert_eq!(ids.len(), mail.len(), "nothing twice");
     assert!(mail.iter().filter(|e| e["to"].as_str().unwrap().contains("taro.yamada")).count() <= sent);
     assert!(mail.iter().all(|e| !e["to"].as_str().unwrap().contains("reject")));
+    // The relay quoted the address in its 550: neither the log (at debug) nor the stored reason
+    // keeps it (issue 12, item 11).
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("550") && !logged.contains("reject.hanako"), "the address is in the log");
+    assert!(!report.to_string().contains("reject.hanako"), "{report}");
 }
 
 /// A relay that requires STARTTLS and AUTH, with a certificate from a private CA named by

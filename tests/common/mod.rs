@@ -114,12 +114,16 @@ impl Server {
 
     /// The server with these settings on top (`ITINERARY_SECTION_KEY`, value).
     pub fn start_with(db: &Db, settings: &[(&str, &str)]) -> Server {
+        Server::start_logging(db, settings, server_log())
+    }
+
+    /// The server with its log (standard error) going to `log`.
+    pub fn start_logging(db: &Db, settings: &[(&str, &str)], log: Stdio) -> Server {
         let out = itinerary(db).args(["admin", "create-coordinator", "Test Coordinator"]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         assert!(token.starts_with("itc_") && token.len() > 60, "{token}");
-        let mut child =
-            itinerary(db).envs(settings.iter().copied()).arg("serve").stdout(Stdio::piped()).stderr(server_log()).spawn().unwrap();
+        let mut child = itinerary(db).envs(settings.iter().copied()).arg("serve").stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("no address in {line:?}")).to_owned();

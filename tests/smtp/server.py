@@ -5,9 +5,11 @@ Every message accepted is written whole to DIR (one file per message, through a 
 test judges delivery by what the server received. Recipients starting with "reject" get
 550 (a permanent failure); "busy" gets 451 (a temporary one). Prints "ready PORT" once
 listening; stops on SIGTERM. With --cert/--key it offers STARTTLS and, with --user/--password,
-requires AUTH (PLAIN or LOGIN) after it, refusing a wrong password with 535.
+requires AUTH (PLAIN or LOGIN) after it, refusing a wrong password with 535. With --busy-file,
+every recipient gets 451 while that file exists (a burst of temporary failures, for
+bench/faults.py); without it, or while the file is absent, nothing changes.
 
-    server.py --port 2525 --dir /tmp/mail [--cert C --key K --user U --password P]
+    server.py --port 2525 --dir /tmp/mail [--cert C --key K --user U --password P] [--busy-file F]
 """
 import argparse
 import os
@@ -21,15 +23,19 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Mailbox:
-    def __init__(self, directory):
+    def __init__(self, directory, busy_file=None):
         self.dir = directory
+        self.busy_file = busy_file
         self.n = 0
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.busy_file and os.path.exists(self.busy_file):
+            return "451 4.3.0 try again later"
         local = address.lower()
         if local.startswith("reject"):
-            return "550 5.1.1 mailbox unavailable"
+            # Quoting the address, as Postfix does: the service must not log or keep it.
+            return f"550 5.1.1 <{address}>: Recipient address rejected: mailbox unavailable"
         if local.startswith("busy"):
             return "451 4.3.0 try again later"
         envelope.rcpt_tos.append(address)
@@ -55,6 +61,7 @@ def main():
     p.add_argument("--key")
     p.add_argument("--user")
     p.add_argument("--password")
+    p.add_argument("--busy-file", help="while this file exists, every RCPT gets 451")
     a = p.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     options = {}
@@ -68,7 +75,7 @@ def main():
             # handled=False: aiosmtpd answers 535 itself when the password is wrong.
             return AuthResult(success=ok, handled=False)
         options.update(authenticator=check, auth_required=True, auth_require_tls=True)
-    controller = Controller(Mailbox(a.dir), hostname="127.0.0.1", port=a.port, data_size_limit=10 * 1024 * 1024, **options)
+    controller = Controller(Mailbox(a.dir, a.busy_file), hostname="127.0.0.1", port=a.port, data_size_limit=10 * 1024 * 1024, **options)
     controller.start()
     print(f"ready {a.port}", flush=True)
     stop = threading.Event()
