@@ -399,7 +399,7 @@ async fn grace_night_updates_and_late_rules() {
 async fn smtp_outage_retries_and_550_fails_visibly() {
     let db = Db::sqlite("delivery-outage");
     let mut smtp = Smtp::reserve("outage");
-    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("delivery-outage.log");
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("delivery-outage.log");
     let settings = quick([smtp.settings(), vec![("RUST_LOG", "debug".into())]].concat());
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let s = Server::start_logging(&db, &settings, Stdio::from(std::fs::File::create(&log).unwrap()));
