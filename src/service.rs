@@ -232,6 +232,7 @@ impl Settings {
             // Unique per process: apalis on SQLite refuses a name still registered by a worker that died.
             name: format!("{host}-{}-{}", std::process::id(), rand_suffix()),
             sends: Arc::new(tokio::sync::Semaphore::new(d.max_sends_in_flight.max(1))),
+            in_flight: Default::default(),
         })
     }
 }

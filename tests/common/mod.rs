@@ -151,9 +151,19 @@ impl Server {
         (status, answer)
     }
 
+    /// SIGTERM, and the exit status; a server still running a minute later is killed and the
+    /// test fails (the shutdown grace is 30 s), rather than hanging the suite.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        self.child.wait().unwrap()
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(60) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("the server did not stop within 60 s of SIGTERM");
     }
 }
 

@@ -98,9 +98,16 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Requests in flight get this long; one stuck on the database must not keep the process
+    // from stopping (a supervisor would kill it without a word).
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "requests still in flight at the end of the shutdown grace; stopping anyway");
+    }
     Ok(())
 }
+
+/// How long requests in flight may take to finish once shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn admit(open: &Arc<Mutex<Open>>, client: IpAddr, limits: Limits) -> Option<Slot> {
     let mut o = open.lock().ok()?;

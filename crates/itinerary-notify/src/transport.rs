@@ -103,7 +103,13 @@ impl EmailTransport {
             EmailTransport::Smtp(t, limit) => match tokio::time::timeout(*limit, t.send(message.clone())).await {
                 Ok(Ok(r)) => Ok(format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" "))),
                 // A relay's refusal often quotes the address: reasons are logged and stored.
-                Ok(Err(e)) if e.is_permanent() => Err(SendError::Permanent(without_addresses(&e.to_string()))),
+                // 503 (bad sequence of commands) is the session's fault, not the message's: a
+                // pooled connection left mid-transaction by a send that was cut off (the fault
+                // campaign saw "nested MAIL command"). lettre drops that connection on the error,
+                // so a retry goes over a fresh one.
+                Ok(Err(e)) if e.is_permanent() && e.status().map(u16::from) != Some(503) => {
+                    Err(SendError::Permanent(without_addresses(&e.to_string())))
+                }
                 Ok(Err(e)) => Err(SendError::Transient { reason: without_addresses(&e.to_string()), retry_after: None }),
                 Err(_) => Err(SendError::Transient {
                     reason: format!("no answer from the relay within {} s", limit.as_secs()),

@@ -217,12 +217,17 @@ impl Store {
         Ok(abandoned)
     }
 
-    /// Keeps `worker`'s claims on the messages it is sending fresh, so that only a worker that
-    /// stopped loses them (after the sending lease, not the long queue lease).
-    pub async fn renew_claims(&self, worker: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    /// Keeps `worker`'s claims on the messages of `ids` (those it holds in memory) fresh, so that
+    /// only a worker that stopped, or a message whose task ended unrecorded, loses them (after
+    /// the sending lease, not the long queue lease).
+    pub async fn renew_claims(&self, worker: &str, ids: &[i32], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
         Ok(scheduled_message::Entity::update_many()
             .col_expr(scheduled_message::Column::ClaimedAt, Expr::value(now))
             .filter(scheduled_message::Column::ClaimedBy.eq(worker))
+            .filter(scheduled_message::Column::Id.is_in(ids.iter().copied()))
             .filter(scheduled_message::Column::Status.eq("sending"))
             .exec(&self.db)
             .await?

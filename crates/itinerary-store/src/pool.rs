@@ -60,19 +60,35 @@ pub(crate) fn postgres_outside_transaction(conn: &mut PgConnection, _: PoolConne
 /// opened for writing (an I/O fault, a read-only remount, `chattr +i`), SQLite quietly opens it
 /// read-only instead, and that connection refuses every write for as long as it lives, long
 /// after the file is writable again. A write that is rolled back (the header's `user_version`
-/// set to itself) tells; it runs once per new connection.
+/// set to itself) tells. It must not wait for the write lock: the connection may be opened for
+/// the very task that holds it (a transaction that reads on a second connection), so the probe
+/// runs without a busy timeout, and a connection refused the lock because another one is
+/// writing is one that asked for it: a read-only connection never does.
 pub(crate) fn sqlite_writable(
     conn: &mut SqliteConnection,
     _: PoolConnectionMetadata,
 ) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + '_>> {
     Box::pin(async move {
-        conn.execute(sqlx::raw_sql("BEGIN IMMEDIATE")).await?;
-        let version: Result<i64, sqlx::Error> = sqlx::query_scalar("PRAGMA main.user_version").fetch_one(&mut *conn).await;
-        let probe = match version {
-            Ok(v) => conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA main.user_version = {v}")))).await.map(drop),
-            Err(e) => Err(e),
-        };
-        conn.execute(sqlx::raw_sql("ROLLBACK")).await?;
-        probe
+        let busy_ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut *conn).await?;
+        conn.execute(sqlx::raw_sql("PRAGMA busy_timeout = 0")).await?;
+        let probe = write_probe(conn).await;
+        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}")))).await?;
+        match probe {
+            // SQLITE_BUSY (5, in any extended form): another connection holds the write lock,
+            // which a read-only connection never asks for, so this one can write.
+            Err(sqlx::Error::Database(e)) if e.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5) => Ok(()),
+            other => other,
+        }
     })
+}
+
+async fn write_probe(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    conn.execute(sqlx::raw_sql("BEGIN IMMEDIATE")).await?;
+    let version: Result<i64, sqlx::Error> = sqlx::query_scalar("PRAGMA main.user_version").fetch_one(&mut *conn).await;
+    let probe = match version {
+        Ok(v) => conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA main.user_version = {v}")))).await.map(drop),
+        Err(e) => Err(e),
+    };
+    conn.execute(sqlx::raw_sql("ROLLBACK")).await?;
+    probe
 }

@@ -57,9 +57,46 @@ pub struct Deliverer {
     pub clock: Clock,
     /// Unique per process: claims name it.
     pub name: String,
-    /// Sends open at once (SMTP transactions, LINE pushes), across every job of this process:
-    /// what a crash can leave accepted but unrecorded, and so send twice, is at most this many.
+    /// Sends open at once (SMTP transactions, LINE pushes), across every job of this process,
+    /// each held until its outcome is recorded: what a crash can leave accepted but unrecorded,
+    /// and so send twice, is at most this many.
     pub sends: Arc<tokio::sync::Semaphore>,
+    /// The messages this process holds right now; only their claims are renewed.
+    pub in_flight: InFlight,
+}
+
+/// The ids of the messages a process is delivering. A message whose task ended without a
+/// record (the database failed it) leaves the set, so its claim lapses and another worker takes
+/// it over, instead of being renewed for as long as the process lives.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight(Arc<std::sync::Mutex<std::collections::HashSet<i32>>>);
+
+/// One message in `InFlight`, for as long as its task lives.
+struct Holding {
+    id: i32,
+    set: InFlight,
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.0.lock() {
+            s.remove(&self.id);
+        }
+    }
+}
+
+impl InFlight {
+    fn hold(&self, id: i32) -> Holding {
+        if let Ok(mut s) = self.0.lock() {
+            s.insert(id);
+        }
+        Holding { id, set: self.clone() }
+    }
+
+    /// The ids held now.
+    pub fn ids(&self) -> Vec<i32> {
+        self.0.lock().map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
 }
 
 impl Deliverer {
@@ -69,18 +106,27 @@ impl Deliverer {
         // Claims run on the system clock: a test clock that jumps a month must not make every
         // claim look stale.
         let claimed = self.store.claim(ids, &self.name, Utc::now()).await?;
+        let holds: Vec<Holding> = claimed.iter().map(|m| self.in_flight.hold(m.id)).collect();
         let now = self.clock.now().await?;
-        let mut set = tokio::task::JoinSet::new();
-        for m in claimed {
-            let d = self.clone();
-            set.spawn(async move { d.deliver_one(m, now).await });
-        }
-        // Every send of the job runs to its end, even when another fails: aborting one that the
-        // provider has accepted would only send it again after the lease.
+        // Every send runs to its end and records its outcome, even when another fails or the
+        // job itself is dropped (apalis drops the jobs of a consumer that died): tasks are
+        // detached. A send cut off mid-transaction could have been accepted, and it left its
+        // pooled SMTP connection inside the transaction.
+        let tasks: Vec<_> = claimed
+            .into_iter()
+            .zip(holds)
+            .map(|(m, hold)| {
+                let d = self.clone();
+                tokio::spawn(async move {
+                    let _hold = hold;
+                    d.deliver_one(m, now).await
+                })
+            })
+            .collect();
         let mut outcomes = Vec::with_capacity(ids.len());
         let mut first_error = None;
-        while let Some(r) = set.join_next().await {
-            match r.map_err(|e| WorkerError::Queue(format!("delivery task: {e}"))).and_then(|r| r) {
+        for task in tasks {
+            match task.await.map_err(|e| WorkerError::Queue(format!("delivery task: {e}"))).and_then(|r| r) {
                 Ok(o) => outcomes.push(o),
                 Err(e) => {
                     tracing::warn!(error = %e, "a delivery could not be recorded; its lease brings it back");
@@ -116,12 +162,19 @@ impl Deliverer {
             self.store.defer(id, &self.name, &format!("night in {zone}: deferred to the morning"), morning).await?;
             return Ok(Outcome::Deferred(morning));
         }
+        // A turn for relays and LINE, kept until the outcome is recorded: a crash can then leave
+        // at most `sends` messages accepted and unrecorded.
+        let _turn = if matches!(self.email, EmailTransport::Smtp(..)) || self.line.is_some() {
+            Some(self.sends.acquire().await.map_err(|e| WorkerError::Queue(format!("send turns: {e}")))?)
+        } else {
+            None
+        };
         match self.send(&m, now).await {
             Ok(d) => {
                 // From the provider's acceptance to the record: the one window in which a crash
                 // sends a message twice. Logged so that it can be measured.
                 let accepted = std::time::Instant::now();
-                let mine = self.store.record_sent(id, &self.name, m.attempt, &d, now).await?;
+                let mine = self.record_sent_patiently(id, m.attempt, &d, now).await?;
                 let window_us = accepted.elapsed().as_micros();
                 if !mine {
                     tracing::warn!(message = id, "sent after this worker's claim had lapsed");
@@ -243,7 +296,6 @@ impl Deliverer {
             match self.line_allowed(now).await {
                 Ok(true) => {
                     let text = format!("{}\n\n{}", words.subject, words.text.trim_end());
-                    let _turn = self.sends.acquire().await.map_err(|e| internal(e.to_string()))?;
                     match line.push(to, &[text], &retry_key(m.id, reference_salt(&m.reference))).await {
                         Ok(r) => return Ok(Delivered { channel: "line".into(), provider_ref: Some(r) }),
                         Err(e @ SendError::Transient { .. }) => return Err(("line".into(), e)),
@@ -285,15 +337,29 @@ impl Deliverer {
         };
         let message = mime::email(&envelope, &words, calendar.as_ref()).map_err(permanent)?;
         let file = format!("{}.m{}.{}", m.reference, m.id, m.kind);
-        // The outbox writes each file once by name, so a crash cannot send it twice: only
-        // relays wait their turn.
-        let _turn = match &self.email {
-            EmailTransport::Smtp(..) => Some(self.sends.acquire().await.map_err(|e| internal(e.to_string()))?),
-            EmailTransport::Outbox(_) => None,
-        };
         match self.email.send(&message, &file).await {
             Ok(r) => Ok(Delivered { channel, provider_ref: Some(r) }),
             Err(e) => Err((channel, e)),
+        }
+    }
+
+    /// Records a send the provider accepted, trying again for two minutes while the database
+    /// does not answer: the message was sent, and giving up would let another worker send it
+    /// again once its claim lapsed. (The claim stays held and renewed meanwhile.)
+    async fn record_sent_patiently(&self, id: i32, attempt: i32, d: &Delivered, now: DateTime<Utc>) -> Result<bool, WorkerError> {
+        let mut tries = 0;
+        loop {
+            match self.store.record_sent(id, &self.name, attempt, d, now).await {
+                Ok(mine) => return Ok(mine),
+                Err(e) if tries < 120 => {
+                    if tries == 0 {
+                        tracing::warn!(message = id, error = %e, "a sent message could not be recorded; trying again");
+                    }
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 

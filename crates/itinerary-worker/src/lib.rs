@@ -210,8 +210,11 @@ pub async fn run(
             }
         }
     };
-    let _ = dispatcher.await;
-    let _ = renewer.await;
+    // The dispatcher and the renewer end at their next pass; one stuck on the database must not
+    // keep the process from stopping.
+    let grace = Duration::from_secs(30);
+    let _ = tokio::time::timeout(grace, dispatcher).await;
+    let _ = tokio::time::timeout(grace, renewer).await;
     health.stopped();
     result
 }
@@ -219,7 +222,7 @@ pub async fn run(
 /// Renews this worker's claims every heartbeat until the stop signal (see `sending_lease`).
 async fn renew_claims(deliverer: Arc<Deliverer>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
-        if let Err(e) = deliverer.store.renew_claims(&deliverer.name, Utc::now()).await {
+        if let Err(e) = deliverer.store.renew_claims(&deliverer.name, &deliverer.in_flight.ids(), Utc::now()).await {
             tracing::warn!(error = %e, "renewing this worker's claims failed; trying again");
         }
         tokio::select! {
@@ -311,22 +314,31 @@ async fn dispatch_loop(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last_sweep = std::time::Instant::now() - SWEEP_EVERY;
+    // Since when this process has reached the database without a failure. After an outage, the
+    // other workers' claims went unrenewed too: they get the sending lease to renew them before
+    // this one takes anything back as abandoned.
+    let mut reached_since: Option<std::time::Instant> = None;
     loop {
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = std::time::Instant::now();
-            if let Err(e) = sweep(&deliverer, &queue, &settings).await {
+            let settled =
+                reached_since.is_some_and(|t| chrono::Duration::from_std(t.elapsed()).is_ok_and(|d| d >= sending_lease(&settings)));
+            if let Err(e) = sweep(&deliverer, &queue, &settings, settled).await {
                 tracing::warn!(error = %e, "taking back stale messages failed; trying again");
+                reached_since = None;
             }
         }
         // While there is a backlog, come back as soon as the queue has room.
         let pause = match dispatch(&deliverer, &queue, &settings).await {
             Ok(n) => {
                 health.dispatched(Ok(()));
+                reached_since.get_or_insert_with(std::time::Instant::now);
                 if n == 0 { settings.poll } else { settings.fetch }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "dispatching due messages failed; trying again");
                 health.dispatched(Err(e.to_string()));
+                reached_since = None;
                 settings.poll
             }
         };
@@ -358,9 +370,11 @@ fn sending_lease(s: &WorkerSettings) -> chrono::Duration {
 /// How often claims are checked for staleness and finished jobs deleted.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// Takes back stale claims and deletes finished jobs.
-async fn sweep(d: &Deliverer, queue: &Queue, s: &WorkerSettings) -> Result<(), WorkerError> {
-    let abandoned = d.store.requeue_stale(Utc::now(), s.lease, sending_lease(s)).await?;
+/// Takes back stale claims and deletes finished jobs. Until `settled` (this process has reached
+/// the database for a sending lease), a sending claim is stale only after the long lease.
+async fn sweep(d: &Deliverer, queue: &Queue, s: &WorkerSettings, settled: bool) -> Result<(), WorkerError> {
+    let sending = if settled { sending_lease(s) } else { s.lease };
+    let abandoned = d.store.requeue_stale(Utc::now(), s.lease, sending).await?;
     if abandoned > 0 {
         tracing::warn!(abandoned, "sends by a worker that stopped are taken back; one may have gone out already");
     }
