@@ -15,6 +15,15 @@ fn fresh(name: &str) -> String {
     format!("sqlite://{}?mode=rwc", file.display())
 }
 
+/// All 8 connections of the store's pool at once, so each one is looked at.
+async fn every_connection(pool: &sqlx::SqlitePool) -> Vec<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(pool.acquire().await.unwrap());
+    }
+    held
+}
+
 fn patient(n: usize) -> PatientInput {
     PatientInput {
         name: format!("Patient {n}"),
@@ -38,10 +47,7 @@ async fn a_failed_commit_leaves_no_connection_inside_a_transaction() {
     store.migrate().await.unwrap();
     let (by, _) = store.create_coordinator("Coordinator", chrono::Duration::days(1)).await.unwrap();
     let pool = store.sqlite_pool().unwrap();
-    let mut held = Vec::new();
-    for _ in 0..8 {
-        held.push(pool.acquire().await.unwrap());
-    }
+    let mut held = every_connection(&pool).await;
     for conn in &mut held {
         let mut tx = conn.begin().await.unwrap();
         tx.execute(sqlx::raw_sql("UPDATE booking_lock SET bookings = bookings WHERE id = 1")).await.unwrap();
@@ -50,10 +56,7 @@ async fn a_failed_commit_leaves_no_connection_inside_a_transaction() {
     }
     drop(held);
     // Each connection now rolls one transaction back (a refused booking, say).
-    let mut held = Vec::new();
-    for _ in 0..8 {
-        held.push(pool.acquire().await.unwrap());
-    }
+    let mut held = every_connection(&pool).await;
     for conn in &mut held {
         let mut tx = conn.begin().await.unwrap();
         tx.execute(sqlx::raw_sql("UPDATE booking_lock SET bookings = bookings WHERE id = 1")).await.unwrap();
@@ -76,10 +79,7 @@ async fn every_connection_runs_wal_with_synchronous_normal() {
     let store = Store::connect(&fresh("synchronous")).await.unwrap();
     store.migrate().await.unwrap();
     let pool = store.sqlite_pool().unwrap();
-    let mut held = Vec::new();
-    for _ in 0..8 {
-        held.push(pool.acquire().await.unwrap());
-    }
+    let mut held = every_connection(&pool).await;
     for conn in &mut held {
         let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut **conn).await.unwrap();
         let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut **conn).await.unwrap();
