@@ -14,6 +14,7 @@ use itinerary_notify::mime::{self, CalendarPart, Envelope};
 use itinerary_notify::transport::retry_key;
 use itinerary_notify::{EmailTransport, LineClient, SendError, Templates};
 use itinerary_store::{Claimed, Delivered, DeliveryTarget, Store, carries_calendar, is_summary};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::{Clock, WorkerError};
 
@@ -162,15 +163,10 @@ impl Deliverer {
             self.store.defer(id, &self.name, &format!("night in {zone}: deferred to the morning"), morning).await?;
             return Ok(Outcome::Deferred(morning));
         }
-        // A turn for relays and LINE, kept until the outcome is recorded: a crash can then leave
-        // at most `sends` messages accepted and unrecorded.
-        let _turn = if matches!(self.email, EmailTransport::Smtp(..)) || self.line.is_some() {
-            Some(self.sends.acquire().await.map_err(|e| WorkerError::Queue(format!("send turns: {e}")))?)
-        } else {
-            None
-        };
         match self.send(&m, now).await {
-            Ok(d) => {
+            // The send's turn (relays, LINE) is kept until the record commits: a crash can then
+            // leave at most `sends` messages accepted and unrecorded.
+            Ok((d, _turn)) => {
                 // From the provider's acceptance to the record: the one window in which a crash
                 // sends a message twice. Logged so that it can be measured.
                 let accepted = std::time::Instant::now();
@@ -241,7 +237,9 @@ impl Deliverer {
         (self.rules.first_backoff * 2_i32.pow(doublings)).min(self.rules.max_backoff)
     }
 
-    async fn send(&self, m: &Claimed, now: DateTime<Utc>) -> Result<Delivered, (String, SendError)> {
+    /// Renders and hands the message over. A relay or LINE send waits for a turn (rendering
+    /// does not), and an accepted one returns it, for the caller to hold until recorded.
+    async fn send(&self, m: &Claimed, now: DateTime<Utc>) -> Result<(Delivered, Option<OwnedSemaphorePermit>), (String, SendError)> {
         let internal = |e: String| (String::new(), SendError::Transient { reason: e, retry_after: None });
         let (name, email, language, line_id) = match &m.target {
             DeliveryTarget::Patient(p) => {
@@ -296,8 +294,9 @@ impl Deliverer {
             match self.line_allowed(now).await {
                 Ok(true) => {
                     let text = format!("{}\n\n{}", words.subject, words.text.trim_end());
+                    let turn = self.sends.clone().acquire_owned().await.map_err(|e| internal(e.to_string()))?;
                     match line.push(to, &[text], &retry_key(m.id, reference_salt(&m.reference))).await {
-                        Ok(r) => return Ok(Delivered { channel: "line".into(), provider_ref: Some(r) }),
+                        Ok(r) => return Ok((Delivered { channel: "line".into(), provider_ref: Some(r) }, Some(turn))),
                         Err(e @ SendError::Transient { .. }) => return Err(("line".into(), e)),
                         Err(SendError::Permanent(e)) => tracing::warn!(message = m.id, error = %e, "LINE refused; sending by email"),
                     }
@@ -337,8 +336,13 @@ impl Deliverer {
         };
         let message = mime::email(&envelope, &words, calendar.as_ref()).map_err(permanent)?;
         let file = format!("{}.m{}.{}", m.reference, m.id, m.kind);
+        // The outbox writes each file once by name, so a crash cannot send it twice.
+        let turn = match &self.email {
+            EmailTransport::Smtp(..) => Some(self.sends.clone().acquire_owned().await.map_err(|e| internal(e.to_string()))?),
+            EmailTransport::Outbox(_) => None,
+        };
         match self.email.send(&message, &file).await {
-            Ok(r) => Ok(Delivered { channel, provider_ref: Some(r) }),
+            Ok(r) => Ok((Delivered { channel, provider_ref: Some(r) }, turn)),
             Err(e) => Err((channel, e)),
         }
     }
