@@ -202,7 +202,6 @@ pub fn request(patient_id: i64, week: i64) -> Value {
 /// `/openapi.json`, and every answer its response schema: the document describes what the
 /// service does, not what it once did.
 fn openapi_check(method: &str, path: &str, sent: Option<&Value>, answer: &Value) {
-    static DOC: std::sync::LazyLock<Value> = std::sync::LazyLock::new(itinerary_api::openapi::document);
     let doc = &*DOC;
     let path = path.split('?').next().unwrap_or(path);
     let route = itinerary_api::openapi::BODIES.iter().find(|(m, p, _, _)| {
@@ -222,10 +221,12 @@ fn openapi_check(method: &str, path: &str, sent: Option<&Value>, answer: &Value)
     }
 }
 
+/// `/openapi.json`, built once for every check of a test binary.
+static DOC: std::sync::LazyLock<Value> = std::sync::LazyLock::new(itinerary_api::openapi::document);
+
 /// Every status a route answers is one `/openapi.json` lists for it (`4XX` covers the client
 /// errors): a 204 where the document promised 200 is a client's surprise.
 pub fn status_documented(method: &str, path: &str, status: StatusCode) {
-    static DOC: std::sync::LazyLock<Value> = std::sync::LazyLock::new(itinerary_api::openapi::document);
     let path = path.split('?').next().unwrap_or(path);
     let Some(paths) = DOC["paths"].as_object() else { panic!("/openapi.json has no paths") };
     let route = paths.iter().find(|(p, _)| {
