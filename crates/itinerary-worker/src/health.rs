@@ -7,9 +7,18 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// Shared between the worker's tasks and the HTTP service of the same process.
-#[derive(Clone, Debug, Default)]
+/// Shared between the worker's tasks and the HTTP service of the same process. A new one is
+/// `starting` from its creation, so `/health` asked before the worker runs says so.
+#[derive(Clone, Debug)]
 pub struct Health(Arc<Mutex<Report>>);
+
+impl Default for Health {
+    fn default() -> Self {
+        let h = Health(Arc::default());
+        h.starting();
+        h
+    }
+}
 
 /// The worker as `/health` shows it.
 #[derive(Clone, Debug, Default, Serialize)]
