@@ -3,6 +3,7 @@
 //! itinerary's calendar and one invite per appointment and attendee (see `calendar_files`).
 
 mod calendar_files;
+mod season;
 mod service;
 
 use std::path::PathBuf;
@@ -47,6 +48,12 @@ enum Command {
         /// The itinerary's stable id, the left part of every calendar UID [default: the file's stem].
         #[arg(long, value_name = "ID")]
         itinerary: Option<String>,
+        /// Print every message each recipient receives over the season, as the worker words it.
+        #[arg(long, conflicts_with = "json")]
+        messages: bool,
+        /// With --messages: cancel the itinerary at this instant (RFC 3339), and print what that sends.
+        #[arg(long, requires = "messages", value_name = "INSTANT")]
+        cancel_at: Option<DateTime<Utc>>,
     },
     /// Run the HTTP API and the delivery worker (settings: config/default.toml, each overridable
     /// by ITINERARY_SECTION_KEY; DATABASE_URL, ITINERARY_LISTEN).
@@ -161,7 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             service::runtime()?.block_on(admin(&settings, command))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { file, json, now, ics, itinerary } => {
+        Command::Plan { file, json, now, ics, itinerary, messages, cancel_at } => {
             let setup =
                 itinerary_config::load(&cli.config).with_context(|| format!("loading the configuration from {}", cli.config.display()))?;
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -185,15 +192,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ledger = Ledger::new(setup.rules.slot_minutes);
             match itinerary_core::plan(&setup, &req, now, &ledger) {
                 Ok(plan) => {
+                    let id = match itinerary {
+                        Some(id) => id,
+                        None => file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                    };
                     if let Some(dir) = &ics {
-                        let id = match itinerary {
-                            Some(id) => id,
-                            None => file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-                        };
                         let written = calendar_files::write(dir, &id, &plan, &req, &setup)?;
                         eprintln!("{}: wrote {} calendar file(s), version {}", dir.display(), written.files, written.version);
                     }
-                    if json {
+                    if messages {
+                        let dir = cli.config.join("messages");
+                        let templates = itinerary_notify::Templates::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+                        print!("{}", season::render(&templates, &setup, &id, &plan, &req, cancel_at)?);
+                    } else if json {
                         println!("{}", serde_json::to_string_pretty(&plan)?);
                     } else {
                         print!("{}", display::timeline(&plan, &req.patient.name));

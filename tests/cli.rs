@@ -3,8 +3,12 @@
 //! files after an intended change, and review the diff.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod statements;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Utc};
 
 /// A fixed "now", before every example, so the golden files do not change with the clock.
 const NOW: &str = "2026-11-26T00:00:00Z";
@@ -58,6 +62,103 @@ fn golden_set_of_3_14_days() {
 #[test]
 fn golden_infeasible() {
     golden("infeasible", 1);
+}
+
+/// Every message of an example's season (`plan --messages`) against its golden text file, and
+/// every time those messages state against the plan's instants.
+fn golden_messages(example: &str, cancel_at: Option<&str>) {
+    let file = format!("examples/{example}.toml");
+    let mut args = vec!["plan", &file, "--messages", "--now", NOW];
+    if let Some(at) = cancel_at {
+        args.extend(["--cancel-at", at]);
+    }
+    let out = itinerary(&args);
+    assert_eq!(out.status.code(), Some(0), "{example}: {}", text(&out.stderr));
+    let season = text(&out.stdout);
+    let name = if cancel_at.is_some() { format!("{example}.cancelled") } else { example.to_owned() };
+    let path = root().join("tests/golden/messages").join(format!("{name}.txt"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &season).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} missing: run with UPDATE_GOLDEN=1", path.display()));
+    assert!(season == want, "{example}: messages differ from {}; run with UPDATE_GOLDEN=1 and review the diff", path.display());
+
+    let plan: serde_json::Value = serde_json::from_slice(&itinerary(&["plan", &file, "--json", "--now", NOW]).stdout).unwrap();
+    let mut checked = 0;
+    for (recipient, sent_at, zone, subject, body) in messages_of(&season) {
+        statements::check_message(&plan, sent_at, zone, &subject, &body);
+        if let Some(escort) = recipient.split("(escort ").nth(1).and_then(|r| r.split(',').next()) {
+            statements::check_escort_times(&plan, escort, &body, sent_at.with_timezone(&zone).year());
+        }
+        checked += 1;
+    }
+    assert!(checked > 10, "{example}: only {checked} messages");
+}
+
+/// (recipient, sent at, reader's zone, subject, text) of each message in a `--messages` output.
+fn messages_of(season: &str) -> Vec<(String, DateTime<Utc>, chrono_tz::Tz, String, String)> {
+    let mut out = Vec::new();
+    let mut recipient = String::new();
+    for block in season.split("\n──── ").skip(1) {
+        let (head, rest) = block.split_once('\n').unwrap();
+        // `2027-01-10 19:00 JST (Asia/Tokyo) · kind · key`
+        let zone: chrono_tz::Tz = head.split(['(', ')']).nth(1).unwrap().parse().unwrap();
+        let local = NaiveDateTime::parse_from_str(&head[..16], "%Y-%m-%d %H:%M").unwrap();
+        let at = zone.from_local_datetime(&local).earliest().unwrap().with_timezone(&Utc);
+        let (message, next) = match rest.split_once("\n════════ ") {
+            Some((m, n)) => (m, Some(n)),
+            None => (rest, None),
+        };
+        let (subject, body) = message.split_once("\n\n").unwrap();
+        out.push((recipient.clone(), at, zone, subject.trim_start_matches("Subject: ").to_owned(), body.to_owned()));
+        if let Some(n) = next {
+            recipient = n.lines().next().unwrap().to_owned();
+        }
+    }
+    // The first recipient's banner comes before the first message.
+    let first = season.split("════════ ").nth(1).and_then(|s| s.lines().next()).unwrap_or_default().to_owned();
+    for m in out.iter_mut().take_while(|m| m.0.is_empty()) {
+        m.0 = first.clone();
+    }
+    out
+}
+
+#[test]
+fn golden_messages_mh71_red_eye() {
+    golden_messages("mh71-red-eye", None);
+}
+
+#[test]
+fn golden_messages_eve_of_holiday() {
+    golden_messages("eve-of-holiday", None);
+}
+
+#[test]
+fn golden_messages_los_angeles_patient() {
+    golden_messages("los-angeles-patient", None);
+}
+
+#[test]
+fn golden_messages_set_of_3_14_days() {
+    golden_messages("set-of-3-14-days", None);
+}
+
+/// The set of three cancelled after its first trip: one summary naming what will not happen,
+/// one cancellation per appointment still ahead, each naming it.
+#[test]
+fn golden_messages_set_of_3_cancelled_after_the_first_trip() {
+    golden_messages("set-of-3-14-days", Some("2027-01-20T03:00:00Z"));
+    let season = std::fs::read_to_string(root().join("tests/golden/messages/set-of-3-14-days.cancelled.txt")).unwrap();
+    let cancels: Vec<_> = messages_of(&season).into_iter().filter(|m| m.3.contains("取消") || m.3.starts_with("[")).collect();
+    let summary: Vec<_> = cancels.iter().filter(|m| m.3.contains("ご旅程取消")).collect();
+    assert_eq!(summary.len(), 1, "one summary");
+    assert!(summary[0].4.contains("すべて取り消し") && summary[0].4.contains("幹細胞点滴(3/3回目)"), "{}", summary[0].4);
+    assert!(!summary[0].4.contains("幹細胞点滴(1/3回目)"), "the first infusion had happened: {}", summary[0].4);
+    let patient: Vec<_> = cancels.iter().filter(|m| m.3.starts_with("【") && m.3.contains("ご予定の取消")).collect();
+    assert!(patient.len() > 5, "{}", patient.len());
+    let bodies: std::collections::BTreeSet<&str> = patient.iter().map(|m| m.4.as_str()).collect();
+    assert_eq!(bodies.len(), patient.len(), "each cancellation names its own appointment");
 }
 
 #[test]

@@ -582,6 +582,7 @@ fn vtimezones_agree_with_tzdb_in_every_parser() {
                     trip: None,
                     title: Text::new("確認", "Check"),
                     location: None,
+                    location_ja: None,
                     when: When::Timed { start: z, end: z.add(Duration::minutes(30)) },
                     escort: None,
                     online: false,

@@ -25,7 +25,17 @@ fn at(d: NaiveDate, hh: u32, mm: u32, tz: Tz) -> Zoned {
 }
 
 fn event(key: String, kind: EventKind, ja: &str, en: &str, location: Option<&str>, when: When, online: bool) -> Event {
-    Event { key, kind, trip: Some(1), title: Text::new(ja, en), location: location.map(str::to_owned), when, escort: None, online }
+    Event {
+        key,
+        kind,
+        trip: Some(1),
+        title: Text::new(ja, en),
+        location: location.map(str::to_owned),
+        location_ja: None,
+        when,
+        escort: None,
+        online,
+    }
 }
 
 /// Ten events per patient trip, trips spread over 2027–2029.

@@ -155,7 +155,7 @@ impl Itinerary<'_> {
                 let _ = writeln!(d, "{co}: {}", day(lang, end));
             }
         }
-        if let Some(loc) = &e.location {
+        if let Some(loc) = e.location_in(lang) {
             let _ = writeln!(d, "{}: {loc}", if lang == Language::Ja { "場所" } else { "Where" });
         }
         if let Some(name) = e.escort.as_deref().and_then(|id| self.escorts.iter().find(|x| x.id == id)).map(|x| x.name.as_str()) {
@@ -171,7 +171,7 @@ impl Itinerary<'_> {
             attendee: patient.clone(),
             summary: e.title.get(lang).to_owned(),
             description: d,
-            location: e.location.clone(),
+            location: e.location_in(lang).map(str::to_owned),
             when: e.when.clone(),
             url,
             transparent: e.kind == EventKind::Hotel,

@@ -80,9 +80,27 @@ pub fn parse_airports(path: &Path, text: &str) -> Result<AirportTable, ConfigErr
     for (i, row) in rdr.deserialize::<AirportRow>().enumerate() {
         let row = row.map_err(|e| invalid(path, format!("row {}: {e}", i + 2)))?;
         let zone: Tz = row.tz.parse().map_err(|_| invalid(path, format!("{}: unknown time zone `{}`", row.iata, row.tz)))?;
-        out.push(Airport { iata: row.iata, name: row.name, city: row.city, country: row.country, zone });
+        out.push(Airport { iata: row.iata, name: row.name, city: row.city, country: row.country, zone, name_ja: None });
     }
     Ok(AirportTable::new(out))
+}
+
+#[derive(Deserialize)]
+struct AirportNameRow {
+    iata: String,
+    name_ja: String,
+}
+
+/// Adds the Japanese names of `airports-ja.csv` (iata, name_ja) to `airports`.
+pub fn parse_airport_names_ja(path: &Path, text: &str, airports: &mut AirportTable) -> Result<(), ConfigError> {
+    let mut rdr = csv::ReaderBuilder::new().comment(Some(b'#')).from_reader(text.as_bytes());
+    for (i, row) in rdr.deserialize::<AirportNameRow>().enumerate() {
+        let row = row.map_err(|e| invalid(path, format!("row {}: {e}", i + 2)))?;
+        if row.name_ja.trim().is_empty() || !airports.name_in_japanese(&row.iata, row.name_ja.trim()) {
+            return Err(invalid(path, format!("row {}: `{}` is not in airports.csv or has no name", i + 2, row.iata)));
+        }
+    }
+    Ok(())
 }
 
 /// Parses `holidays.csv` (date, country, subdivision, name, tentative) into regions `MY-KUL`, `JP`.
@@ -133,7 +151,12 @@ pub fn load(dir: &Path) -> Result<ClinicSetup, ConfigError> {
         }
     }
     let airports_path = dir.join("airports.csv");
-    let airports = parse_airports(&airports_path, &read(&airports_path)?)?;
+    let mut airports = parse_airports(&airports_path, &read(&airports_path)?)?;
+    // Optional: without it every airport is named in English.
+    let names_path = dir.join("airports-ja.csv");
+    if names_path.exists() {
+        parse_airport_names_ja(&names_path, &read(&names_path)?, &mut airports)?;
+    }
     let holidays_path = dir.join("holidays.csv");
     let holidays = parse_holidays(&holidays_path, &read(&holidays_path)?)?;
     for r in &clinic.holiday_regions {
@@ -158,6 +181,8 @@ mod tests {
         let setup = load(&repo_config_dir()).expect("config/ loads");
         assert!(setup.airports.len() > 7000);
         assert_eq!(setup.airports.get("kul").map(|a| a.zone), Some(Tz::Asia__Kuala_Lumpur));
+        assert_eq!(setup.airports.get("NRT").map(|a| a.place().ja), Some("成田国際空港(NRT)".to_owned()));
+        assert_eq!(setup.airports.get("CDG").map(|a| a.place().ja), setup.airports.get("CDG").map(|a| a.place().en));
         assert!(setup.protocol("single-infusion").is_some());
         assert!(setup.protocol("set-of-3").is_some());
         let d = NaiveDate::from_ymd_opt(2026, 8, 31).unwrap();

@@ -579,8 +579,10 @@ pub(crate) fn schedule(
         }
     }
 
-    let last_infusion = plan.events.iter().filter(|e| e.kind == EventKind::Infusion).filter_map(|e| e.end()).max();
-    if let Some(last) = last_infusion {
+    // Counted from the last infusion (the trials' practice), and the message names that day: the
+    // patient may have flown home only a few days before.
+    let last_infusion = plan.events.iter().filter(|e| e.kind == EventKind::Infusion).filter_map(|e| Some((e.end()?, e.key.clone()))).max();
+    if let Some((last, infusion)) = last_infusion {
         let anchor = last.add(Duration::days(i64::from(r.adverse_event_checkin_days)));
         let at = s.patient_local(anchor, 0, r.morning_message_time);
         s.push(
@@ -588,7 +590,7 @@ pub(crate) fn schedule(
             MessageKind::AdverseEventCheckin,
             Recipient::Patient,
             at,
-            None,
+            Some(&infusion),
             None,
             format!(
                 "{} days after the last infusion ({}), {} where the patient is",

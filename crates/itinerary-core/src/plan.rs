@@ -81,6 +81,10 @@ pub struct Event {
     pub title: Text,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// The location in Japanese, where it differs (`成田国際空港(NRT)`); plans stored before it
+    /// existed have none and read `location` in both languages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_ja: Option<String>,
     pub when: When,
     /// Escort accompanying the patient, by id.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,6 +105,14 @@ impl Event {
         match self.when {
             When::Timed { end, .. } => Some(end),
             When::Dates { .. } => None,
+        }
+    }
+
+    /// Where it is held, in `lang`.
+    pub fn location_in(&self, lang: Language) -> Option<&str> {
+        match lang {
+            Language::Ja => self.location_ja.as_deref().or(self.location.as_deref()),
+            Language::En => self.location.as_deref(),
         }
     }
 }

@@ -746,7 +746,8 @@ fn build(
                     format!("フライト {}({}→{})", flight.number, flight.from.iata, flight.to.iata),
                     format!("Flight {} ({} → {})", flight.number, flight.from.iata, flight.to.iata),
                 ),
-                location: Some(format!("{} ({})", flight.from.name, flight.from.iata)),
+                location: Some(flight.from.place().en),
+                location_ja: Some(flight.from.place().ja).filter(|ja| *ja != flight.from.place().en),
                 when: When::Timed { start: flight.departs, end: flight.arrives },
                 escort: None,
                 online: false,
@@ -765,6 +766,7 @@ fn build(
                 format!("Hotel ({} nights)", (check_out - check_in).num_days()),
             ),
             location: None,
+            location_ja: None,
             when: When::Dates { start: check_in, end: check_out },
             escort: None,
             online: false,
@@ -797,10 +799,11 @@ fn build(
                 kind,
                 trip: Some(t),
                 title,
-                location: Some(if kind == EventKind::AirportPickup {
-                    format!("{} ({})", trip.outbound.to.name, trip.outbound.to.iata)
+                location: Some(if kind == EventKind::AirportPickup { trip.outbound.to.place().en } else { "Hotel lobby".to_owned() }),
+                location_ja: Some(if kind == EventKind::AirportPickup {
+                    trip.outbound.to.place().ja
                 } else {
-                    "Hotel lobby".to_owned()
+                    "ホテルのロビー".to_owned()
                 }),
                 when: When::Timed { start: Zoned::new(a.start, zone), end: Zoned::new(a.end, zone) },
                 escort: Some(a.escort.clone()),
@@ -933,6 +936,7 @@ fn build(
                 trip: None,
                 title,
                 location: None,
+                location_ja: None,
                 when: When::Timed { start, end: start.add(minutes(rules.followup_minutes)) },
                 escort: None,
                 online: true,
@@ -1005,6 +1009,7 @@ fn clinic_event(key: &str, kind: EventKind, trip: u32, title: Text, a: &Appointm
         trip: Some(trip),
         title,
         location: Some(setup.clinic.name.clone()),
+        location_ja: None,
         when: When::Timed { start: Zoned::new(a.start, setup.clinic.zone), end: Zoned::new(a.end, setup.clinic.zone) },
         escort: Some(a.escort.clone()),
         online: false,

@@ -16,6 +16,18 @@ pub struct Airport {
     /// ISO 3166-1 alpha-2.
     pub country: String,
     pub zone: Tz,
+    /// The name Japanese travellers know it by (`airports-ja.csv`), for the airports patients use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_ja: Option<String>,
+}
+
+impl Airport {
+    /// `成田国際空港(NRT)` in Japanese where the table has a Japanese name, else `Narita International Airport (NRT)`.
+    pub fn place(&self) -> crate::plan::Text {
+        let en = format!("{} ({})", self.name, self.iata);
+        let ja = self.name_ja.as_ref().map_or_else(|| en.clone(), |n| format!("{n}({})", self.iata));
+        crate::plan::Text::new(ja, en)
+    }
 }
 
 /// IATA code → airport.
@@ -33,6 +45,17 @@ impl AirportTable {
     pub fn get(&self, code: &str) -> Option<&Airport> {
         let code = code.trim();
         if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) { self.by_iata.get(&code.to_ascii_uppercase()) } else { None }
+    }
+
+    /// Gives `iata` its Japanese name; false when the table has no such airport.
+    pub fn name_in_japanese(&mut self, iata: &str, name: &str) -> bool {
+        match self.by_iata.get_mut(iata) {
+            Some(a) => {
+                a.name_ja = Some(name.to_owned());
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn len(&self) -> usize {

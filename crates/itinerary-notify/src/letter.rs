@@ -9,10 +9,10 @@ use std::path::Path;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
-use itinerary_core::Plan;
-use itinerary_core::plan::When;
+use itinerary_core::plan::{EscortAssignment, Event, EventKind, When};
 use itinerary_core::request::Language;
-use itinerary_core::time::{Zoned, date_en, date_ja, zone_abbreviation, zone_name_ja};
+use itinerary_core::time::{date_en, date_ja, zone_abbreviation, zone_name_ja};
+use itinerary_core::{Plan, Zoned};
 use minijinja::Environment;
 use serde::{Deserialize, Serialize};
 
@@ -100,7 +100,9 @@ fn one_kind_of_line_break(text: &str) -> String {
     text.replace("\r\n", "\n").chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { ' ' } else { c }).collect()
 }
 
-/// The facts a message is written from. Templates see these fields by name.
+/// The facts a message is written from. Templates see these fields by name. Every instant in
+/// them comes from the plan (an event, an escort's duty, a task's window, the time the patient is
+/// to be ready), so the words cannot promise a time the plan does not hold.
 #[derive(Clone, Debug, Serialize)]
 pub struct Letter {
     pub kind: String,
@@ -110,22 +112,39 @@ pub struct Letter {
     pub name: String,
     pub clinic: String,
     pub reference: String,
-    /// The appointment or task the message is about.
+    /// The appointment or task the message is about: for an invite, update or cancellation, the
+    /// attached appointment itself (an escort's duty, not the patient's time).
     pub event: Option<Line>,
     pub task: Option<TaskLine>,
-    /// Every appointment of the plan (confirmation, change notice), or the escort's duties.
+    /// Every appointment of the plan (confirmation, change notice), the escort's duties of the
+    /// day (day plan), or the appointments still ahead (cancellation of the whole itinerary).
     pub timeline: Vec<Line>,
+    /// When the reader is to be ready, and where: at the airport by (departure day), in the hotel
+    /// lobby (the evening before an appointment; the transfer home).
+    pub meet: Option<String>,
+    /// The escort who meets them there, by name.
+    pub escort: Option<String>,
     pub feed_url: Option<String>,
     pub follow_up_url: Option<String>,
 }
 
-/// One appointment in words.
-#[derive(Clone, Debug, Serialize)]
+/// One appointment (or an escort's duty) in words.
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Line {
     pub title: String,
+    /// Its start, zones named (`4月21日(水) 09:00(マレーシア時間)/10:00(日本時間)`).
     pub when: String,
+    /// Its end, the time alone, where the reader needs it (an escort's duty).
+    pub until: Option<String>,
+    /// Its date alone, in the zone it is shown in (`1月14日(木)`).
+    pub date: String,
+    /// `today` or `tomorrow` where the reader is when the message is read, else empty: the
+    /// words for "today" are chosen from this, never assumed.
+    pub day: &'static str,
     pub location: Option<String>,
     pub online: bool,
+    /// For an escort: the patient's appointment this duty is for (`Flight MH71 lands 05:30 MYT`).
+    pub note: Option<String>,
 }
 
 /// One task with its window.
@@ -146,6 +165,8 @@ pub struct Clocks {
     pub other: Tz,
     /// Dates in this year are written without the year.
     pub year: i32,
+    /// When the message is read: "today" and "tomorrow" are counted from it, where the reader is.
+    pub read_at: DateTime<Utc>,
 }
 
 impl Clocks {
@@ -174,26 +195,118 @@ impl Clocks {
         }
     }
 
-    fn dates(&self, start: NaiveDate, end: NaiveDate) -> String {
-        let nights = (end - start).num_days();
+    /// `09:30(マレーシア時間)` or `09:30 MYT`: the end of something whose start was just given.
+    fn time(&self, t: &Zoned, zone: Tz) -> String {
+        let a = t.in_zone(zone);
         match self.language {
-            Language::Ja => format!("{} – {}({nights}泊)", date_ja(start, Some(self.year)), date_ja(end, Some(self.year))),
-            Language::En => format!("{} – {} ({nights} nights)", date_en(start, Some(self.year)), date_en(end, Some(self.year))),
+            Language::Ja => format!("{}({})", a.local().format("%H:%M"), zone_name_ja(zone)),
+            Language::En => format!("{} {}", a.local().format("%H:%M"), zone_abbreviation(&a)),
+        }
+    }
+
+    fn date(&self, d: NaiveDate) -> String {
+        match self.language {
+            Language::Ja => date_ja(d, Some(self.year)),
+            Language::En => date_en(d, Some(self.year)),
+        }
+    }
+
+    /// `today`, `tomorrow` or empty: `d` against the reader's date when the message is read.
+    fn day(&self, d: NaiveDate) -> &'static str {
+        let today = self.read_at.with_timezone(&self.reader).date_naive();
+        match (d - today).num_days() {
+            0 => "today",
+            1 => "tomorrow",
+            _ => "",
+        }
+    }
+
+    /// Check-in to check-out; the number of nights is the title's to say.
+    fn dates(&self, start: NaiveDate, end: NaiveDate) -> String {
+        format!("{} – {}", self.date(start), self.date(end))
+    }
+
+    /// A span of time or of hotel nights in words: at the zone it happens in (online: the reader's).
+    fn line(&self, title: String, when: &When, location: Option<String>, online: bool) -> Line {
+        match when {
+            When::Timed { start, .. } => {
+                let zone = if online { self.reader } else { start.zone() };
+                let date = start.in_zone(zone).date();
+                Line {
+                    title,
+                    when: self.when(start, zone),
+                    date: self.date(date),
+                    day: self.day(start.in_zone(self.reader).date()),
+                    location,
+                    online,
+                    ..Line::default()
+                }
+            }
+            When::Dates { start, end } => Line {
+                title,
+                when: self.dates(*start, *end),
+                date: self.date(*start),
+                day: self.day(*start),
+                location,
+                online,
+                ..Line::default()
+            },
         }
     }
 
     /// An appointment of the plan in words, at the zone it happens in.
-    pub fn event(&self, e: &itinerary_core::plan::Event) -> Line {
-        let title = match self.language {
-            Language::Ja => e.title.ja.clone(),
-            Language::En => e.title.en.clone(),
-        };
-        let when = match &e.when {
-            When::Timed { start, .. } => self.when(start, if e.online { self.reader } else { start.zone() }),
-            When::Dates { start, end } => self.dates(*start, *end),
-        };
-        Line { title, when, location: e.location.clone(), online: e.online }
+    pub fn event(&self, e: &Event) -> Line {
+        self.line(e.title.get(self.language).to_owned(), &e.when, e.location_in(self.language).map(str::to_owned), e.online)
     }
+
+    /// An escort's duty: from leaving to being free again, with the patient's appointment it is for.
+    pub fn duty(&self, plan: &Plan, a: &EscortAssignment) -> Line {
+        let zone = plan.clinic_zone;
+        let event = plan.event(&a.event);
+        let mut line = self.line(
+            a.duty.get(self.language).to_owned(),
+            &When::Timed { start: a.start, end: a.end },
+            event.and_then(|e| e.location_in(self.language)).map(str::to_owned),
+            false,
+        );
+        line.when = self.when(&a.start, zone);
+        line.until = Some(self.time(&a.end, zone));
+        line.note = event.and_then(|e| {
+            let (start, end) = (e.start()?, e.end()?);
+            // A pick-up waits for a landing and a transfer for a take-off: the escort checks that flight.
+            let flight = |lands_here: bool| {
+                plan.events.iter().find(|f| {
+                    f.kind == EventKind::Flight
+                        && f.trip == e.trip
+                        && if lands_here { f.end() } else { f.start() }.is_some_and(|t| t.zone() == zone)
+                })
+            };
+            Some(match (e.kind, self.language) {
+                (EventKind::AirportPickup, lang) if let Some(f) = flight(true) => {
+                    format!("{} {} {}", f.title.get(lang), if lang == Language::Ja { "到着" } else { "lands" }, self.time(&f.end()?, zone))
+                }
+                (EventKind::AirportTransfer, lang) if let Some(f) = flight(false) => format!(
+                    "{} {}–{}, {} {} {}",
+                    e.title.get(lang),
+                    start.in_zone(zone).local().format("%H:%M"),
+                    self.time(&end, zone),
+                    f.title.get(lang),
+                    if lang == Language::Ja { "出発" } else { "departs" },
+                    self.time(&f.start()?, zone)
+                ),
+                (_, lang) => format!("{} {}–{}", e.title.get(lang), start.in_zone(zone).local().format("%H:%M"), self.time(&end, zone)),
+            })
+        });
+        line
+    }
+}
+
+/// An appointment as it was sent in an invite, update or cancellation.
+#[derive(Clone, Copy, Debug)]
+pub struct Shown<'a> {
+    pub title: &'a str,
+    pub when: &'a When,
+    pub location: Option<&'a str>,
 }
 
 /// What the worker knows of the message it renders.
@@ -208,10 +321,12 @@ pub struct Subject<'a> {
     /// When it is read, and where.
     pub read_at: DateTime<Utc>,
     pub reader_zone: Tz,
-    /// For an escort's day plan: whose duties.
+    /// The escort it is addressed to, when it is.
     pub escort: Option<&'a str>,
     /// Show the patient's zone beside the clinic's (not for escorts, who are in Malaysia).
     pub both_zones: bool,
+    /// The appointment an invite, update or cancellation carries.
+    pub appointment: Option<Shown<'a>>,
 }
 
 impl Letter {
@@ -223,32 +338,70 @@ impl Letter {
             (true, true) => plan.patient_zone,
             (true, false) => plan.clinic_zone,
         };
-        let clocks = Clocks { language: s.language, reader, other, year: Zoned::new(s.read_at, reader).date().year() };
-        let event = s.about.and_then(|k| plan.event(k)).map(|e| clocks.event(e));
-        let task = s.about.and_then(|k| plan.tasks.iter().find(|t| t.key == k)).map(|t| TaskLine {
-            title: match s.language {
-                Language::Ja => t.title.ja.clone(),
-                Language::En => t.title.en.clone(),
+        let clocks = Clocks { language: s.language, reader, other, year: Zoned::new(s.read_at, reader).date().year(), read_at: s.read_at };
+        let duty_of = |event: &str| s.escort.and_then(|id| plan.escorts.iter().find(|a| a.escort == id && a.event == event));
+        let event = match (s.appointment, s.about) {
+            // What the attachment says, word for word in its times; for an escort, the duty's
+            // note beside it.
+            (Some(a), _) => {
+                let online = s.about.and_then(|k| plan.event(k)).is_some_and(|e| e.online);
+                let mut line = clocks.line(a.title.to_owned(), a.when, a.location.map(str::to_owned), online);
+                if let (Some(d), When::Timed { end, .. }) = (s.about.and_then(duty_of), a.when) {
+                    line.until = Some(clocks.time(end, plan.clinic_zone));
+                    line.note = clocks.duty(plan, d).note;
+                }
+                Some(line)
+            }
+            (None, Some(k)) => match duty_of(k) {
+                Some(d) => Some(clocks.duty(plan, d)),
+                None => plan.event(k).map(|e| clocks.event(e)),
             },
+            (None, None) => None,
+        };
+        let task = s.about.and_then(|k| plan.tasks.iter().find(|t| t.key == k)).map(|t| TaskLine {
+            title: t.title.get(s.language).to_owned(),
             opens: clocks.when(&t.opens, reader),
             closes: clocks.when(&t.closes, reader),
         });
-        let timeline = match s.escort {
-            Some(id) => {
+        let timeline = match (s.escort, s.kind) {
+            (Some(id), "escort_day_plan") => {
                 // `escort.E01.2027-04-19`: the duties of that clinic day.
                 let day = s.key.rsplit('.').next().and_then(|d| d.parse::<NaiveDate>().ok());
-                plan.events
+                plan.escorts
                     .iter()
-                    .filter(|e| e.escort.as_deref() == Some(id))
-                    .filter(|e| match &e.when {
-                        When::Timed { start, .. } => day.is_none_or(|d| start.in_zone(plan.clinic_zone).date() == d),
-                        When::Dates { .. } => false,
-                    })
-                    .map(|e| clocks.event(e))
+                    .filter(|a| a.escort == id && day.is_none_or(|d| a.start.in_zone(plan.clinic_zone).date() == d))
+                    .map(|a| clocks.duty(plan, a))
                     .collect()
             }
-            None => plan.events.iter().map(|e| clocks.event(e)).collect(),
+            (Some(id), _) => plan.escorts.iter().filter(|a| a.escort == id).map(|a| clocks.duty(plan, a)).collect(),
+            // What a cancellation takes away: what had not begun.
+            (None, "itinerary_cancelled") => {
+                plan.events.iter().filter(|e| still_ahead(e, plan.clinic_zone, s.read_at)).map(|e| clocks.event(e)).collect()
+            }
+            (None, _) => plan.events.iter().map(|e| clocks.event(e)).collect(),
         };
+        let due = plan.messages.iter().find(|m| m.key == s.key);
+        let about = s.about.and_then(|k| plan.event(k));
+        // Who meets the patient next: the escort of this appointment, or of the trip's pick-up
+        // (departure day) or transfer (the flight home).
+        let escort_of = |kind: EventKind| {
+            about
+                .and_then(|e| plan.events.iter().find(|x| x.kind == kind && x.trip == e.trip))
+                .and_then(|x| plan.escorts.iter().find(|a| a.event == x.key))
+        };
+        let meeting = match s.kind {
+            "evening_before" => about.and_then(|e| plan.escorts.iter().find(|a| a.event == e.key)),
+            "departure_day" => escort_of(EventKind::AirportPickup),
+            "return_flight_advice" => escort_of(EventKind::AirportTransfer),
+            _ => None,
+        };
+        let meet = match s.kind {
+            // The lobby time is the escort's: the duty starts there.
+            "evening_before" => meeting.map(|a| a.start).or_else(|| due.and_then(|m| m.before)),
+            "departure_day" | "return_flight_advice" => due.and_then(|m| m.before),
+            _ => None,
+        }
+        .map(|t| clocks.when(&t, reader));
         Letter {
             kind: s.kind.to_owned(),
             language: s.language,
@@ -258,9 +411,19 @@ impl Letter {
             event,
             task,
             timeline,
+            meet,
+            escort: meeting.map(|a| a.escort_name.clone()),
             feed_url,
             follow_up_url: follow_up_url.map(str::to_owned),
         }
+    }
+}
+
+/// Whether `e` has not begun at `now` (hotel nights: from the first night's midnight where the clinic is).
+fn still_ahead(e: &Event, clinic: Tz, now: DateTime<Utc>) -> bool {
+    match &e.when {
+        When::Timed { start, .. } => start.utc() > now,
+        When::Dates { start, .. } => itinerary_core::time::at_local(*start, chrono::NaiveTime::MIN, clinic).utc() > now,
     }
 }
 
@@ -277,7 +440,13 @@ mod tests {
 
     #[test]
     fn both_zones_are_named_and_the_date_follows_midnight() {
-        let c = Clocks { language: Language::Ja, reader: chrono_tz::Asia::Kuala_Lumpur, other: chrono_tz::Asia::Tokyo, year: 2027 };
+        let c = Clocks {
+            language: Language::Ja,
+            reader: chrono_tz::Asia::Kuala_Lumpur,
+            other: chrono_tz::Asia::Tokyo,
+            year: 2027,
+            read_at: Utc::now(),
+        };
         assert_eq!(c.when(&at("2027-04-21T01:00:00Z"), chrono_tz::Asia::Kuala_Lumpur), "4月21日(水) 09:00(マレーシア時間)/10:00(日本時間)");
         // 23:35 in Kuala Lumpur is already tomorrow in Tokyo.
         assert_eq!(
@@ -291,7 +460,7 @@ mod tests {
     #[test]
     fn a_patient_in_los_angeles_reads_daylight_time_on_both_sides_of_the_change() {
         let la = chrono_tz::America::Los_Angeles;
-        let c = Clocks { language: Language::Ja, reader: la, other: chrono_tz::Asia::Kuala_Lumpur, year: 2027 };
+        let c = Clocks { language: Language::Ja, reader: la, other: chrono_tz::Asia::Kuala_Lumpur, year: 2027, read_at: Utc::now() };
         // 14 March 2027 is the first day of daylight saving time in Los Angeles.
         let before = Zoned::new(la.with_ymd_and_hms(2027, 3, 13, 10, 0, 0).unwrap().with_timezone(&Utc), la);
         let after = Zoned::new(la.with_ymd_and_hms(2027, 3, 15, 10, 0, 0).unwrap().with_timezone(&Utc), la);
@@ -304,7 +473,7 @@ mod tests {
     #[test]
     fn escorts_read_one_zone() {
         let kl = chrono_tz::Asia::Kuala_Lumpur;
-        let c = Clocks { language: Language::En, reader: kl, other: kl, year: 2027 };
+        let c = Clocks { language: Language::En, reader: kl, other: kl, year: 2027, read_at: Utc::now() };
         assert_eq!(c.when(&at("2027-04-21T01:00:00Z"), kl), "Wed 21 Apr 09:00 MYT");
     }
 
@@ -332,8 +501,10 @@ mod tests {
             "follow_up_reminder",
             "reevaluation_reminder",
             "escort_day_plan",
+            "itinerary_cancelled",
         ];
-        let line = Line { title: "Blood test".into(), when: "Tue 20 Apr 09:00 MYT".into(), location: Some("Clinic".into()), online: false };
+        let line =
+            Line { title: "Blood test".into(), when: "Tue 20 Apr 09:00 MYT".into(), location: Some("Clinic".into()), ..Line::default() };
         for kind in kinds {
             for language in [Language::Ja, Language::En] {
                 for with_facts in [true, false] {
@@ -346,6 +517,8 @@ mod tests {
                         event: with_facts.then(|| line.clone()),
                         task: with_facts.then(|| TaskLine { title: "MDAC".into(), opens: "a".into(), closes: "b".into() }),
                         timeline: vec![line.clone()],
+                        meet: with_facts.then(|| "Tue 20 Apr 08:30 MYT".into()),
+                        escort: with_facts.then(|| "Aisyah".into()),
                         feed_url: with_facts.then(|| "https://x/feed/itf_1".into()),
                         follow_up_url: None,
                     };

@@ -17,7 +17,8 @@ use proptest::prelude::*;
 static TEMPLATES: LazyLock<Templates> =
     LazyLock::new(|| Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/messages")).unwrap());
 
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 9] = [
+    "itinerary_cancelled",
     "booking_confirmation",
     "calendar_invite",
     "calendar_cancel",
@@ -41,7 +42,7 @@ proptest! {
 
     #[test]
     fn any_name_composes_and_the_mail_keeps_its_shape(name in hostile(), title in hostile(), kind in prop::sample::select(KINDS.to_vec()), ja in any::<bool>()) {
-        let line = Line { title: title.clone(), when: "Tue 20 Apr 09:00 MYT".into(), location: Some(title.clone()), online: false };
+        let line = Line { title: title.clone(), when: "Tue 20 Apr 09:00 MYT".into(), location: Some(title.clone()), ..Line::default() };
         let letter = Letter {
             kind: kind.into(),
             language: if ja { Language::Ja } else { Language::En },
@@ -51,6 +52,8 @@ proptest! {
             event: Some(line.clone()),
             task: Some(TaskLine { title: title.clone(), opens: "a".into(), closes: "b".into() }),
             timeline: vec![line],
+            meet: Some("Tue 20 Apr 08:30 MYT".into()),
+            escort: Some(title.clone()),
             feed_url: Some("https://x.example/feed/itf_1".into()),
             follow_up_url: None,
         };

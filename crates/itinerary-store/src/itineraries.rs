@@ -411,6 +411,25 @@ impl Store {
         let version = it.current_version + 1;
         let itinerary_version::Model { request, plan, .. } = current_version(&txn, &it).await?;
         let patient = self.patient(it.patient_id).await?;
+        // One letter says the whole itinerary is cancelled and what will not take place, to a
+        // patient who was told of it; the cancellations of each appointment follow it.
+        if confirmation_sent(&txn, id).await? {
+            let summary = stored::Message {
+                itinerary_id: id,
+                version,
+                key: "itinerary_cancelled".to_owned(),
+                kind: "itinerary_cancelled".to_owned(),
+                recipient: serde_json::to_string(&Recipient::Patient).map_err(|e| StoreError::corrupt("recipient", e))?,
+                language: patient.language.clone(),
+                due_at: now + self.update_grace,
+                due_zone: patient.home_zone.clone(),
+                about: None,
+                if_late: "send_now".to_owned(),
+                before_at: None,
+                payload: None,
+            };
+            stored::execute(&txn, stored::inserts(txn.get_database_backend(), vec![summary])).await?;
+        }
         insert_calendar_messages(&txn, (id, version), &changes, now + self.update_grace, &patient.home_zone, base.clinic.zone.name())
             .await?;
         itinerary_version::ActiveModel {

@@ -9,7 +9,7 @@ use itinerary_calendar::{Change, ChangeKind, Edition, Method, invite};
 use itinerary_core::ClinicSetup;
 use itinerary_core::request::Language;
 use itinerary_core::time::at_local;
-use itinerary_notify::letter::{Letter, Subject};
+use itinerary_notify::letter::{Letter, Shown, Subject};
 use itinerary_notify::mime::{self, CalendarPart, Envelope};
 use itinerary_notify::transport::retry_key;
 use itinerary_notify::{EmailTransport, LineClient, SendError, Templates};
@@ -262,7 +262,7 @@ impl Deliverer {
         let reader = m.due_zone.parse().unwrap_or(self.setup.clinic.zone);
         let about = change.as_ref().map(|c| c.appointment.event.as_str()).or(m.about.as_deref());
         let escort = match &m.target {
-            DeliveryTarget::Escort { id, .. } if m.kind == "escort_day_plan" => Some(id.as_str()),
+            DeliveryTarget::Escort { id, .. } => Some(id.as_str()),
             _ => None,
         };
         let subject = Subject {
@@ -276,6 +276,11 @@ impl Deliverer {
             reader_zone: reader,
             escort,
             both_zones: matches!(m.target, DeliveryTarget::Patient(_)),
+            appointment: change.as_ref().map(|c| Shown {
+                title: &c.appointment.summary,
+                when: &c.appointment.when,
+                location: c.appointment.location.as_deref(),
+            }),
         };
         let summary = is_summary(&m.kind);
         let feed_url = match (&m.target, summary) {
