@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod statements;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -212,6 +213,7 @@ async fn every_message_once_at_its_time_as_imip() {
     let plan = it["plan"].clone();
     let dues: BTreeSet<DateTime<Utc>> = it["messages"].as_array().unwrap().iter().map(due).collect();
     assert!(dues.len() > 10, "{it}");
+    let mut read = 0;
     for t in &dues {
         let at = *t + chrono::Duration::seconds(1);
         set_clock(&s, &at.to_rfc3339()).await;
@@ -228,6 +230,27 @@ async fn every_message_once_at_its_time_as_imip() {
             }
             assert!(due(m) <= at || m["status"] == "pending", "settled before its time: {m}");
         }
+        // What arrived in this step, read as its reader reads it: every time it states is the
+        // plan's, "tomorrow" is tomorrow where they are, an escort is told their duty (issue 18).
+        let mail = smtp.received();
+        for e in &mail[read..] {
+            let (subject, text, to) = (e["subject"].as_str().unwrap(), e["text"].as_str().unwrap(), e["to"].as_str().unwrap());
+            let escort = plan["escorts"].as_array().unwrap().iter().find(|a| to.contains(a["escort_name"].as_str().unwrap()));
+            let zone: chrono_tz::Tz = match escort {
+                Some(_) => chrono_tz::Asia::Kuala_Lumpur,
+                None => m
+                    .iter()
+                    .find(|m| due(m) == *t && m["recipient"]["role"] == "patient")
+                    .map_or("Asia/Tokyo", |m| m["due_zone"].as_str().unwrap())
+                    .parse()
+                    .unwrap(),
+            };
+            statements::check_message(&plan, at, zone, subject, text);
+            if let Some(a) = escort {
+                statements::check_escort_times(&plan, a["escort"].as_str().unwrap(), text, 2027);
+            }
+        }
+        read = mail.len();
     }
     let m = messages(&s, id).await;
     let sent: Vec<&Value> = m.iter().filter(|m| m["status"] == "sent").collect();
@@ -379,7 +402,8 @@ async fn grace_night_updates_and_late_rules() {
         assert!(c["sequence"].as_i64().unwrap() >= 1);
     }
 
-    // Everything found late: the trip is over; reminders about it are skipped, later ones go.
+    // Everything found late (no worker ran for two months): the trip is over; its reminders
+    // were owed and never delivered, so they fail where a coordinator sees them; later ones go.
     set_clock(&s, "2027-05-01T02:00:00Z").await;
     let m = until(&s, id, 30, "late rules", |m| {
         m.iter()
@@ -388,8 +412,10 @@ async fn grace_night_updates_and_late_rules() {
     })
     .await;
     let evening = m.iter().find(|m| m["version"] == 4 && m["kind"] == "evening_before").unwrap();
-    assert_eq!(evening["status"], "skipped", "{evening}");
-    assert!(evening["error"].as_str().unwrap().contains("already begun"), "{evening}");
+    assert_eq!(evening["status"], "failed", "{evening}");
+    assert!(evening["error"].as_str().unwrap().contains("began at 2027-04-"), "{evening}");
+    let (_, report) = s.call("GET", "/messages/failed", None).await;
+    assert!(report["failed"].as_array().unwrap().iter().any(|f| f["key"] == evening["key"]), "{report}");
     let checkin = m.iter().find(|m| m["version"] == 4 && m["key"] == "checkin_7d").unwrap();
     assert_eq!(checkin["status"], "sent", "{checkin}");
 }
@@ -929,6 +955,91 @@ async fn retries_give_up_after_retry_hours() {
     assert!(e.starts_with("gave up after"), "{e}");
     let (_, report) = s.call("GET", "/messages/failed", None).await;
     assert_eq!(report["failed"].as_array().unwrap().len(), m.iter().filter(|m| m["status"] == "failed").count(), "{report}");
+}
+
+/// A relay that never answers, and an appointment that begins while its messages wait to be
+/// retried: each ends as failed, with what it was owed and the last error, in
+/// `GET /messages/failed`; nothing given up after a failed attempt is merely skipped (issue 18,
+/// item 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_whose_time_ran_out_after_failures_are_failed_and_listed() {
+    let db = Db::sqlite("delivery-ran-out");
+    let smtp = Smtp::reserve("ran-out"); // never started
+    let s = start(&db, &quick([smtp.settings(), vec![("ITINERARY_DELIVERY_RETRY_HOURS", "2000".into())]].concat()));
+    set_clock(&s, "2027-04-18T00:00:00Z").await;
+    let (id, _) = book(&s, patient("山田 太郎"), README_TRIP).await;
+    set_clock(&s, "2027-04-18T00:10:00Z").await;
+    until(&s, id, 30, "first failures", |m| {
+        m.iter().filter(at_booking).all(|m| m["status"] == "pending" && m["error"].as_str().is_some_and(|e| !e.is_empty()))
+    })
+    .await;
+    // The flight left at 12:40 UTC; the pick-up began at 20:30 UTC.
+    set_clock(&s, "2027-04-19T02:00:00Z").await;
+    let m = until(&s, id, 30, "the invites of what began", |m| {
+        m.iter()
+            .filter(|m| m["key"] == "trip1.outbound.calendar_invite" || m["key"] == "trip1.pickup.calendar_invite")
+            .all(|m| m["status"] == "failed")
+    })
+    .await;
+    let outbound = m.iter().find(|m| m["key"] == "trip1.outbound.calendar_invite").unwrap();
+    let e = outbound["error"].as_str().unwrap();
+    assert!(e.contains("began at 2027-04-18T12:40:00+00:00") && e.contains("attempt(s); the last:"), "{e}");
+    assert!(m.iter().all(|m| m["status"] != "skipped"), "nothing owed is skipped: {m:?}");
+    let (_, report) = s.call("GET", "/messages/failed", None).await;
+    let listed: BTreeSet<&str> = report["failed"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
+    assert!(listed.contains("trip1.outbound.calendar_invite") && listed.contains("trip1.pickup.calendar_invite"), "{report}");
+}
+
+/// A cancelled itinerary: the patient gets one letter saying the whole trip is cancelled and
+/// what will not take place, then one cancellation per appointment, each naming it and its
+/// date in both zones; each escort a cancellation naming the duty (issue 18, item 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_says_what_was_cancelled() {
+    let db = Db::sqlite("delivery-cancelled");
+    let smtp = Smtp::start("cancelled");
+    let s = start(&db, &quick(smtp.settings()));
+    set_clock(&s, "2027-03-01T01:00:00Z").await;
+    let (id, it) = book(&s, patient("山田 太郎"), README_TRIP).await;
+    let plan = it["plan"].clone();
+    set_clock(&s, "2027-03-01T01:10:00Z").await;
+    until(&s, id, 30, "the booking's messages", |m| m.iter().filter(at_booking).all(|m| m["status"] == "sent")).await;
+    let booked = smtp.received().len();
+    let (st, body) = s.call("POST", &format!("/itineraries/{id}/cancel"), None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    set_clock(&s, "2027-03-01T01:20:00Z").await;
+    until(&s, id, 30, "the cancellations", |m| {
+        m.iter().filter(|m| m["kind"] == "calendar_cancel" || m["kind"] == "itinerary_cancelled").all(|m| m["status"] == "sent")
+    })
+    .await;
+    let mail = smtp.received();
+    let new = &mail[booked..];
+    let to_patient: Vec<&Value> = new.iter().filter(|e| e["to"].as_str().unwrap().contains("taro.yamada")).collect();
+    let summary: Vec<&&Value> = to_patient.iter().filter(|e| e["calendar"].is_null()).collect();
+    assert_eq!(summary.len(), 1, "one summary: {to_patient:?}");
+    let text = summary[0]["text"].as_str().unwrap();
+    assert!(summary[0]["subject"].as_str().unwrap().contains("ご旅程取消") && text.contains("すべて取り消し"), "{text}");
+    assert!(text.contains("幹細胞点滴") && text.contains("4月21日(水)"), "names what will not take place: {text}");
+    let cancels: Vec<&&Value> = to_patient.iter().filter(|e| e["calendar"]["method"] == "CANCEL").collect();
+    let events = plan["events"].as_array().unwrap().len();
+    assert_eq!(cancels.len(), events, "one cancellation per appointment");
+    let bodies: BTreeSet<&str> = cancels.iter().map(|e| e["text"].as_str().unwrap()).collect();
+    assert_eq!(bodies.len(), cancels.len(), "no two cancellations say the same");
+    for e in &cancels {
+        let (subject, text) = (e["subject"].as_str().unwrap(), e["text"].as_str().unwrap());
+        let title = subject.split(": ").nth(1).unwrap_or_else(|| panic!("the subject names no appointment: {subject}"));
+        assert!(text.contains(title), "{subject}\n{text}");
+        statements::check_message(&plan, "2027-03-01T01:20:00Z".parse().unwrap(), chrono_tz::Asia::Tokyo, subject, text);
+    }
+    for e in new.iter().filter(|e| !e["to"].as_str().unwrap().contains("taro.yamada")) {
+        assert_eq!(e["calendar"]["method"], "CANCEL", "{e}");
+        let a = plan["escorts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| e["to"].as_str().unwrap().contains(a["escort_name"].as_str().unwrap()))
+            .unwrap();
+        statements::check_escort_times(&plan, a["escort"].as_str().unwrap(), e["text"].as_str().unwrap(), 2027);
+    }
 }
 
 /// A patient's new address: the calendar goes there (a cancellation of every standing

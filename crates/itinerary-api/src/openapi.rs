@@ -284,7 +284,7 @@ fn plan_schemas() -> Value {
     let event = object(
         json!({ "key": { "type": "string", "description": "stable within an itinerary (trip1.pickup); calendar UIDs derive from it" },
             "kind": { "enum": ["flight", "airport_pickup", "hotel", "blood_test", "infusion", "airport_transfer", "online_follow_up", "reevaluation"] },
-            "trip": { "type": "integer" }, "title": text(), "location": string(), "when": when, "escort": string(), "online": { "type": "boolean" } }),
+            "trip": { "type": "integer" }, "title": text(), "location": string(), "location_ja": string(), "when": when, "escort": string(), "online": { "type": "boolean" } }),
         &["key", "kind", "title", "when", "online"],
     );
     let plan = object(

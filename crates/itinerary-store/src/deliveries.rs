@@ -43,6 +43,8 @@ pub struct Claimed {
     pub if_late: String,
     /// 1 on the first attempt.
     pub attempt: i32,
+    /// Why the last attempt failed or waited, if one did.
+    pub last_error: Option<String>,
     pub payload: Option<serde_json::Value>,
     /// The message's itinerary version: its plan, reference and patient.
     pub plan: Arc<VersionPlan>,
@@ -307,6 +309,7 @@ impl Store {
             about: m.about,
             if_late: m.if_late,
             attempt: m.attempts,
+            last_error: m.last_error,
             payload: m.payload,
             plan: version,
             target,

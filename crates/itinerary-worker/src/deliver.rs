@@ -36,6 +36,14 @@ pub struct DeliveryRules {
     pub public_url: String,
 }
 
+/// Why a message is not sent.
+enum Unwanted {
+    /// There is nothing to say: skipped.
+    Moot(String),
+    /// It was owed and its time is over: failed.
+    Missed(String),
+}
+
 /// What happened to a message this worker took.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -148,17 +156,20 @@ impl Deliverer {
             self.store.record_sent(id, &self.name, m.attempt, &d, now).await?;
             return Ok(Outcome::Sent { channel: d.channel });
         }
-        if let Some(reason) = self.unwanted(&m, now) {
-            self.store.record_skipped(id, &self.name, &reason, now).await?;
-            tracing::info!(message = id, kind = %m.kind, %reason, "skipped");
-            return Ok(Outcome::Skipped(reason));
+        match self.unwanted(&m, now) {
+            Some(Unwanted::Moot(reason)) => {
+                self.store.record_skipped(id, &self.name, &reason, now).await?;
+                tracing::info!(message = id, kind = %m.kind, %reason, "skipped");
+                return Ok(Outcome::Skipped(reason));
+            }
+            Some(Unwanted::Missed(reason)) => return self.missed(&m, reason, now).await,
+            None => {}
         }
         let zone: Tz = m.due_zone.parse().unwrap_or(self.setup.clinic.zone);
         if let Some(morning) = self.after_night(now, zone) {
             if m.before_at.is_some_and(|b| morning >= b) {
                 let reason = format!("the reader's night ({zone}) lasts until after what it is about begins");
-                self.store.record_skipped(id, &self.name, &reason, now).await?;
-                return Ok(Outcome::Skipped(reason));
+                return self.missed(&m, reason, now).await;
             }
             self.store.defer(id, &self.name, &format!("night in {zone}: deferred to the morning"), morning).await?;
             return Ok(Outcome::Deferred(morning));
@@ -199,24 +210,46 @@ impl Deliverer {
         }
     }
 
-    /// Why the message should not go out at all, if it should not.
-    fn unwanted(&self, m: &Claimed, now: DateTime<Utc>) -> Option<String> {
+    /// Why the message should not go out now, if it should not: nothing to say (skipped), or too
+    /// late to say it (a failure the coordinator sees).
+    fn unwanted(&self, m: &Claimed, now: DateTime<Utc>) -> Option<Unwanted> {
         if m.kind == "calendar_cancel" && !m.uid_was_sent {
-            return Some("nothing was ever sent under this UID".into());
+            return Some(Unwanted::Moot("nothing was ever sent under this UID".into()));
         }
         if m.already_sent && !carries_calendar(&m.kind) {
-            return Some("the same reminder for the same time was sent by an earlier version".into());
+            return Some(Unwanted::Moot("the same reminder for the same time was sent by an earlier version".into()));
         }
-        if m.before_at.is_some_and(|b| b <= now) {
-            return Some("what it is about has already begun".into());
+        if let Some(b) = m.before_at.filter(|b| *b <= now) {
+            // Made after its appointment began (a cancellation of what is over): nothing was owed.
+            if m.attempt <= 1 && m.due_at >= b {
+                return Some(Unwanted::Moot("what it is about had begun before it was due".into()));
+            }
+            return Some(Unwanted::Missed(format!("what it is about began at {} before it could be delivered", b.to_rfc3339())));
         }
         if now - m.due_at > self.rules.late_after && m.if_late == "skip" {
-            return Some(format!("due at {} and found late; its rule is to skip when late", m.due_at.to_rfc3339()));
+            return Some(Unwanted::Missed(format!(
+                "due at {} and found {} min late; its rule is not to send late",
+                m.due_at.to_rfc3339(),
+                (now - m.due_at).num_minutes()
+            )));
         }
         if matches!(m.target, DeliveryTarget::Coordinator) && self.rules.coordinator_email.is_none() {
-            return Some("no coordinator address is configured ([delivery] coordinator_email)".into());
+            return Some(Unwanted::Moot("no coordinator address is configured ([delivery] coordinator_email)".into()));
         }
         None
+    }
+
+    /// Records a message that was owed and can no longer be delivered as failed, with why and
+    /// what the last attempt met, so that `GET /messages/failed` shows it.
+    async fn missed(&self, m: &Claimed, reason: String, now: DateTime<Utc>) -> Result<Outcome, WorkerError> {
+        let reason = match (&m.last_error, m.attempt > 1) {
+            (Some(last), true) => format!("not delivered: {reason}, after {} attempt(s); the last: {last}", m.attempt - 1),
+            (Some(last), false) => format!("not delivered: {reason}; before that: {last}"),
+            (None, _) => format!("not delivered: {reason} (no worker reached it in time)"),
+        };
+        self.store.record_failed(m.id, &self.name, "none", &reason, now).await?;
+        tracing::warn!(message = m.id, kind = %m.kind, %reason, "failed");
+        Ok(Outcome::Failed(reason))
     }
 
     /// The end of the night in `zone` (the clinic's quiet hours), if `now` is inside it.
