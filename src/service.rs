@@ -233,6 +233,7 @@ impl Settings {
             name: format!("{host}-{}-{}", std::process::id(), rand_suffix()),
             sends: Arc::new(tokio::sync::Semaphore::new(d.max_sends_in_flight.max(1))),
             in_flight: Default::default(),
+            health: Health::default(),
         })
     }
 }
@@ -298,11 +299,10 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
     } else {
         None
     };
-    let with_worker = worker.is_some();
     let ws = settings.worker_settings();
-    let health = Health::default();
-    let status = with_worker.then(|| {
-        let (health, heartbeat) = (health.clone(), ws.heartbeat);
+    let with_worker = worker.is_some();
+    let status = worker.as_ref().map(|(deliverer, _)| {
+        let (health, heartbeat) = (deliverer.health.clone(), ws.heartbeat);
         // The dispatcher passes every poll: five missed, or three heartbeats, is an outage.
         let stale = (ws.poll * 5).max(heartbeat * 3);
         itinerary_api::WorkerStatus(Arc::new(move || {
@@ -341,7 +341,7 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
     let delivering = async move {
         let Some((deliverer, queue)) = worker else { return Ok(()) };
         let mut stop = stop_rx;
-        itinerary_worker::run(deliverer, queue, ws, health, async move {
+        itinerary_worker::run(deliverer, queue, ws, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await
@@ -360,7 +360,7 @@ pub async fn worker(settings: Settings, setup: ClinicSetup, config_dir: &Path) -
     tracing::info!(worker = %deliverer.name, "delivering");
     // Tests and scripts read this line to know the worker is up.
     println!("worker {} started", deliverer.name);
-    itinerary_worker::run(deliverer, queue, settings.worker_settings(), Health::default(), shutdown()).await.context("worker")?;
+    itinerary_worker::run(deliverer, queue, settings.worker_settings(), shutdown()).await.context("worker")?;
     tracing::info!("stopped");
     Ok(())
 }

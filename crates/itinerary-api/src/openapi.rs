@@ -165,7 +165,7 @@ fn schemas() -> Value {
         ),
         "Health": object(
             json!({
-                "status": { "enum": ["ok", "database unavailable", "worker not delivering"] },
+                "status": { "enum": ["ok", "database unavailable", "worker not delivering", "email relay misconfigured"] },
                 "database": string(),
                 "worker": { "description": "this process's delivery worker; null when it runs none", "oneOf": [
                     { "type": "null" },
@@ -178,7 +178,12 @@ fn schemas() -> Value {
                         "last_heartbeat": { "type": ["string", "null"], "format": "date-time" },
                         "last_dispatch": { "type": ["string", "null"], "format": "date-time" },
                         "dispatch_error": { "type": ["string", "null"] },
-                    }), &["state", "ok", "restarts", "last_error", "last_error_at", "last_heartbeat", "last_dispatch", "dispatch_error"]),
+                        "relay": object(json!({
+                            "state": { "enum": ["unchecked", "ok", "unreachable", "misconfigured"], "description": "the email relay as last met (the check at start, then each send); misconfigured (certificate, TLS mode, credentials) makes ok false" },
+                            "error": { "type": ["string", "null"] },
+                            "at": { "type": ["string", "null"], "format": "date-time" },
+                        }), &["state", "error", "at"]),
+                    }), &["state", "ok", "restarts", "last_error", "last_error_at", "last_heartbeat", "last_dispatch", "dispatch_error", "relay"]),
                 ] },
             }),
             &["status", "database", "worker"],

@@ -109,6 +109,7 @@ async fn health(State(s): State<AppState>) -> Response {
     let status = match (db, worker_ok) {
         (true, true) => "ok",
         (false, _) => "database unavailable",
+        (true, false) if worker["relay"]["state"] == "misconfigured" => "email relay misconfigured",
         (true, false) => "worker not delivering",
     };
     let code = if db && worker_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -21,6 +21,10 @@ pub enum SendError {
     /// Trying again will not help (SMTP 5xx such as 550, LINE 400/403).
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The relay's setup is wrong, not the message: its certificate is refused, the TLS mode or
+    /// authentication does not match. No message can go until an operator fixes `[smtp]`.
+    #[error("relay configuration: {0}")]
+    Configuration(String),
 }
 
 /// How to reach the SMTP relay (`[smtp]` in config/default.toml).
@@ -102,15 +106,24 @@ impl EmailTransport {
             EmailTransport::Outbox(dir) => write_once(dir, name, &message.formatted()),
             EmailTransport::Smtp(t, limit) => match tokio::time::timeout(*limit, t.send(message.clone())).await {
                 Ok(Ok(r)) => Ok(format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" "))),
-                // A relay's refusal often quotes the address: reasons are logged and stored.
-                // 503 (bad sequence of commands) is the session's fault, not the message's: a
-                // pooled connection left mid-transaction by a send that was cut off (the fault
-                // campaign saw "nested MAIL command"). lettre drops that connection on the error,
-                // so a retry goes over a fresh one.
-                Ok(Err(e)) if e.is_permanent() && e.status().map(u16::from) != Some(503) => {
-                    Err(SendError::Permanent(without_addresses(&e.to_string())))
-                }
-                Ok(Err(e)) => Err(SendError::Transient { reason: without_addresses(&e.to_string()), retry_after: None }),
+                Ok(Err(e)) => Err(smtp_failure(&e)),
+                Err(_) => Err(SendError::Transient {
+                    reason: format!("no answer from the relay within {} s", limit.as_secs()),
+                    retry_after: None,
+                }),
+            },
+        }
+    }
+
+    /// Connects to the relay as a send would (TLS, certificate, authentication) and quits: what
+    /// `serve` and `worker` check once at start. The outbox has nothing to check.
+    pub async fn check(&self) -> Result<(), SendError> {
+        match self {
+            EmailTransport::Outbox(_) => Ok(()),
+            EmailTransport::Smtp(t, limit) => match tokio::time::timeout(*limit, t.test_connection()).await {
+                Ok(Ok(true)) => Ok(()),
+                Ok(Ok(false)) => Err(SendError::Transient { reason: "the relay closed the session at once".into(), retry_after: None }),
+                Ok(Err(e)) => Err(smtp_failure(&e)),
                 Err(_) => Err(SendError::Transient {
                     reason: format!("no answer from the relay within {} s", limit.as_secs()),
                     retry_after: None,
@@ -125,6 +138,63 @@ impl EmailTransport {
             EmailTransport::Smtp(..) => "email",
         }
     }
+}
+
+/// Sorts a relay's error: the relay's setup (certificate, TLS mode, authentication), the
+/// message (5xx), or a moment (4xx, network). Reasons keep no address: relays quote them.
+fn smtp_failure(e: &lettre::transport::smtp::Error) -> SendError {
+    let reason = without_addresses(&e.to_string());
+    if let Some(tls) = rustls_error(e) {
+        use rustls::Error as T;
+        let why = match tls {
+            T::InvalidCertificate(c) => Some(format!(
+                "the relay's TLS certificate is refused ({c:?}): check smtp.host, and smtp.ca_file for a private CA; a CA's own certificate cannot serve as the relay's"
+            )),
+            T::NoCertificatesPresented => Some("the relay presented no TLS certificate".to_owned()),
+            // Plain text where TLS was expected, or the other way round.
+            T::InvalidMessage(_) | T::PeerIncompatible(_) => {
+                Some(format!("the relay does not speak TLS as smtp.security says ({tls}): check smtp.security and smtp.port"))
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            return SendError::Configuration(why);
+        }
+    }
+    // lettre's own refusals before any exchange: no STARTTLS offered, no shared AUTH mechanism.
+    if e.is_client() {
+        return SendError::Configuration(format!("{reason}: check smtp.security, smtp.username and smtp.password"));
+    }
+    match e.status().map(u16::from) {
+        // Authentication required, too weak, or refused: the credentials are the operator's.
+        Some(code @ (530 | 534 | 535 | 538)) => {
+            SendError::Configuration(format!("the relay refused authentication ({code}): check smtp.username and smtp.password; {reason}"))
+        }
+        // 503 (bad sequence of commands) is the session's fault, not the message's: a pooled
+        // connection left mid-transaction by a send that was cut off (the fault campaign saw
+        // "nested MAIL command"). lettre drops that connection on the error, so a retry goes
+        // over a fresh one.
+        Some(503) => SendError::Transient { reason, retry_after: None },
+        _ if e.is_permanent() => SendError::Permanent(reason),
+        _ => SendError::Transient { reason, retry_after: None },
+    }
+}
+
+/// The rustls error under a relay's error, if a TLS handshake failed.
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(t);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Writes `dir/name.eml` through a temporary file and a rename, so the file is either whole or

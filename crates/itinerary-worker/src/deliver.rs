@@ -72,6 +72,8 @@ pub struct Deliverer {
     pub sends: Arc<tokio::sync::Semaphore>,
     /// The messages this process holds right now; only their claims are renewed.
     pub in_flight: InFlight,
+    /// How this worker is doing, for `/health`: its tasks and the relay as last met.
+    pub health: crate::Health,
 }
 
 /// The ids of the messages a process is delivering. A message whose task ended without a
@@ -178,6 +180,9 @@ impl Deliverer {
             // The send's turn (relays, LINE) is kept until the record commits: a crash can then
             // leave at most `sends` messages accepted and unrecorded.
             Ok((d, _turn)) => {
+                if d.channel == "email" {
+                    self.health.relay("ok", None);
+                }
                 // From the provider's acceptance to the record: the one window in which a crash
                 // sends a message twice. Logged so that it can be measured.
                 let accepted = std::time::Instant::now();
@@ -188,6 +193,14 @@ impl Deliverer {
                 }
                 tracing::info!(message = id, kind = %m.kind, channel = %d.channel, attempt = m.attempt, window_us, "sent");
                 Ok(Outcome::Sent { channel: d.channel })
+            }
+            Err((channel, SendError::Configuration(e))) => {
+                // Every message would meet the same: said at once, here and in /health.
+                let e = format!("relay configuration: {e}");
+                self.health.relay("misconfigured", Some(e.clone()));
+                self.store.record_failed(id, &self.name, &channel, &e, now).await?;
+                tracing::error!(message = id, kind = %m.kind, %channel, error = %e, "failed: the relay's setup is wrong");
+                Ok(Outcome::Failed(e))
             }
             Err((channel, SendError::Permanent(e))) => {
                 self.store.record_failed(id, &self.name, &channel, &e, now).await?;
@@ -206,6 +219,29 @@ impl Deliverer {
                 self.store.record_retry(id, &self.name, &channel, &reason, next, now).await?;
                 tracing::info!(message = id, kind = %m.kind, %channel, attempt = m.attempt, error = %reason, retry_at = %next, "will retry");
                 Ok(Outcome::Retry(next))
+            }
+        }
+    }
+
+    /// Connects to the relay once, as a send would, and says what it found: in the log and in
+    /// `/health`. A relay that is only down is a warning (messages wait); a wrong certificate,
+    /// TLS mode or password is an error an operator must fix.
+    pub async fn check_relay(&self) {
+        if !matches!(self.email, EmailTransport::Smtp(..)) {
+            return;
+        }
+        match self.email.check().await {
+            Ok(()) => {
+                self.health.relay("ok", None);
+                tracing::info!("the email relay accepts this worker's TLS and credentials");
+            }
+            Err(SendError::Configuration(e)) => {
+                self.health.relay("misconfigured", Some(e.clone()));
+                tracing::error!(error = %e, "the email relay's setup is wrong: no email can be sent until [smtp] is fixed");
+            }
+            Err(e) => {
+                self.health.relay("unreachable", Some(e.to_string()));
+                tracing::warn!(error = %e, "the email relay is not reachable now; messages wait and retry");
             }
         }
     }
@@ -336,7 +372,9 @@ impl Deliverer {
                     match line.push(to, &[text], &retry_key(m.id, reference_salt(&m.reference))).await {
                         Ok(r) => return Ok((Delivered { channel: "line".into(), provider_ref: Some(r) }, Some(turn))),
                         Err(e @ SendError::Transient { .. }) => return Err(("line".into(), e)),
-                        Err(SendError::Permanent(e)) => tracing::warn!(message = m.id, error = %e, "LINE refused; sending by email"),
+                        Err(SendError::Permanent(e) | SendError::Configuration(e)) => {
+                            tracing::warn!(message = m.id, error = %e, "LINE refused; sending by email");
+                        }
                     }
                 }
                 Ok(false) => tracing::info!(message = m.id, "LINE budget for the month used up; sending by email"),

@@ -37,11 +37,28 @@ pub struct Report {
     pub last_dispatch: Option<DateTime<Utc>>,
     /// Why the dispatcher's passes fail, while they do.
     pub dispatch_error: Option<String>,
+    /// The email relay as last met, by the check at start or a send.
+    pub relay: Relay,
     #[serde(skip)]
     started_at: Option<DateTime<Utc>>,
 }
 
+/// The email relay: `unchecked`, `ok`, `unreachable` (a moment: messages wait and retry) or
+/// `misconfigured` (its certificate, TLS mode or credentials: nothing can go until `[smtp]` is
+/// fixed, and /health answers 503).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Relay {
+    pub state: &'static str,
+    pub error: Option<String>,
+    pub at: Option<DateTime<Utc>>,
+}
+
 impl Health {
+    /// What the relay did last: accepted (or the check passed), or refused and why.
+    pub(crate) fn relay(&self, state: &'static str, error: Option<String>) {
+        self.update(|r| r.relay = Relay { state, error, at: Some(Utc::now()) });
+    }
+
     fn update(&self, f: impl FnOnce(&mut Report)) {
         if let Ok(mut r) = self.0.lock() {
             f(&mut r);
@@ -97,7 +114,10 @@ impl Health {
         let consuming = (r.state == "running" && recent(r.last_heartbeat, heartbeat * 3))
             || (r.state == "starting" && recent(r.started_at, heartbeat * 3));
         let dispatching = recent(r.last_dispatch, stale) || (r.last_dispatch.is_none() && recent(r.started_at, stale));
-        r.ok = consuming && dispatching;
+        r.ok = consuming && dispatching && r.relay.state != "misconfigured";
+        if r.relay.state.is_empty() {
+            r.relay.state = "unchecked";
+        }
         r
     }
 }

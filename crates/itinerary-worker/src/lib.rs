@@ -161,16 +161,20 @@ impl Queue {
 /// worker on the first error of its backend (a failed fetch, heartbeat or acknowledgement:
 /// `-> Dead`), so the consumer is built again under a new name, after a pause that grows from
 /// 1 s to 8 s while it keeps failing; what the dead one had fetched comes back through the
-/// message lease. `health` says which state each is in, for `/health`.
+/// message lease. The deliverer's `health` says which state each is in, for `/health`.
 pub async fn run(
     deliverer: Arc<Deliverer>,
     queue: Queue,
     settings: WorkerSettings,
-    health: Health,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let health = deliverer.health.clone();
     health.starting();
+    // The relay once at start, as a send meets it: a wrong certificate or password is said now,
+    // in the log and in /health, not a day of retries later.
+    let checker = deliverer.clone();
+    tokio::spawn(async move { checker.check_relay().await });
     let dispatcher =
         tokio::spawn(supervise_dispatcher(deliverer.clone(), queue.clone(), settings.clone(), health.clone(), stop_rx.clone()));
     let renewer = tokio::spawn(renew_claims(deliverer.clone(), settings.heartbeat, stop_rx.clone()));
