@@ -67,15 +67,19 @@ fn golden_infeasible() {
 /// Every message of an example's season (`plan --messages`) against its golden text file, and
 /// every time those messages state against the plan's instants.
 fn golden_messages(example: &str, cancel_at: Option<&str>) {
-    let file = format!("examples/{example}.toml");
-    let mut args = vec!["plan", &file, "--messages", "--now", NOW];
+    golden_messages_of(example, &format!("examples/{example}.toml"), cancel_at, if cancel_at.is_some() { "cancelled" } else { "" });
+}
+
+/// `golden_messages` of `file` (a variant of the example), kept as `EXAMPLE.VARIANT.txt`.
+fn golden_messages_of(example: &str, file: &str, cancel_at: Option<&str>, variant: &str) {
+    let mut args = vec!["plan", file, "--messages", "--now", NOW, "--itinerary", example];
     if let Some(at) = cancel_at {
         args.extend(["--cancel-at", at]);
     }
     let out = itinerary(&args);
     assert_eq!(out.status.code(), Some(0), "{example}: {}", text(&out.stderr));
     let season = text(&out.stdout);
-    let name = if cancel_at.is_some() { format!("{example}.cancelled") } else { example.to_owned() };
+    let name = if variant.is_empty() { example.to_owned() } else { format!("{example}.{variant}") };
     let path = root().join("tests/golden/messages").join(format!("{name}.txt"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -84,7 +88,7 @@ fn golden_messages(example: &str, cancel_at: Option<&str>) {
     let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} missing: run with UPDATE_GOLDEN=1", path.display()));
     assert!(season == want, "{example}: messages differ from {}; run with UPDATE_GOLDEN=1 and review the diff", path.display());
 
-    let plan: serde_json::Value = serde_json::from_slice(&itinerary(&["plan", &file, "--json", "--now", NOW]).stdout).unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&itinerary(&["plan", file, "--json", "--now", NOW]).stdout).unwrap();
     let mut checked = 0;
     for (recipient, sent_at, zone, subject, body) in messages_of(&season) {
         statements::check_message(&plan, sent_at, zone, &subject, &body);
@@ -137,6 +141,19 @@ fn golden_messages_eve_of_holiday() {
 #[test]
 fn golden_messages_los_angeles_patient() {
     golden_messages("los-angeles-patient", None);
+}
+
+/// The patient in Los Angeles who reads English: every patient message in English, her zone
+/// (PST, then PDT after 14 March) beside Malaysia's.
+#[test]
+fn golden_messages_los_angeles_patient_in_english() {
+    let src = std::fs::read_to_string(root().join("examples/los-angeles-patient.toml")).unwrap();
+    assert!(src.contains(r#"language = "ja""#));
+    let dir = std::env::temp_dir().join(format!("itinerary-cli-en-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("los-angeles-patient.toml");
+    std::fs::write(&path, src.replace(r#"language = "ja""#, r#"language = "en""#)).unwrap();
+    golden_messages_of("los-angeles-patient", path.to_str().unwrap(), None, "en");
 }
 
 #[test]

@@ -401,7 +401,9 @@ impl Letter {
             "departure_day" | "return_flight_advice" => due.and_then(|m| m.before),
             _ => None,
         }
-        .map(|t| clocks.when(&t, reader));
+        // Where the meeting is (the airport the flight leaves from, the hotel), the reader's
+        // zone beside it when that differs.
+        .map(|t| clocks.when(&t, about.and_then(Event::start).map_or(reader, |start| start.zone())));
         Letter {
             kind: s.kind.to_owned(),
             language: s.language,
