@@ -37,6 +37,7 @@ struct Server {
     connections_per_client: usize,
     failed_auth_burst: u32,
     failed_auth_refill_seconds: u64,
+    console_idle_minutes: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,6 +311,13 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
             (r.ok, serde_json::to_value(&r).unwrap_or_default())
         }))
     });
+    let console = itinerary_console::Console {
+        store: store.clone(),
+        setup: setup.clone(),
+        clock: settings.clock(&store),
+        idle: chrono::Duration::minutes(i64::from(settings.file.server.console_idle_minutes.max(1))),
+        secure: settings.public_url.starts_with("https://"),
+    };
     let state = itinerary_api::AppState {
         store: store.clone(),
         setup,
@@ -333,7 +341,8 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
     println!("listening on http://{addr}");
     tracing::info!(%addr, worker = with_worker, "serving");
     let server = async {
-        let r = itinerary_api::serve::serve(listener, itinerary_api::router(state), limits, shutdown()).await.context("serving");
+        let app = itinerary_console::router(console).merge(itinerary_api::router(state));
+        let r = itinerary_api::serve::serve(listener, app, limits, shutdown()).await.context("serving");
         // Requests in flight are done: now the worker stops too.
         let _ = stop_tx.send(true);
         r

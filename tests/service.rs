@@ -167,9 +167,22 @@ async fn itinerary_lifecycle(db: Db) {
     short["trips"][0]["return"]["depart"] = format!("{landing_day} 23:35").into();
     let next_day = chrono::NaiveDate::parse_from_str(&landing_day, "%Y-%m-%d").unwrap() + chrono::Duration::days(1);
     short["trips"][0]["return"]["arrive"] = format!("{next_day} 07:15").into();
-    let (st, e) = s.call("POST", "/itineraries", Some(short)).await;
+    let (st, e) = s.call("POST", "/itineraries", Some(short.clone())).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert!(e["error"]["violations"].as_array().unwrap().iter().any(|v| v["text"]["ja"].is_string() && v["text"]["en"].is_string()), "{e}");
+    // The preview says the same and stores nothing; a feasible one answers the plan booking
+    // would make, and still stores nothing (issue 13, item 4).
+    let (st, pe) = s.call("POST", "/itineraries/preview", Some(short)).await;
+    assert_eq!((st, &pe["error"]["violations"]), (StatusCode::UNPROCESSABLE_ENTITY, &e["error"]["violations"]), "{pe}");
+    let (st, plan) = s.call("POST", "/itineraries/preview", Some(request(pid, 0))).await;
+    assert_eq!(st, StatusCode::OK, "{plan}");
+    assert!(plan["events"].as_array().unwrap().len() > 5 && plan["messages"].as_array().unwrap().len() > 5, "{plan}");
+    let first = plan["trips"][0]["arrives"]["utc"].as_str().unwrap()[..10].to_owned();
+    let after = chrono::NaiveDate::parse_from_str(&first, "%Y-%m-%d").unwrap() + chrono::Duration::days(30);
+    let (_, trips) = s.call("GET", &format!("/trips?from={first}&to={after}"), None).await;
+    assert!(trips["trips"].as_array().unwrap().is_empty(), "{trips}");
+    let (_, audit) = s.call("GET", "/audit", None).await;
+    assert!(audit["audit"].as_array().unwrap().iter().all(|x| x["action"] != "create" || x["entity"] != "itinerary"), "{audit}");
     // A passport that runs out within six months of arrival: the field and its value are named.
     let expiry = (chrono::Utc::now().date_naive() + chrono::Duration::days(400)).to_string();
     let mut p = patient("佐藤 花子");

@@ -10,6 +10,7 @@ mod m20261126_000003_patient_itineraries;
 mod m20261126_000004_calendar_change_records;
 mod m20261130_000005_token_lifetimes;
 mod m20261130_000006_settled_payloads;
+mod m20261130_000007_console_sessions;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_calendar_change_records::Migration),
             Box::new(m20261130_000005_token_lifetimes::Migration),
             Box::new(m20261130_000006_settled_payloads::Migration),
+            Box::new(m20261130_000007_console_sessions::Migration),
         ]
     }
 }

@@ -30,6 +30,12 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/resources/{id}", "Read a resource", true),
     ("put", "/resources/{id}", "Set a resource's capacity ({\"capacity\": 4})", true),
     ("post", "/itineraries", "Plan and book an itinerary (422 with the planner's reasons when no plan fits)", true),
+    (
+        "post",
+        "/itineraries/preview",
+        "Plan an itinerary without booking it: the plan as booking it now would make it (200), or the planner's reasons (422, 409); nothing is stored",
+        true,
+    ),
     ("get", "/itineraries/{id}", "Read an itinerary: plan, versions, scheduled messages", true),
     ("put", "/itineraries/{id}", "Change an itinerary: a new version, planned again", true),
     ("post", "/itineraries/{id}/cancel", "Cancel an itinerary", true),
@@ -53,6 +59,7 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
     ("get", "/resources/{id}", None, Some("Resource")),
     ("put", "/resources/{id}", Some("Capacity"), Some("Resource")),
     ("post", "/itineraries", Some("ItineraryRequest"), Some("Itinerary")),
+    ("post", "/itineraries/preview", Some("ItineraryRequest"), Some("Plan")),
     ("get", "/itineraries/{id}", None, Some("Itinerary")),
     ("put", "/itineraries/{id}", Some("ItineraryRequest"), Some("Itinerary")),
     ("post", "/itineraries/{id}/cancel", None, Some("Itinerary")),
@@ -383,7 +390,7 @@ pub fn document() -> Value {
                 op["requestBody"] = json!({ "required": true, "content": schema(name) });
             }
             if let Some(name) = response {
-                let ok = if *method == "post" && !path.ends_with("/cancel") { "201" } else { "200" };
+                let ok = if *method == "post" && !path.ends_with("/cancel") && !path.ends_with("/preview") { "201" } else { "200" };
                 if ok == "201" {
                     op["responses"].as_object_mut().map(|r| r.remove("200"));
                 }

@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/resources", get(list_resources))
         .route("/resources/{id}", get(get_resource).put(put_resource))
         .route("/itineraries", post(create_itinerary))
+        .route("/itineraries/preview", post(preview_itinerary))
         .route("/itineraries/{id}", get(get_itinerary).put(change_itinerary))
         .route("/itineraries/{id}/cancel", post(cancel_itinerary))
         .route("/itineraries/{id}/calendar.ics", get(itinerary_ics))
@@ -287,6 +288,16 @@ async fn create_itinerary(
     let req = body(b)?;
     let it = s.store.create_itinerary(c.0, &s.setup, &req, s.clock.now().await?).await?;
     Ok((StatusCode::CREATED, Json(it)).into_response())
+}
+
+async fn preview_itinerary(
+    State(s): State<AppState>,
+    Extension(_): Extension<Coordinator>,
+    b: Result<Json<NewItinerary>, JsonRejection>,
+) -> ApiResult<Response> {
+    let req = body(b)?;
+    let plan = s.store.preview_itinerary(&s.setup, &req, s.clock.now().await?).await?;
+    Ok(Json(plan).into_response())
 }
 
 async fn get_itinerary(

@@ -40,6 +40,22 @@ pub mod coordinator_token {
     no_relations!();
 }
 
+pub mod console_session {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "console_session")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub secret_hash: String,
+        pub token_id: i32,
+        pub csrf: String,
+        pub created_at: DateTimeUtc,
+        pub last_seen_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
 pub mod patient {
     use sea_orm::entity::prelude::*;
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -223,6 +223,19 @@ impl Store {
         self.book(booking).await
     }
 
+    /// What booking `req` now would plan, against the bookings as they stand, storing nothing:
+    /// the plan, or why there is none (the same errors as booking). A booking made after it may
+    /// still find something taken meanwhile (409).
+    pub async fn preview_itinerary(&self, base: &Arc<ClinicSetup>, req: &NewItinerary, now: DateTime<Utc>) -> Result<Plan, BookError> {
+        let patient = self.patient(req.patient_id).await?;
+        let raw = raw_request(&patient, req);
+        let setup = self.setup_now(&self.db, base).await?;
+        let planning = planning_setup(&setup, req)?;
+        let parsed = PlanRequest::parse(&raw, &planning)?;
+        let held = bookings_between(&self.db, window(&parsed, now)).await?;
+        plan_with(&planning, &parsed, now, &ledger_of(&planning, &held))
+    }
+
     /// Stores one group of new itineraries in one transaction, under the booking lock, in the
     /// order they came: each checked against what is held (stored, and taken by those before
     /// it in the group), planned again if it no longer fits. Answers for each, in order.

@@ -17,6 +17,7 @@ mod group;
 mod itineraries;
 mod people;
 mod pool;
+mod sessions;
 mod stored;
 mod token;
 mod unique;
@@ -31,6 +32,7 @@ use itinerary_core::ClinicSetup;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 pub use people::{CoordinatorView, EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
+pub use sessions::{ItinerarySummary, Opened, Session};
 pub use token::{Token, hash_token};
 
 /// Why the store could not do what it was asked.

@@ -628,7 +628,7 @@ pub struct CoordinatorView {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
-fn live_token(t: &coordinator_token::Model, now: DateTime<Utc>) -> bool {
+pub(crate) fn live_token(t: &coordinator_token::Model, now: DateTime<Utc>) -> bool {
     t.revoked_at.is_none() && t.expires_at.is_some_and(|e| e > now)
 }
 

@@ -1,0 +1,631 @@
+//! The console's pages: sign-in, the week, patients, planning a trip with its preview, an
+//! itinerary with its messages, and a cancellation with what it will send.
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use chrono::{Duration, NaiveDate, NaiveTime, Utc};
+use itinerary_core::FieldError;
+use itinerary_core::plan::{EventKind, When};
+use itinerary_core::request::RawTrip;
+use itinerary_core::time::{at_local, date_en, date_ja};
+use itinerary_store::{BookError, InputError, NewItinerary, PatientInput, StoreError};
+use minijinja::Value;
+use serde::Deserialize;
+
+use crate::view::{self, moment};
+use crate::{Console, Lang, SESSION, Visit, cookie, remember_language, same_secret, templates, words};
+
+/// The page `name` in `lang`, with `ctx` and the words of that language as `t`.
+fn render(lang: Lang, status: StatusCode, name: &str, visit: Option<&Visit>, ctx: Value) -> Response {
+    let t = words(lang);
+    let page = minijinja::context! {
+        t => t,
+        lang => lang.code(),
+        other_lang => if lang == Lang::Ja { "en" } else { "ja" },
+        coordinator => visit.map(|v| v.session.coordinator_name.clone()),
+        csrf => visit.map(|v| v.session.csrf.clone()),
+        ..ctx
+    };
+    match templates().get_template(name).and_then(|tpl| tpl.render(page)) {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(template = name, error = %e, "rendering a console page");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+        }
+    }
+}
+
+/// An error page saying `key` (a word of `words/*.toml`).
+pub(crate) fn error_page(lang: Lang, status: StatusCode, key: &str) -> Response {
+    let message = words(lang).get(key).cloned().unwrap_or_else(|| key.to_owned());
+    render(lang, status, "error.html", None, minijinja::context! { message => message })
+}
+
+fn store_error(lang: Lang, e: &StoreError) -> Response {
+    match e {
+        StoreError::NotFound { .. } => error_page(lang, StatusCode::NOT_FOUND, "error_not_found"),
+        e => {
+            tracing::error!(error = %e, "console");
+            error_page(lang, StatusCode::SERVICE_UNAVAILABLE, "error_unavailable")
+        }
+    }
+}
+
+/// A form's CSRF field against the session's: refused with 403 when they differ.
+fn forged(visit: &Visit, given: Option<&str>) -> Option<Response> {
+    (!given.is_some_and(|g| same_secret(g, &visit.session.csrf))).then(|| error_page(visit.lang, StatusCode::FORBIDDEN, "error_csrf"))
+}
+
+// ---- sign-in
+
+#[derive(Deserialize)]
+pub(crate) struct Next {
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    lang: Option<String>,
+}
+
+/// Where to go after signing in: a console page, never another site.
+fn safe_next(next: Option<&str>) -> String {
+    next.filter(|n| n.starts_with("/console/") && !n.starts_with("//") && !n.contains("\\")).unwrap_or("/console/").to_owned()
+}
+
+pub(crate) async fn sign_in_form(headers: HeaderMap, Query(q): Query<Next>) -> Response {
+    let lang = Lang::of(&headers, q.lang.as_deref().map(|l| format!("lang={l}")).as_deref());
+    let mut res =
+        render(lang, StatusCode::OK, "signin.html", None, minijinja::context! { next => safe_next(q.next.as_deref()), failed => false });
+    if q.lang.is_some() {
+        remember_language(&mut res, lang);
+    }
+    res
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SignIn {
+    token: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+pub(crate) async fn sign_in(State(c): State<Console>, headers: HeaderMap, Form(f): Form<SignIn>) -> Response {
+    let lang = Lang::of(&headers, None);
+    let next = safe_next(f.next.as_deref());
+    match c.store.open_session(f.token.trim(), Utc::now()).await {
+        Ok(Some(opened)) => {
+            let secure = if c.secure { "; Secure" } else { "" };
+            let cookie = format!("{SESSION}={}; Path=/console/; HttpOnly; SameSite=Strict{secure}", opened.secret);
+            let mut res = Redirect::to(&next).into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+            res
+        }
+        Ok(None) => render(lang, StatusCode::UNAUTHORIZED, "signin.html", None, minijinja::context! { next => next, failed => true }),
+        Err(e) => store_error(lang, &e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CsrfOnly {
+    #[serde(default)]
+    csrf: Option<String>,
+}
+
+pub(crate) async fn sign_out(
+    State(c): State<Console>,
+    Extension(v): Extension<Visit>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if let Some(refused) = forged(&v, f.csrf.as_deref()) {
+        return refused;
+    }
+    if let Some(secret) = cookie(&headers, SESSION)
+        && let Err(e) = c.store.close_session(&secret).await
+    {
+        return store_error(v.lang, &e);
+    }
+    let mut res = Redirect::to("/console/signin").into_response();
+    res.headers_mut()
+        .append(header::SET_COOKIE, HeaderValue::from_static("itinerary_session=; Path=/console/; HttpOnly; SameSite=Strict; Max-Age=0"));
+    res
+}
+
+// ---- the week
+
+#[derive(Deserialize)]
+pub(crate) struct WeekQuery {
+    #[serde(default)]
+    from: Option<String>,
+}
+
+pub(crate) async fn week(State(c): State<Console>, Extension(v): Extension<Visit>, Query(q): Query<WeekQuery>) -> Response {
+    let lang = v.lang;
+    let zone = c.setup.clinic.zone;
+    let now = match c.clock.now().await {
+        Ok(n) => n,
+        Err(e) => return store_error(lang, &e),
+    };
+    let today = now.with_timezone(&zone).date_naive();
+    let from = q.from.as_deref().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).unwrap_or(today);
+    let start = at_local(from, NaiveTime::MIN, zone).utc();
+    let end = at_local(from + Duration::days(7), NaiveTime::MIN, zone).utc();
+    let found = match c.store.itineraries_between(start, end).await {
+        Ok(f) => f,
+        Err(e) => return store_error(lang, &e),
+    };
+    let l = view::language(lang);
+    // Day → rows (time, what, patient, escort, itinerary).
+    let mut days: BTreeMap<NaiveDate, Vec<BTreeMap<&str, String>>> = (0..7).map(|k| (from + Duration::days(k), Vec::new())).collect();
+    for (id, _) in &found {
+        let it = match c.store.itinerary(*id).await {
+            Ok(it) => it,
+            Err(e) => return store_error(lang, &e),
+        };
+        if it.status != "active" {
+            continue;
+        }
+        let name = c.store.patient(it.patient_id).await.map(|p| p.name).unwrap_or_default();
+        for e in &it.plan.events {
+            let When::Timed { start: s, .. } = e.when else { continue };
+            if s.utc() < start || s.utc() >= end || e.online {
+                continue;
+            }
+            // Flights home and out are shown where Malaysia sees them: the landing and the take-off.
+            let (at, what) = match e.kind {
+                EventKind::Flight if e.end().is_some_and(|t| t.zone() == zone) => {
+                    (e.end().unwrap_or(s), words(lang).get("arrives").cloned().unwrap_or_default())
+                }
+                EventKind::Flight => (s, words(lang).get("departs").cloned().unwrap_or_default()),
+                _ => (s, String::new()),
+            };
+            let local = at.in_zone(zone);
+            let escort = e
+                .escort
+                .as_ref()
+                .and_then(|id| it.plan.escorts.iter().find(|a| &a.escort == id))
+                .map(|a| a.escort_name.clone())
+                .unwrap_or_default();
+            if let Some(rows) = days.get_mut(&local.date()) {
+                rows.push(BTreeMap::from([
+                    ("time", local.local().format("%H:%M").to_string()),
+                    ("what", format!("{}{}", e.title.get(l), if what.is_empty() { String::new() } else { format!(" · {what}") })),
+                    ("kind", serde_json::to_value(e.kind).ok().and_then(|k| k.as_str().map(str::to_owned)).unwrap_or_default()),
+                    ("patient", name.clone()),
+                    ("escort", escort),
+                    ("itinerary", it.id.to_string()),
+                    ("reference", it.reference.clone()),
+                ]));
+            }
+        }
+    }
+    let days: Vec<Value> = days
+        .into_iter()
+        .map(|(d, mut rows)| {
+            rows.sort_by(|a, b| a.get("time").cmp(&b.get("time")));
+            let label = match lang {
+                Lang::Ja => date_ja(d, None),
+                Lang::En => date_en(d, None),
+            };
+            let holidays: Vec<String> = c
+                .setup
+                .holidays
+                .between(&c.setup.clinic.holiday_regions, d, d)
+                .map(|h| {
+                    if h.tentative {
+                        format!("{} ({})", h.name, words(lang).get("tentative").cloned().unwrap_or_default())
+                    } else {
+                        h.name.clone()
+                    }
+                })
+                .collect();
+            minijinja::context! { label => label, today => d == today, rows => rows, holidays => holidays }
+        })
+        .collect();
+    let failed: Vec<Value> = match c.store.failed_messages(20).await {
+        Ok(f) => f
+            .into_iter()
+            .map(|m| minijinja::context! { itinerary => m.itinerary_id, key => m.key, kind => m.kind, error => m.error })
+            .collect(),
+        Err(e) => return store_error(lang, &e),
+    };
+    let label = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
+    render(
+        lang,
+        StatusCode::OK,
+        "week.html",
+        Some(&v),
+        minijinja::context! {
+            days => days,
+            failed => failed,
+            previous => label(from - Duration::days(7)),
+            next => label(from + Duration::days(7)),
+            clinic_zone => view::zone_label(lang, &itinerary_core::Zoned::new(now, zone)),
+        },
+    )
+}
+
+// ---- patients
+
+#[derive(Deserialize)]
+pub(crate) struct Search {
+    #[serde(default)]
+    q: Option<String>,
+}
+
+pub(crate) async fn patients(State(c): State<Console>, Extension(v): Extension<Visit>, Query(s): Query<Search>) -> Response {
+    let q = s.q.unwrap_or_default();
+    match c.store.search_patients(&q, 200).await {
+        Ok(found) => {
+            if let Err(e) =
+                c.store.audit_read(v.session.coordinator_id, "patient", "search", serde_json::json!({ "found": found.len() })).await
+            {
+                return store_error(v.lang, &e);
+            }
+            render(
+                v.lang,
+                StatusCode::OK,
+                "patients.html",
+                Some(&v),
+                minijinja::context! { q => q, patients => Value::from(minijinja::value::Serde(&found)), form => BTreeMap::<String, String>::new(), errors => BTreeMap::<String, String>::new() },
+            )
+        }
+        Err(e) => store_error(v.lang, &e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PatientForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    name: String,
+    email: String,
+    birth_date: String,
+    home_zone: String,
+    language: String,
+    passport_expiry: String,
+}
+
+pub(crate) async fn create_patient(State(c): State<Console>, Extension(v): Extension<Visit>, Form(f): Form<PatientForm>) -> Response {
+    if let Some(refused) = forged(&v, f.csrf.as_deref()) {
+        return refused;
+    }
+    let input = PatientInput {
+        name: f.name.clone(),
+        email: f.email.clone(),
+        birth_date: f.birth_date.clone(),
+        home_zone: Some(f.home_zone.clone()).filter(|z| !z.trim().is_empty()),
+        language: Some(f.language.clone()).filter(|l| !l.trim().is_empty()),
+        passport_expiry: f.passport_expiry.clone(),
+        line_user_id: None,
+    };
+    match c.store.create_patient(v.session.coordinator_id, &input).await {
+        Ok(p) => Redirect::to(&format!("/console/patients/{}", p.id)).into_response(),
+        Err(InputError::Invalid(invalid)) => {
+            let errors = field_errors(&invalid.errors);
+            let form = BTreeMap::from([
+                ("name", f.name),
+                ("email", f.email),
+                ("birth_date", f.birth_date),
+                ("home_zone", f.home_zone),
+                ("language", f.language),
+                ("passport_expiry", f.passport_expiry),
+            ]);
+            let found = c.store.search_patients("", 200).await.unwrap_or_default();
+            render(
+                v.lang,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "patients.html",
+                Some(&v),
+                minijinja::context! { q => "", patients => Value::from(minijinja::value::Serde(&found)), form => form, errors => errors },
+            )
+        }
+        Err(InputError::Store(e)) => store_error(v.lang, &e),
+    }
+}
+
+/// Field → the problems with it, as the page shows them beside the field.
+fn field_errors(errors: &[FieldError]) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for e in errors {
+        let key = e.field.trim_start_matches("patient.").to_owned();
+        let text = format!("`{}`: {}", e.value, e.problem);
+        out.entry(key)
+            .and_modify(|t| {
+                t.push_str("; ");
+                t.push_str(&text);
+            })
+            .or_insert(text);
+    }
+    out
+}
+
+pub(crate) async fn patient(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
+    let p = match c.store.patient(id).await {
+        Ok(p) => p,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    let its = match c.store.itineraries_of(id).await {
+        Ok(i) => i,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    if let Err(e) = c.store.audit_read(v.session.coordinator_id, "patient", &id.to_string(), serde_json::json!({})).await {
+        return store_error(v.lang, &e);
+    }
+    let its: Vec<Value> = its
+        .into_iter()
+        .map(|i| minijinja::context! { id => i.id, reference => i.reference, status => i.status, version => i.version, created => i.created_at.format("%Y-%m-%d").to_string() })
+        .collect();
+    render(
+        v.lang,
+        StatusCode::OK,
+        "patient.html",
+        Some(&v),
+        minijinja::context! { patient => Value::from(minijinja::value::Serde(&p)), itineraries => its },
+    )
+}
+
+// ---- planning a trip
+
+/// The airports offered as you type: those patients use (named in Japanese in the airport
+/// table) and the hubs they connect through.
+fn airports(c: &Console) -> Vec<Value> {
+    ["NRT", "HND", "KIX", "ITM", "NGO", "CTS", "FUK", "OKA", "KUL", "PEN", "BKI", "SIN", "TPE", "HKG", "ICN", "BKK", "LAX", "SFO"]
+        .iter()
+        .filter_map(|code| c.setup.airports.get(code))
+        .map(|a| minijinja::context! { iata => a.iata.clone(), name => a.place().get(itinerary_core::request::Language::En).to_owned(), name_ja => a.place().ja })
+        .collect()
+}
+
+/// The plan form's fields by their request names (`protocol`, `trips[0].outbound.flight`).
+type Fields = BTreeMap<String, String>;
+
+fn protocols(c: &Console) -> Vec<Value> {
+    c.setup
+        .protocols
+        .iter()
+        .map(|p| minijinja::context! { id => p.id.clone(), infusions => p.infusions, intervals => p.allowed_interval_days.clone(), interval => p.interval_days })
+        .collect()
+}
+
+fn plan_page(
+    c: &Console,
+    v: &Visit,
+    status: StatusCode,
+    patient: &itinerary_store::PatientView,
+    fields: &Fields,
+    extra: Value,
+) -> Response {
+    render(
+        v.lang,
+        status,
+        "plan.html",
+        Some(v),
+        minijinja::context! {
+            patient => Value::from(minijinja::value::Serde(patient)),
+            f => fields,
+            protocols => protocols(c),
+            airports => airports(c),
+            trips => [0, 1, 2],
+            ..extra
+        },
+    )
+}
+
+pub(crate) async fn plan_form(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
+    let p = match c.store.patient(id).await {
+        Ok(p) => p,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    let fields = Fields::from([("protocol".to_owned(), "single-infusion".to_owned())]);
+    plan_page(&c, &v, StatusCode::OK, &p, &fields, minijinja::context! {})
+}
+
+/// The request a plan form describes. Trips whose fields are all empty are left out.
+fn request_of(patient_id: i32, f: &Fields) -> NewItinerary {
+    let get = |k: &str| f.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
+    let mut trips = Vec::new();
+    for i in 0..3 {
+        let leg = |dir: &str| itinerary_core::request::RawFlight {
+            flight: get(&format!("trips[{i}].{dir}.flight")),
+            from: get(&format!("trips[{i}].{dir}.from")),
+            depart: get(&format!("trips[{i}].{dir}.depart")).replace('T', " "),
+            to: get(&format!("trips[{i}].{dir}.to")),
+            arrive: get(&format!("trips[{i}].{dir}.arrive")).replace('T', " "),
+        };
+        let trip = RawTrip { outbound: leg("outbound"), return_flight: leg("return") };
+        let empty = trip == RawTrip::default();
+        if !empty || i == 0 {
+            trips.push(trip);
+        }
+    }
+    NewItinerary {
+        patient_id,
+        protocol: get("protocol"),
+        interval_days: get("interval_days").parse().ok(),
+        trip_mode: Some(get("trip_mode")).filter(|m| !m.is_empty()),
+        trips,
+        preferred_dates: Vec::new(),
+        escort: None,
+    }
+}
+
+pub(crate) async fn plan(
+    State(c): State<Console>,
+    Extension(v): Extension<Visit>,
+    Path(id): Path<i32>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let fields: Fields = form.into_iter().collect();
+    if let Some(refused) = forged(&v, fields.get("csrf").map(String::as_str)) {
+        return refused;
+    }
+    let p = match c.store.patient(id).await {
+        Ok(p) => p,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    let req = request_of(id, &fields);
+    let now = match c.clock.now().await {
+        Ok(n) => n,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    let book = fields.get("action").is_some_and(|a| a == "book");
+    // Booked (the itinerary's id), or previewed (the plan).
+    let outcome: Result<Result<i32, Box<itinerary_core::Plan>>, BookError> = if book {
+        c.store.create_itinerary(v.session.coordinator_id, &c.setup, &req, now).await.map(|it| Ok(it.id))
+    } else {
+        c.store.preview_itinerary(&c.setup, &req, now).await.map(|p| Err(Box::new(p)))
+    };
+    // Everything but the token and the button, for the form and the preview's hidden copy.
+    let kept: Fields = fields.into_iter().filter(|(k, _)| k != "csrf" && k != "action").collect();
+    match outcome {
+        Ok(Ok(itinerary)) => Redirect::to(&format!("/console/itineraries/{itinerary}")).into_response(),
+        Ok(Err(plan)) => {
+            let shown = view::plan_view(v.lang, &plan, None);
+            plan_page(&c, &v, StatusCode::OK, &p, &kept, minijinja::context! { preview => Value::from(minijinja::value::Serde(&shown)) })
+        }
+        Err(BookError::Invalid(invalid)) => {
+            let errors = field_errors(&invalid.errors);
+            plan_page(&c, &v, StatusCode::UNPROCESSABLE_ENTITY, &p, &kept, minijinja::context! { errors => errors })
+        }
+        Err(BookError::Infeasible(inf)) => {
+            let reasons = view::reasons(v.lang, &inf);
+            let errors: BTreeMap<String, String> = reasons.iter().filter_map(|r| Some((r.field.clone()?, r.text.clone()))).collect();
+            plan_page(
+                &c,
+                &v,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &p,
+                &kept,
+                minijinja::context! { reasons => Value::from(minijinja::value::Serde(&reasons)), errors => errors },
+            )
+        }
+        Err(BookError::Conflict(inf)) => {
+            let reasons = view::reasons(v.lang, &inf);
+            plan_page(
+                &c,
+                &v,
+                StatusCode::CONFLICT,
+                &p,
+                &kept,
+                minijinja::context! { reasons => Value::from(minijinja::value::Serde(&reasons)), taken => true },
+            )
+        }
+        Err(BookError::Cancelled(_)) => error_page(v.lang, StatusCode::CONFLICT, "error_cancelled"),
+        Err(BookError::Store(e)) => store_error(v.lang, &e),
+    }
+}
+
+// ---- an itinerary
+
+pub(crate) async fn itinerary(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
+    let it = match c.store.itinerary(id).await {
+        Ok(it) => it,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    let p = match c.store.patient(it.patient_id).await {
+        Ok(p) => p,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    if let Err(e) = c.store.audit_read(v.session.coordinator_id, "itinerary", &id.to_string(), serde_json::json!({})).await {
+        return store_error(v.lang, &e);
+    }
+    // The current version's messages, and every earlier one that went out or failed.
+    let shown: Vec<_> =
+        it.messages.iter().filter(|m| m.version == it.version || m.status == "sent" || m.status == "failed").cloned().collect();
+    let plan = view::plan_view(v.lang, &it.plan, Some(&shown));
+    render(
+        v.lang,
+        StatusCode::OK,
+        "itinerary.html",
+        Some(&v),
+        minijinja::context! { it => minijinja::context! { id => it.id, reference => it.reference, status => it.status, version => it.version }, patient => Value::from(minijinja::value::Serde(&p)), plan => Value::from(minijinja::value::Serde(&plan)) },
+    )
+}
+
+pub(crate) async fn cancel_preview(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
+    let it = match c.store.itinerary(id).await {
+        Ok(it) => it,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    let p = match c.store.patient(it.patient_id).await {
+        Ok(p) => p,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    let now = match c.clock.now().await {
+        Ok(n) => n,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    let l = view::language(v.lang);
+    let (cz, pz) = (it.plan.clinic_zone, it.plan.patient_zone);
+    // What the patient and each escort will receive: a cancellation of each appointment not
+    // yet begun (the rest are over), and the patient one letter about the whole itinerary.
+    let ahead = |w: &When| match w {
+        When::Timed { start, .. } => start.utc() > now,
+        When::Dates { start, .. } => at_local(*start, NaiveTime::MIN, cz).utc() > now,
+    };
+    let patient_gets: Vec<Value> = it
+        .plan
+        .events
+        .iter()
+        .filter(|e| ahead(&e.when))
+        .map(|e| {
+            let when = match &e.when {
+                When::Timed { start, .. } => view::both(v.lang, start, cz, pz),
+                When::Dates { .. } => view::Both::default(),
+            };
+            minijinja::context! { title => e.title.get(l).to_owned(), when => Value::from(minijinja::value::Serde(&when)) }
+        })
+        .collect();
+    let escorts_get: Vec<Value> = it
+        .plan
+        .escorts
+        .iter()
+        .filter(|a| a.start.utc() > now)
+        .map(|a| minijinja::context! { escort => a.escort_name.clone(), duty => a.duty.get(l).to_owned(), at => moment(v.lang, &a.start.in_zone(cz)) })
+        .collect();
+    let pending =
+        it.messages.iter().filter(|m| m.status == "pending" && m.version == it.version && !m.kind.starts_with("calendar_")).count();
+    render(
+        v.lang,
+        StatusCode::OK,
+        "cancel.html",
+        Some(&v),
+        minijinja::context! {
+            it => minijinja::context! { id => it.id, reference => it.reference, status => it.status },
+            patient => Value::from(minijinja::value::Serde(&p)),
+            patient_gets => patient_gets,
+            escorts_get => escorts_get,
+            reminders_stopped => pending,
+            same_zone => cz == pz,
+        },
+    )
+}
+
+pub(crate) async fn cancel(
+    State(c): State<Console>,
+    Extension(v): Extension<Visit>,
+    Path(id): Path<i32>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if let Some(refused) = forged(&v, f.csrf.as_deref()) {
+        return refused;
+    }
+    let now = match c.clock.now().await {
+        Ok(n) => n,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    match c.store.cancel_itinerary(v.session.coordinator_id, &c.setup, id, now).await {
+        Ok(_) | Err(BookError::Cancelled(_)) => Redirect::to(&format!("/console/itineraries/{id}")).into_response(),
+        Err(BookError::Store(e)) => store_error(v.lang, &e),
+        Err(e) => {
+            tracing::warn!(error = %e, "cancelling from the console");
+            error_page(v.lang, StatusCode::CONFLICT, "error_cancelled")
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! A plan as the console shows it: every instant in the clinic's zone and the patient's side by
+//! side (the date written where it differs), escorts' duties, tasks with their windows, every
+//! message with its local send time, warnings and reasons in the page's language.
+
+use chrono_tz::Tz;
+use itinerary_core::plan::{Infeasible, Plan, Recipient, When};
+use itinerary_core::time::{date_en, date_ja, zone_abbreviation, zone_name_ja};
+use itinerary_core::{Zoned, request::Language};
+use itinerary_store::MessageView;
+use serde::Serialize;
+
+use crate::Lang;
+
+pub(crate) fn language(lang: Lang) -> Language {
+    match lang {
+        Lang::Ja => Language::Ja,
+        Lang::En => Language::En,
+    }
+}
+
+/// `2026年12月3日(木) 09:00` or `Thu 3 Dec 2026 09:00`.
+pub(crate) fn moment(lang: Lang, t: &Zoned) -> String {
+    match lang {
+        Lang::Ja => format!("{} {}", date_ja(t.date(), None), t.local().format("%H:%M")),
+        Lang::En => format!("{} {}", date_en(t.date(), None), t.local().format("%H:%M")),
+    }
+}
+
+/// The zone's name as a column heading: `マレーシア時間` or `MYT`.
+pub(crate) fn zone_label(lang: Lang, t: &Zoned) -> String {
+    match lang {
+        Lang::Ja => zone_name_ja(t.zone()),
+        Lang::En => zone_abbreviation(t),
+    }
+}
+
+/// One instant in two zones: the clinic's, and the patient's when it differs (its date only
+/// where the date differs).
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct Both {
+    pub clinic: String,
+    pub patient: String,
+}
+
+pub(crate) fn both(lang: Lang, t: &Zoned, clinic: Tz, patient: Tz) -> Both {
+    let c = t.in_zone(clinic);
+    let p = t.in_zone(patient);
+    let patient_text = if clinic == patient {
+        String::new()
+    } else if p.date() == c.date() {
+        p.local().format("%H:%M").to_string()
+    } else {
+        moment(lang, &p)
+    };
+    Both { clinic: moment(lang, &c), patient: patient_text }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct EventRow {
+    pub key: String,
+    pub kind: String,
+    pub title: String,
+    pub start: Both,
+    pub end: Both,
+    pub dates: Option<String>,
+    pub location: Option<String>,
+    pub escort: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct DutyRow {
+    pub escort: String,
+    pub duty: String,
+    pub start: String,
+    pub end: String,
+    pub shared: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct TaskRow {
+    pub title: String,
+    pub opens: String,
+    pub closes: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct MessageRow {
+    pub key: String,
+    pub kind: String,
+    pub to: String,
+    /// When it goes (or went), where its reader is, zone named.
+    pub at: String,
+    pub why: String,
+    pub status: String,
+    pub detail: String,
+}
+
+/// The plan as the preview and the itinerary page show it.
+#[derive(Debug, Serialize)]
+pub(crate) struct PlanView {
+    pub clinic_zone: String,
+    pub patient_zone: String,
+    pub same_zone: bool,
+    pub events: Vec<EventRow>,
+    pub duties: Vec<DutyRow>,
+    pub tasks: Vec<TaskRow>,
+    pub messages: Vec<MessageRow>,
+    pub warnings: Vec<String>,
+}
+
+fn recipient(lang: Lang, r: &Recipient, plan: &Plan) -> String {
+    match r {
+        Recipient::Patient => crate::words(lang).get("to_patient").cloned().unwrap_or_default(),
+        Recipient::Escort { id } => plan.escorts.iter().find(|a| &a.escort == id).map_or_else(|| id.clone(), |a| a.escort_name.clone()),
+        Recipient::Coordinator => crate::words(lang).get("to_coordinator").cloned().unwrap_or_default(),
+    }
+}
+
+pub(crate) fn plan_view(lang: Lang, plan: &Plan, sent: Option<&[MessageView]>) -> PlanView {
+    let (c, p) = (plan.clinic_zone, plan.patient_zone);
+    let l = language(lang);
+    let sample = plan.planned_at;
+    let events = plan
+        .events
+        .iter()
+        .map(|e| {
+            let (start, end, dates) = match &e.when {
+                When::Timed { start, end } => (both(lang, start, c, p), both(lang, end, c, p), None),
+                When::Dates { start, end } => {
+                    let d = |d| match lang {
+                        Lang::Ja => date_ja(d, None),
+                        Lang::En => date_en(d, None),
+                    };
+                    (Both::default(), Both::default(), Some(format!("{} – {}", d(*start), d(*end))))
+                }
+            };
+            EventRow {
+                key: e.key.clone(),
+                kind: serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                title: e.title.get(l).to_owned(),
+                start,
+                end,
+                dates,
+                location: e.location_in(l).map(str::to_owned),
+                escort: e.escort.as_ref().and_then(|id| plan.escorts.iter().find(|a| &a.escort == id)).map(|a| a.escort_name.clone()),
+            }
+        })
+        .collect();
+    let duties = plan
+        .escorts
+        .iter()
+        .map(|a| DutyRow {
+            escort: a.escort_name.clone(),
+            duty: a.duty.get(l).to_owned(),
+            start: moment(lang, &a.start.in_zone(c)),
+            end: a.end.in_zone(c).local().format("%H:%M").to_string(),
+            shared: a.shared.is_some(),
+        })
+        .collect();
+    let tasks = plan
+        .tasks
+        .iter()
+        .map(|t| TaskRow {
+            title: t.title.get(l).to_owned(),
+            opens: format!("{} {}", moment(lang, &t.opens), zone_label(lang, &t.opens)),
+            closes: format!("{} {}", moment(lang, &t.closes), zone_label(lang, &t.closes)),
+        })
+        .collect();
+    let messages = match sent {
+        // The stored messages, with what became of each.
+        Some(stored) => stored
+            .iter()
+            .map(|m| {
+                let zone: Tz = m.due_zone.parse().unwrap_or(c);
+                let at = Zoned::new(m.sent_at.unwrap_or(m.due_at), zone);
+                let to = serde_json::from_value::<Recipient>(m.recipient.clone()).map(|r| recipient(lang, &r, plan)).unwrap_or_default();
+                MessageRow {
+                    key: m.key.clone(),
+                    kind: m.kind.clone(),
+                    to,
+                    at: format!("{} {}", moment(lang, &at), zone_label(lang, &at)),
+                    why: String::new(),
+                    status: m.status.clone(),
+                    detail: match (&m.channel, &m.error) {
+                        (Some(ch), _) if m.status == "sent" => ch.clone(),
+                        (_, Some(e)) => e.clone(),
+                        _ => String::new(),
+                    },
+                }
+            })
+            .collect(),
+        // The plan's, as they would be sent.
+        None => plan
+            .messages
+            .iter()
+            .map(|m| MessageRow {
+                key: m.key.clone(),
+                kind: serde_json::to_value(m.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                to: recipient(lang, &m.recipient, plan),
+                at: format!("{} {}", moment(lang, &m.at), zone_label(lang, &m.at)),
+                why: m.why.clone(),
+                status: "scheduled".to_owned(),
+                detail: String::new(),
+            })
+            .collect(),
+    };
+    PlanView {
+        clinic_zone: zone_label(lang, &sample.in_zone(c)),
+        patient_zone: zone_label(lang, &sample.in_zone(p)),
+        same_zone: c == p,
+        events,
+        duties,
+        tasks,
+        messages,
+        warnings: plan.warnings.iter().map(|w| w.text.get(l).to_owned()).collect(),
+    }
+}
+
+/// Why no plan fits, in the page's language, each with the request field to change.
+#[derive(Debug, Serialize)]
+pub(crate) struct Reason {
+    pub text: String,
+    pub field: Option<String>,
+}
+
+pub(crate) fn reasons(lang: Lang, inf: &Infeasible) -> Vec<Reason> {
+    inf.violations.iter().map(|v| Reason { text: v.text.get(language(lang)).to_owned(), field: v.field.clone() }).collect()
+}

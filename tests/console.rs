@@ -1,0 +1,273 @@
+//! The coordinators' console in a real browser: Debian's headless Chromium driven through
+//! chromedriver (WebDriver, fantoccini) against the real `itinerary serve` on SQLite, on the test
+//! clock. A coordinator signs in with the keyboard, registers a patient (a Japanese name, a
+//! wrong field first), plans the MH71 trip, reads the preview with both zones, books it, sees it
+//! on the week, reads its messages, is refused an infeasible trip with the reasons in Japanese,
+//! and cancels with a preview of what that sends; forms without their CSRF secret are refused,
+//! pages without a session lead to sign-in, and revoking the token ends the session.
+//!
+//! Every page visited is saved as a PNG under target/; `UPDATE_SCREENSHOTS=1` also writes them
+//! to docs/screenshots/, which the README shows.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+
+/// chromedriver on a free port, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let bin = PathBuf::from("/usr/bin/chromedriver");
+        assert!(bin.exists(), "{} is missing: scripts/test installs Debian's chromium and chromium-driver", bin.display());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new(bin).arg(format!("--port={port}")).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        // "ChromeDriver was started successfully on port N."
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let t = Instant::now();
+        let mut line = String::new();
+        while !line.contains("started successfully") {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0 && t.elapsed() < Duration::from_secs(20), "chromedriver did not start: {line}");
+        }
+        std::thread::spawn(move || for _ in out.lines() {});
+        Driver { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// A headless Chromium window the size of a laptop, asking for `lang` pages.
+    async fn browser(&self, lang: &str) -> Client {
+        let caps = serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000", format!("--lang={lang}")],
+                "prefs": { "intl.accept_languages": lang }
+            }
+        });
+        let caps = caps.as_object().unwrap().clone().into_iter().collect();
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Saves what the browser shows as `NAME.png` (and in docs/screenshots with UPDATE_SCREENSHOTS).
+async fn shot(b: &Client, name: &str) {
+    let png = b.screenshot().await.unwrap();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), &png).unwrap();
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+        let docs = root().join("docs/screenshots");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::write(docs.join(format!("{name}.png")), &png).unwrap();
+    }
+}
+
+async fn text(b: &Client) -> String {
+    b.find(Locator::Css("body")).await.unwrap().text().await.unwrap()
+}
+
+/// Types `keys` into the field labelled by id `id`.
+async fn type_into(b: &Client, id: &str, keys: &str) {
+    let field = b.find(Locator::Id(id)).await.unwrap_or_else(|_| panic!("no field #{id}"));
+    field.clear().await.unwrap();
+    field.send_keys(keys).await.unwrap();
+}
+
+/// Presses Enter in field `id` (submitting its form) and waits for the next page.
+async fn press_enter_in(b: &Client, id: &str) {
+    let field = b.find(Locator::Id(id)).await.unwrap();
+    next_page(b, async { field.send_keys(&char::from(Key::Enter).to_string()).await.unwrap() }).await;
+}
+
+/// Clicks the button `css` and waits for the page it leads to.
+async fn click(b: &Client, css: &str) {
+    let button = b.find(Locator::Css(css)).await.unwrap_or_else(|_| panic!("no {css}"));
+    next_page(b, async { button.click().await.unwrap() }).await;
+}
+
+/// Runs `action` (a form sent) and waits until the page it was on is gone and the next one
+/// has loaded: WebDriver waits for navigations it starts itself, not for a form's.
+async fn next_page(b: &Client, action: impl Future<Output = ()>) {
+    let old = b.find(Locator::Css("html")).await.unwrap();
+    action.await;
+    let t = Instant::now();
+    while old.tag_name().await.is_ok() {
+        assert!(t.elapsed() < Duration::from_secs(20), "the form led nowhere");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while b.execute("return document.readyState", vec![]).await.unwrap() != "complete" {
+        assert!(t.elapsed() < Duration::from_secs(20), "the page did not load");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The MH71 trip of examples/mh71-red-eye.toml, typed into the plan form, local times as printed.
+async fn fill_trip(b: &Client, back_depart: &str, back_arrive: &str) {
+    for (id, v) in [
+        ("f-trips-0-outbound-flight", "MH71"),
+        ("f-trips-0-outbound-from", "NRT"),
+        ("f-trips-0-outbound-depart", "2026-12-01 21:40"),
+        ("f-trips-0-outbound-to", "KUL"),
+        ("f-trips-0-outbound-arrive", "2026-12-02 04:30"),
+        ("f-trips-0-return-flight", "MH88"),
+        ("f-trips-0-return-from", "KUL"),
+        ("f-trips-0-return-depart", back_depart),
+        ("f-trips-0-return-to", "NRT"),
+        ("f-trips-0-return-arrive", back_arrive),
+    ] {
+        type_into(b, id, v).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
+    let db = Db::sqlite("console-browser");
+    let s = Server::start_with(&db, &[("ITINERARY_CLOCK_MODE", "test"), ("ITINERARY_SERVER_WORKER", "false")]);
+    let (st, _) = s.call("PUT", "/clock", Some(serde_json::json!({ "now": "2026-11-26T00:00:00Z" }))).await;
+    assert_eq!(st, StatusCode::OK);
+    let driver = Driver::start();
+    let b = driver.browser("ja").await;
+
+    // No session: the console leads to sign-in, in Japanese for a Japanese browser.
+    b.goto(&s.url("/")).await.unwrap();
+    assert!(b.current_url().await.unwrap().path().ends_with("/console/signin"), "{}", b.current_url().await.unwrap());
+    assert!(text(&b).await.contains("サインイン"));
+    // A wrong token is refused on the page; the right one, typed and sent with Enter, opens the week.
+    type_into(&b, "token", "itc_not-a-token").await;
+    press_enter_in(&b, "token").await;
+    assert!(text(&b).await.contains("トークンが正しくない"), "{}", text(&b).await);
+    shot(&b, "console-signin").await;
+    type_into(&b, "token", &s.token).await;
+    press_enter_in(&b, "token").await;
+    assert!(b.current_url().await.unwrap().path().ends_with("/console/"));
+    assert!(text(&b).await.contains("今週の予定"));
+
+    // Keyboard alone: the first Tab reaches the skip link, Enter on it moves to the content.
+    b.find(Locator::Css("body")).await.unwrap().send_keys(&char::from(Key::Tab).to_string()).await.unwrap();
+    let focused = b.active_element().await.unwrap();
+    assert_eq!(focused.attr("class").await.unwrap().as_deref(), Some("skip"), "the skip link comes first");
+    focused.send_keys(&char::from(Key::Enter).to_string()).await.unwrap();
+    assert_eq!(b.active_element().await.unwrap().attr("id").await.unwrap().as_deref(), Some("main"));
+
+    // A patient with a Japanese name; a wrong email first, named beside its field.
+    b.goto(&s.url("/console/patients")).await.unwrap();
+    for (id, v) in
+        [("p-name", "山田 太郎"), ("p-email", "taro.yamada@"), ("p-birth_date", "1978-05-14"), ("p-passport_expiry", "2031-03-31")]
+    {
+        type_into(&b, id, v).await;
+    }
+    press_enter_in(&b, "p-passport_expiry").await;
+    let page = text(&b).await;
+    assert!(page.contains("入力内容をご確認ください") && page.contains("taro.yamada@"), "{page}");
+    let email = b.find(Locator::Id("p-email")).await.unwrap();
+    assert_eq!(email.attr("aria-invalid").await.unwrap().as_deref(), Some("true"));
+    shot(&b, "console-patient-error").await;
+    type_into(&b, "p-email", "taro.yamada@example.jp").await;
+    press_enter_in(&b, "p-email").await;
+    assert!(b.current_url().await.unwrap().path().starts_with("/console/patients/"), "{}", text(&b).await);
+    let patient_page = b.current_url().await.unwrap();
+    // Found again by a part of the name.
+    b.goto(&s.url("/console/patients?q=%E5%B1%B1%E7%94%B0")).await.unwrap();
+    assert!(text(&b).await.contains("山田 太郎"));
+
+    // Plan the MH71 trip: the preview shows both zones, duties, every message with its time.
+    b.goto(&format!("{patient_page}/plan")).await.unwrap();
+    fill_trip(&b, "2026-12-05 23:35", "2026-12-06 07:15").await;
+    click(&b, "button[value=preview]").await;
+    let page = text(&b).await;
+    assert!(page.contains("予約前の確認"), "{page}");
+    assert!(page.contains("マレーシア時間") && page.contains("日本時間"), "both zones: {page}");
+    assert!(page.contains("2026年12月4日(金) 09:00") && page.contains("10:00"), "the infusion in both zones: {page}");
+    assert!(page.contains("成田国際空港(NRT)") && page.contains("エスコートの担当"), "{page}");
+    assert!(page.contains("前日のご案内"), "messages with their kinds: {page}");
+    shot(&b, "console-preview").await;
+    // Nothing is booked by a preview.
+    let (_, trips) = s.call("GET", "/trips?from=2026-11-01&to=2027-01-01", None).await;
+    assert_eq!(trips["trips"].as_array().map(Vec::len), Some(0), "{trips}");
+    click(&b, "button[value=book]").await;
+    let itinerary_page = b.current_url().await.unwrap();
+    assert!(itinerary_page.path().starts_with("/console/itineraries/"), "{}", text(&b).await);
+    let page = text(&b).await;
+    assert!(page.contains("有効") && page.contains("送信待ち") && page.contains("ご予約確定"), "{page}");
+    shot(&b, "console-itinerary").await;
+
+    // On the week: the landing, the clinic and the flight home, each with its escort.
+    b.goto(&s.url("/console/?from=2026-11-30")).await.unwrap();
+    let page = text(&b).await;
+    assert!(page.contains("幹細胞点滴") && page.contains("血液検査") && page.contains("山田 太郎"), "{page}");
+    shot(&b, "console-week").await;
+
+    // An infeasible trip: home the day after landing. The reasons are in Japanese, the field marked.
+    b.goto(&format!("{patient_page}/plan")).await.unwrap();
+    fill_trip(&b, "2026-12-02 23:35", "2026-12-03 07:15").await;
+    click(&b, "button[value=preview]").await;
+    let page = text(&b).await;
+    assert!(page.contains("この内容では計画できません"), "{page}");
+    assert!(page.contains("旅程1の滞在は"), "the reason, in Japanese: {page}");
+    shot(&b, "console-infeasible").await;
+
+    // The same pages in English, kept for the next pages.
+    b.goto(&format!("{itinerary_page}?lang=en")).await.unwrap();
+    let page = text(&b).await;
+    assert!(page.contains("Timeline") && page.contains("Escort duties") && page.contains("MYT") && page.contains("JST"), "{page}");
+    shot(&b, "console-itinerary-en").await;
+    b.goto(&s.url("/console/")).await.unwrap();
+    assert!(text(&b).await.contains("The week"));
+    b.goto(&format!("{itinerary_page}?lang=ja")).await.unwrap();
+
+    // Cancel, after reading what it sends.
+    b.goto(&format!("{itinerary_page}/cancel")).await.unwrap();
+    let page = text(&b).await;
+    assert!(page.contains("取り消すと送信されるもの") && page.contains("幹細胞点滴"), "{page}");
+    shot(&b, "console-cancel").await;
+    click(&b, "button.danger").await;
+    assert!(text(&b).await.contains("取消済み"));
+
+    // A form without its CSRF secret is refused, with the session's own cookie.
+    let cookie = b.get_named_cookie("itinerary_session").await.unwrap();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let forged = http
+        .post(s.url("/console/patients"))
+        .header("Cookie", format!("itinerary_session={}", cookie.value()))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("csrf=not-the-secret&name=X&email=x%40example.jp&birth_date=1980-01-01&home_zone=Asia%2FTokyo&language=ja&passport_expiry=2031-01-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // Without a session, every page is a 302 to sign-in.
+    for path in ["/console/", "/console/patients", itinerary_page.path()] {
+        let r = http.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FOUND, "{path}");
+        assert!(r.headers()["location"].to_str().unwrap().starts_with("/console/signin"), "{path}");
+        assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    }
+    // Revoking the coordinator's token ends the browser's session.
+    let out = itinerary(&db).args(["admin", "revoke-coordinator", "1"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    b.goto(&s.url("/console/")).await.unwrap();
+    assert!(b.current_url().await.unwrap().path().ends_with("/console/signin"), "the session outlived its token");
+    b.close().await.unwrap();
+}
