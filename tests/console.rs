@@ -237,6 +237,28 @@ async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     assert!(text(&b).await.contains("The week"));
     b.goto(&format!("{itinerary_page}?lang=ja")).await.unwrap();
 
+    // Change the flight home to the afternoon one: the preview says which invites are updated
+    // and which reminders move, before anything is sent.
+    b.goto(&format!("{itinerary_page}/change")).await.unwrap();
+    for (id, v) in [
+        ("f-trips-0-return-flight", "MH36"),
+        ("f-trips-0-return-depart", "2026-12-05 15:00"),
+        ("f-trips-0-return-to", "HND"),
+        ("f-trips-0-return-arrive", "2026-12-05 22:35"),
+    ] {
+        type_into(&b, id, v).await;
+    }
+    click(&b, "button[value=preview]").await;
+    let page = text(&b).await;
+    assert!(page.contains("変更すると送信されるもの") && page.contains("予定の変更") && page.contains("MH36"), "{page}");
+    assert!(page.contains("時刻が変わるリマインダー") && page.contains("ご帰国便のご案内"), "the return advice moves: {page}");
+    shot(&b, "console-change-preview").await;
+    let (_, before) = s.call("GET", &format!("/itineraries/{}", itinerary_page.path().rsplit('/').next().unwrap()), None).await;
+    assert_eq!(before["version"], 1, "a preview changes nothing");
+    click(&b, "button[value=change]").await;
+    let page = text(&b).await;
+    assert!(page.contains("版 2") && page.contains("MH36(KUL→HND)"), "{page}");
+
     // Cancel, after reading what it sends.
     b.goto(&format!("{itinerary_page}/cancel")).await.unwrap();
     let page = text(&b).await;

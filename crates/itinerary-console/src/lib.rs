@@ -51,6 +51,7 @@ pub fn router(console: Console) -> Router {
         .route("/console/patients/{id}/plan", axum::routing::get(pages::plan_form).post(pages::plan))
         .route("/console/itineraries/{id}", axum::routing::get(pages::itinerary))
         .route("/console/itineraries/{id}/cancel", axum::routing::get(pages::cancel_preview).post(pages::cancel))
+        .route("/console/itineraries/{id}/change", axum::routing::get(pages::change_form).post(pages::change))
         .route("/console/signout", axum::routing::post(pages::sign_out))
         .route_layer(middleware::from_fn_with_state(console.clone(), require_session));
     Router::new()

@@ -408,6 +408,7 @@ fn plan_page(
         Some(v),
         minijinja::context! {
             patient => Value::from(minijinja::value::Serde(patient)),
+            action_url => format!("/console/patients/{}/plan", patient.id),
             f => fields,
             protocols => protocols(c),
             airports => airports(c),
@@ -483,41 +484,150 @@ pub(crate) async fn plan(
     };
     // Everything but the token and the button, for the form and the preview's hidden copy.
     let kept: Fields = fields.into_iter().filter(|(k, _)| k != "csrf" && k != "action").collect();
+    let page = |status, extra| plan_page(&c, &v, status, &p, &kept, extra);
     match outcome {
         Ok(Ok(itinerary)) => Redirect::to(&format!("/console/itineraries/{itinerary}")).into_response(),
         Ok(Err(plan)) => {
             let shown = view::plan_view(v.lang, &plan, None);
-            plan_page(&c, &v, StatusCode::OK, &p, &kept, minijinja::context! { preview => Value::from(minijinja::value::Serde(&shown)) })
+            page(StatusCode::OK, minijinja::context! { preview => Value::from(minijinja::value::Serde(&shown)) })
         }
-        Err(BookError::Invalid(invalid)) => {
-            let errors = field_errors(&invalid.errors);
-            plan_page(&c, &v, StatusCode::UNPROCESSABLE_ENTITY, &p, &kept, minijinja::context! { errors => errors })
+        Err(e) => refused(v.lang, e, page),
+    }
+}
+
+/// The form again with why the request was refused: each field's problem beside it, the
+/// planner's reasons above it (with the fields to change marked), or what another booking took.
+fn refused(lang: Lang, e: BookError, page: impl Fn(StatusCode, Value) -> Response) -> Response {
+    match e {
+        BookError::Invalid(invalid) => {
+            page(StatusCode::UNPROCESSABLE_ENTITY, minijinja::context! { errors => field_errors(&invalid.errors) })
         }
-        Err(BookError::Infeasible(inf)) => {
-            let reasons = view::reasons(v.lang, &inf);
+        BookError::Infeasible(inf) => {
+            let reasons = view::reasons(lang, &inf);
             let errors: BTreeMap<String, String> = reasons.iter().filter_map(|r| Some((r.field.clone()?, r.text.clone()))).collect();
-            plan_page(
-                &c,
-                &v,
+            page(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &p,
-                &kept,
                 minijinja::context! { reasons => Value::from(minijinja::value::Serde(&reasons)), errors => errors },
             )
         }
-        Err(BookError::Conflict(inf)) => {
-            let reasons = view::reasons(v.lang, &inf);
-            plan_page(
-                &c,
-                &v,
-                StatusCode::CONFLICT,
-                &p,
-                &kept,
-                minijinja::context! { reasons => Value::from(minijinja::value::Serde(&reasons)), taken => true },
+        BookError::Conflict(inf) => {
+            let reasons = view::reasons(lang, &inf);
+            page(StatusCode::CONFLICT, minijinja::context! { reasons => Value::from(minijinja::value::Serde(&reasons)), taken => true })
+        }
+        BookError::Cancelled(_) => error_page(lang, StatusCode::CONFLICT, "error_cancelled"),
+        BookError::Store(e) => store_error(lang, &e),
+    }
+}
+
+/// The plan form's fields for a stored request.
+fn fields_of(req: &NewItinerary) -> Fields {
+    let mut f = Fields::from([("protocol".to_owned(), req.protocol.clone())]);
+    if let Some(d) = req.interval_days {
+        f.insert("interval_days".into(), d.to_string());
+    }
+    if let Some(m) = &req.trip_mode {
+        f.insert("trip_mode".into(), m.clone());
+    }
+    for (i, t) in req.trips.iter().enumerate() {
+        for (dir, leg) in [("outbound", &t.outbound), ("return", &t.return_flight)] {
+            for (k, v) in [("flight", &leg.flight), ("from", &leg.from), ("depart", &leg.depart), ("to", &leg.to), ("arrive", &leg.arrive)]
+            {
+                f.insert(format!("trips[{i}].{dir}.{k}"), v.clone());
+            }
+        }
+    }
+    f
+}
+
+#[allow(clippy::too_many_arguments)]
+fn change_page(
+    c: &Console,
+    v: &Visit,
+    status: StatusCode,
+    it: &itinerary_store::ItineraryView,
+    patient: &itinerary_store::PatientView,
+    fields: &Fields,
+    extra: Value,
+) -> Response {
+    render(
+        v.lang,
+        status,
+        "plan.html",
+        Some(v),
+        minijinja::context! {
+            patient => Value::from(minijinja::value::Serde(patient)),
+            action_url => format!("/console/itineraries/{}/change", it.id),
+            changing => minijinja::context! { id => it.id, reference => it.reference.clone() },
+            f => fields,
+            protocols => protocols(c),
+            airports => airports(c),
+            trips => [0, 1, 2],
+            ..extra
+        },
+    )
+}
+
+pub(crate) async fn change_form(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
+    let (it, req) = match (c.store.itinerary(id).await, c.store.itinerary_request(id).await) {
+        (Ok(it), Ok(req)) => (it, req),
+        (Err(e), _) | (_, Err(e)) => return store_error(v.lang, &e),
+    };
+    if it.status != "active" {
+        return error_page(v.lang, StatusCode::CONFLICT, "error_cancelled");
+    }
+    let p = match c.store.patient(it.patient_id).await {
+        Ok(p) => p,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    change_page(&c, &v, StatusCode::OK, &it, &p, &fields_of(&req), minijinja::context! {})
+}
+
+pub(crate) async fn change(
+    State(c): State<Console>,
+    Extension(v): Extension<Visit>,
+    Path(id): Path<i32>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let fields: Fields = form.into_iter().collect();
+    if let Some(refused) = forged(&v, fields.get("csrf").map(String::as_str)) {
+        return refused;
+    }
+    let it = match c.store.itinerary(id).await {
+        Ok(it) => it,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    let p = match c.store.patient(it.patient_id).await {
+        Ok(p) => p,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    let req = request_of(it.patient_id, &fields);
+    let now = match c.clock.now().await {
+        Ok(n) => n,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    let kept: Fields = fields.iter().filter(|(k, _)| *k != "csrf" && *k != "action").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let page = |status, extra| change_page(&c, &v, status, &it, &p, &kept, extra);
+    if fields.get("action").is_some_and(|a| a == "change") {
+        return match c.store.change_itinerary(v.session.coordinator_id, &c.setup, id, &req, now).await {
+            Ok(_) => Redirect::to(&format!("/console/itineraries/{id}")).into_response(),
+            Err(e) => refused(v.lang, e, page),
+        };
+    }
+    match c.store.preview_change(&c.setup, id, &req, now).await {
+        Ok(preview) => {
+            let shown = view::plan_view(v.lang, &preview.plan, None);
+            let sends = view::calendar_sends(v.lang, &preview);
+            let moved = view::reminders_moved(v.lang, &preview);
+            page(
+                StatusCode::OK,
+                minijinja::context! {
+                    preview => Value::from(minijinja::value::Serde(&shown)),
+                    sends => Value::from(minijinja::value::Serde(&sends)),
+                    moved => Value::from(minijinja::value::Serde(&moved)),
+                },
             )
         }
-        Err(BookError::Cancelled(_)) => error_page(v.lang, StatusCode::CONFLICT, "error_cancelled"),
-        Err(BookError::Store(e)) => store_error(v.lang, &e),
+        Err(e) => refused(v.lang, e, page),
     }
 }
 

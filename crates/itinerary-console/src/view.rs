@@ -226,3 +226,79 @@ pub(crate) struct Reason {
 pub(crate) fn reasons(lang: Lang, inf: &Infeasible) -> Vec<Reason> {
     inf.violations.iter().map(|v| Reason { text: v.text.get(language(lang)).to_owned(), field: v.field.clone() }).collect()
 }
+
+/// One calendar message a change sends.
+#[derive(Debug, Serialize)]
+pub(crate) struct Send {
+    pub to: String,
+    /// `invite`, `update` or `cancel`.
+    pub kind: String,
+    pub title: String,
+    pub when: String,
+}
+
+pub(crate) fn calendar_sends(lang: Lang, p: &itinerary_store::ChangePreview) -> Vec<Send> {
+    use itinerary_calendar::{Audience, ChangeKind};
+    p.changes
+        .iter()
+        .map(|c| {
+            let a = &c.appointment;
+            let when = match &a.when {
+                When::Timed { start, .. } => format!("{} {}", moment(lang, start), zone_label(lang, start)),
+                When::Dates { start, end } => match lang {
+                    Lang::Ja => format!("{} – {}", date_ja(*start, None), date_ja(*end, None)),
+                    Lang::En => format!("{} – {}", date_en(*start, None), date_en(*end, None)),
+                },
+            };
+            let to = match &a.attendee.audience {
+                Audience::Patient => crate::words(lang).get("to_patient").cloned().unwrap_or_default(),
+                Audience::Escort { .. } => a.attendee.name.clone(),
+            };
+            let kind = match c.kind {
+                ChangeKind::Invite => "invite",
+                ChangeKind::Update => "update",
+                _ => "cancel",
+            };
+            Send { to, kind: kind.to_owned(), title: a.summary.clone(), when }
+        })
+        .collect()
+}
+
+/// A reminder whose time a change moves, adds or drops.
+#[derive(Debug, Serialize)]
+pub(crate) struct Moved {
+    pub kind: String,
+    pub to: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+pub(crate) fn reminders_moved(lang: Lang, p: &itinerary_store::ChangePreview) -> Vec<Moved> {
+    use std::collections::BTreeMap;
+    let at = |m: &itinerary_core::MessageDue| format!("{} {}", moment(lang, &m.at), zone_label(lang, &m.at));
+    let before: BTreeMap<&str, &itinerary_core::MessageDue> = p.before.messages.iter().map(|m| (m.key.as_str(), m)).collect();
+    let after: BTreeMap<&str, &itinerary_core::MessageDue> = p.plan.messages.iter().map(|m| (m.key.as_str(), m)).collect();
+    let mut keys: Vec<&str> = before.keys().chain(after.keys()).copied().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| *k != "booking_confirmation")
+        .filter_map(|k| {
+            let (b, a) = (before.get(k).map(|m| at(m)), after.get(k).map(|m| at(m)));
+            // To the minute, as the reader sees it (a message sent at booking moves by seconds).
+            if b == a {
+                return None;
+            }
+            let (m, plan) = match after.get(k) {
+                Some(m) => (m, &p.plan),
+                None => (before.get(k)?, &p.before),
+            };
+            Some(Moved {
+                kind: serde_json::to_value(m.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                to: recipient(lang, &m.recipient, plan),
+                before: b,
+                after: a,
+            })
+        })
+        .collect()
+}

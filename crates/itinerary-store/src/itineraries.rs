@@ -46,6 +46,15 @@ pub struct NewItinerary {
     pub escort: Option<String>,
 }
 
+/// What a change would do: the new plan, what it replaces, and the calendar messages it sends.
+#[derive(Debug)]
+pub struct ChangePreview {
+    pub plan: Plan,
+    pub before: Plan,
+    /// Invites, updates and cancellations, one per appointment and attendee that changes.
+    pub changes: Vec<Change>,
+}
+
 /// Why an itinerary could not be booked.
 #[derive(Debug, thiserror::Error)]
 pub enum BookError {
@@ -234,6 +243,67 @@ impl Store {
         let parsed = PlanRequest::parse(&raw, &planning)?;
         let held = bookings_between(&self.db, window(&parsed, now)).await?;
         plan_with(&planning, &parsed, now, &ledger_of(&planning, &held))
+    }
+
+    /// What changing itinerary `id` to `req` now would do, storing nothing: the new plan, the
+    /// calendar messages it would send (an update, a cancellation or an invite per appointment
+    /// that changes, to the patient or an escort), and the plan it replaces. Its own bookings do
+    /// not stand in its way, as in `change_itinerary`.
+    pub async fn preview_change(
+        &self,
+        base: &Arc<ClinicSetup>,
+        id: i32,
+        req: &NewItinerary,
+        now: DateTime<Utc>,
+    ) -> Result<ChangePreview, BookError> {
+        let it = itinerary::Entity::find_by_id(id)
+            .unique(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
+        if it.status == "cancelled" {
+            return Err(BookError::Cancelled(id));
+        }
+        let patient = self.patient(it.patient_id).await?;
+        let raw = raw_request(&patient, req);
+        let setup = self.setup_now(&self.db, base).await?;
+        let planning = planning_setup(&setup, req)?;
+        let parsed = PlanRequest::parse(&raw, &planning)?;
+        let held: Vec<booking::Model> =
+            bookings_between(&self.db, window(&parsed, now)).await?.into_iter().filter(|b| b.itinerary_id != id).collect();
+        let plan = plan_with(&planning, &parsed, now, &ledger_of(&planning, &held))?;
+        let before: Plan =
+            serde_json::from_value(current_version(&self.db, &it).await?.plan).map_err(|e| StoreError::corrupt("plan", e))?;
+        let calendar = Itinerary {
+            id: &it.reference,
+            plan: &plan,
+            patient: Person { name: &patient.name, email: &patient.email },
+            escorts: &planning.resources.escorts,
+            clinic_name: &planning.clinic.name,
+            settings: &planning.calendar,
+        };
+        let appointments = calendar.appointments().map_err(|e| StoreError::corrupt("calendar", e))?;
+        let (changes, _) = calendar_state(&self.db, id).await?.changes(&appointments);
+        let changes = changes.into_iter().filter(|c| c.kind != ChangeKind::Unchanged).collect();
+        Ok(ChangePreview { plan, before, changes })
+    }
+
+    /// The request the itinerary's current version was planned from, as a coordinator sent it.
+    pub async fn itinerary_request(&self, id: i32) -> Result<NewItinerary, StoreError> {
+        let it = itinerary::Entity::find_by_id(id)
+            .unique(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
+        let raw: RawPlanRequest =
+            serde_json::from_value(current_version(&self.db, &it).await?.request).map_err(|e| StoreError::corrupt("request", e))?;
+        Ok(NewItinerary {
+            patient_id: it.patient_id,
+            protocol: raw.protocol,
+            interval_days: raw.interval_days,
+            trip_mode: raw.trip_mode,
+            trips: raw.trips,
+            preferred_dates: raw.preferred_dates,
+            escort: None,
+        })
     }
 
     /// Stores one group of new itineraries in one transaction, under the booking lock, in the

@@ -23,7 +23,7 @@ mod token;
 mod unique;
 
 pub use deliveries::{Claimed, Clock, Delivered, DeliveryTarget, FailedMessage, VersionPlan, carries_calendar, is_summary};
-pub use itineraries::{BookError, Feed, ItineraryView, MessageView, NewItinerary, VersionView};
+pub use itineraries::{BookError, ChangePreview, Feed, ItineraryView, MessageView, NewItinerary, VersionView};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
