@@ -218,6 +218,12 @@ async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     let page = text(&b).await;
     assert!(page.contains("幹細胞点滴") && page.contains("血液検査") && page.contains("山田 太郎"), "{page}");
     shot(&b, "console-week").await;
+    // The board: each escort's duties from leaving to being free again, chairs held at once.
+    b.goto(&s.url("/console/board?from=2026-11-30&days=7")).await.unwrap();
+    let page = text(&b).await;
+    assert!(page.contains("Nur Aisyah binti Rahman") && page.contains("04:30–06:30") && page.contains("08:30–12:30"), "{page}");
+    assert!(page.contains("1/4"), "one chair of four on the infusion day: {page}");
+    shot(&b, "console-board").await;
 
     // An infeasible trip: home the day after landing. The reasons are in Japanese, the field marked.
     b.goto(&format!("{patient_page}/plan")).await.unwrap();

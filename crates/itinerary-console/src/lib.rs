@@ -46,6 +46,7 @@ const LANG: &str = "itinerary_lang";
 pub fn router(console: Console) -> Router {
     let signed_in = Router::new()
         .route("/console/", axum::routing::get(pages::week))
+        .route("/console/board", axum::routing::get(pages::board))
         .route("/console/patients", axum::routing::get(pages::patients).post(pages::create_patient))
         .route("/console/patients/{id}", axum::routing::get(pages::patient))
         .route("/console/patients/{id}/plan", axum::routing::get(pages::plan_form).post(pages::plan))
@@ -144,7 +145,8 @@ pub(crate) fn templates() -> &'static Environment<'static> {
     &ENV
 }
 
-const TEMPLATES: [(&str, &str); 10] = [
+const TEMPLATES: [(&str, &str); 11] = [
+    ("board.html", include_str!("../templates/board.html")),
     ("layout.html", include_str!("../templates/layout.html")),
     ("timeline.html", include_str!("../templates/timeline.html")),
     ("signin.html", include_str!("../templates/signin.html")),

@@ -739,3 +739,124 @@ pub(crate) async fn cancel(
         }
     }
 }
+
+// ---- the season board
+
+#[derive(Deserialize)]
+pub(crate) struct BoardQuery {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    days: Option<i64>,
+}
+
+/// Escorts by day with their duties, chair and lab use at their busiest, holidays: capacity at
+/// a glance before promising dates. Days as the clinic counts them.
+pub(crate) async fn board(State(c): State<Console>, Extension(v): Extension<Visit>, Query(q): Query<BoardQuery>) -> Response {
+    use chrono::Datelike;
+    let lang = v.lang;
+    let zone = c.setup.clinic.zone;
+    let now = match c.clock.now().await {
+        Ok(n) => n,
+        Err(e) => return store_error(lang, &e),
+    };
+    let today = now.with_timezone(&zone).date_naive();
+    let monday = today - Duration::days(i64::from(today.weekday().num_days_from_monday()));
+    let from = q.from.as_deref().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).unwrap_or(monday);
+    let days = q.days.unwrap_or(14).clamp(7, 35);
+    let dates: Vec<NaiveDate> = (0..days).map(|k| from + Duration::days(k)).collect();
+    let start = at_local(from, NaiveTime::MIN, zone).utc();
+    let end = at_local(from + Duration::days(days), NaiveTime::MIN, zone).utc();
+    let (bookings, escorts) = match (c.store.bookings_in(start, end).await, c.store.escorts().await) {
+        (Ok(b), Ok(e)) => (b, e),
+        (Err(e), _) | (_, Err(e)) => return store_error(lang, &e),
+    };
+    let day_of = |t: chrono::DateTime<Utc>| t.with_timezone(&zone).date_naive();
+    let hm = |t: chrono::DateTime<Utc>| t.with_timezone(&zone).format("%H:%M").to_string();
+    // Escort → day → duties; a duty shared by patients on one flight is one bar.
+    let mut rows = Vec::new();
+    let mut ids: Vec<String> = escorts.iter().map(|e| e.id.clone()).collect();
+    for b in bookings.iter().filter(|b| b.kind == "escort") {
+        if !ids.contains(&b.resource) {
+            ids.push(b.resource.clone()); // deactivated, with duties still booked
+        }
+    }
+    for id in ids {
+        let name = escorts.iter().find(|e| e.id == id).map_or_else(|| id.clone(), |e| e.name.clone());
+        let cells: Vec<Value> = dates
+            .iter()
+            .map(|d| {
+                let mut bars: Vec<(String, String, Option<String>, Vec<i32>)> = Vec::new();
+                for b in bookings.iter().filter(|b| b.kind == "escort" && b.resource == id && day_of(b.starts_at) == *d) {
+                    let (s, e) = (hm(b.starts_at), hm(b.ends_at));
+                    match bars.iter_mut().find(|x| x.0 == s && x.1 == e && x.2.is_some() && x.2 == b.shared) {
+                        Some(bar) => bar.3.push(b.itinerary_id),
+                        None => bars.push((s, e, b.shared.clone(), vec![b.itinerary_id])),
+                    }
+                }
+                let bars: Vec<Value> = bars
+                    .into_iter()
+                    .map(|(s, e, _, its)| minijinja::context! { from => s, until => e, patients => its.len(), itinerary => its.first().copied() })
+                    .collect();
+                minijinja::context! { bars => bars }
+            })
+            .collect();
+        rows.push(minijinja::context! { escort => name, cells => cells });
+    }
+    // The most chairs (lab draws) held at once on each day, against the capacity.
+    let peak = |kind: &str, d: NaiveDate| {
+        let held: Vec<&itinerary_store::entity::booking::Model> =
+            bookings.iter().filter(|b| b.kind == kind && day_of(b.starts_at) == d).collect();
+        held.iter().map(|b| held.iter().filter(|o| o.starts_at <= b.starts_at && b.starts_at < o.ends_at).count()).max().unwrap_or(0)
+    };
+    let (chairs, labs) = (c.setup.resources.chairs, c.setup.resources.lab_draws_per_slot);
+    let resources = match c.store.resources().await {
+        Ok(r) => r,
+        Err(e) => return store_error(lang, &e),
+    };
+    let capacity = |id: &str, default: u16| resources.iter().find(|r| r.id == id).map_or(i64::from(default), |r| i64::from(r.capacity));
+    let (chairs, labs) = (capacity("chairs", chairs), capacity("lab_draws_per_slot", labs));
+    let use_row = |kind: &str, cap: i64| -> Vec<Value> {
+        dates
+            .iter()
+            .map(|d| {
+                let n = peak(kind, *d);
+                minijinja::context! { used => n, capacity => cap, full => i64::try_from(n).unwrap_or(0) >= cap }
+            })
+            .collect()
+    };
+    let heads: Vec<Value> = dates
+        .iter()
+        .map(|d| {
+            let holidays: Vec<Value> = c
+                .setup
+                .holidays
+                .between(&c.setup.clinic.holiday_regions, *d, *d)
+                .map(|h| minijinja::context! { name => h.name.clone(), tentative => h.tentative })
+                .collect();
+            let label = match lang {
+                Lang::Ja => format!("{}/{}({})", d.month(), d.day(), itinerary_core::time::weekday_ja(d.weekday())),
+                Lang::En => d.format("%a %-d %b").to_string(),
+            };
+            minijinja::context! { label => label, closed => !c.setup.is_clinic_day(*d), today => *d == today, holidays => holidays }
+        })
+        .collect();
+    let label = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
+    render(
+        lang,
+        StatusCode::OK,
+        "board.html",
+        Some(&v),
+        minijinja::context! {
+            heads => heads,
+            rows => rows,
+            chairs => use_row("chair", chairs),
+            labs => use_row("lab", labs),
+            days => days,
+            previous => label(from - Duration::days(days)),
+            next => label(from + Duration::days(days)),
+            first => match lang { Lang::Ja => date_ja(from, None), Lang::En => date_en(from, None) },
+            clinic_zone => view::zone_label(lang, &itinerary_core::Zoned::new(now, zone)),
+        },
+    )
+}

@@ -664,6 +664,17 @@ impl Store {
             .await?)
     }
 
+    /// Every booking (escort duties, chairs, lab draws) overlapping `from`..`to`, by start.
+    pub async fn bookings_in(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<booking::Model>, StoreError> {
+        Ok(booking::Entity::find()
+            .filter(booking::Column::StartsAt.lt(to))
+            .filter(booking::Column::StartsAt.gt(from - LONGEST_BOOKING))
+            .filter(booking::Column::EndsAt.gt(from))
+            .order_by_asc(booking::Column::StartsAt)
+            .all(&self.db)
+            .await?)
+    }
+
     /// Itineraries with an event between `from` and `to`, newest first.
     pub async fn itineraries_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<(i32, Vec<event::Model>)>, StoreError> {
         let events = event::Entity::find()
