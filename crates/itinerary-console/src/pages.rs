@@ -162,15 +162,16 @@ pub(crate) async fn week(State(c): State<Console>, Extension(v): Extension<Visit
     let l = view::language(lang);
     // Day → rows (time, what, patient, escort, itinerary).
     let mut days: BTreeMap<NaiveDate, Vec<BTreeMap<&str, String>>> = (0..7).map(|k| (from + Duration::days(k), Vec::new())).collect();
-    for (id, _) in &found {
-        let it = match c.store.itinerary(*id).await {
-            Ok(it) => it,
-            Err(e) => return store_error(lang, &e),
-        };
+    let ids: Vec<i32> = found.iter().map(|(id, _)| *id).collect();
+    let plans = match c.store.current_plans(&ids).await {
+        Ok(p) => p,
+        Err(e) => return store_error(lang, &e),
+    };
+    for it in &plans {
         if it.status != "active" {
             continue;
         }
-        let name = c.store.patient(it.patient_id).await.map(|p| p.name).unwrap_or_default();
+        let name = &it.patient_name;
         for e in &it.plan.events {
             let When::Timed { start: s, .. } = e.when else { continue };
             if s.utc() < start || s.utc() >= end || e.online {

@@ -32,7 +32,7 @@ use itinerary_core::ClinicSetup;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 pub use people::{CoordinatorView, EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
-pub use sessions::{ItinerarySummary, Opened, Session};
+pub use sessions::{CurrentPlan, ItinerarySummary, Opened, Session};
 pub use token::{Token, hash_token};
 
 /// Why the store could not do what it was asked.

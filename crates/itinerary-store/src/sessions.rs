@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use serde_json::json;
 
-use crate::entity::{console_session, coordinator, coordinator_token, itinerary, patient};
+use crate::entity::{console_session, coordinator, coordinator_token, itinerary, itinerary_version, patient};
 use crate::people::{audit, live_token};
 use crate::unique::Unique;
 use crate::{PatientView, Store, StoreError, Token, hash_token};
@@ -148,5 +148,46 @@ impl Store {
                 created_at: i.created_at,
             })
             .collect())
+    }
+}
+
+/// An itinerary's current plan with what a list shows beside it.
+#[derive(Clone, Debug)]
+pub struct CurrentPlan {
+    pub id: i32,
+    pub reference: String,
+    pub status: String,
+    pub patient_id: i32,
+    pub patient_name: String,
+    pub plan: itinerary_core::Plan,
+}
+
+impl Store {
+    /// The current plans of itineraries `ids`, in three reads whatever their number (the week
+    /// page shows every itinerary with an appointment in it).
+    pub async fn current_plans(&self, ids: &[i32]) -> Result<Vec<CurrentPlan>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let its = itinerary::Entity::find().filter(itinerary::Column::Id.is_in(ids.iter().copied())).all(&self.db).await?;
+        let which = its.iter().fold(Condition::any(), |c, it| {
+            c.add(
+                Condition::all()
+                    .add(itinerary_version::Column::ItineraryId.eq(it.id))
+                    .add(itinerary_version::Column::Version.eq(it.current_version)),
+            )
+        });
+        let versions = itinerary_version::Entity::find().filter(which).all(&self.db).await?;
+        let patients = patient::Entity::find().filter(patient::Column::Id.is_in(its.iter().map(|i| i.patient_id))).all(&self.db).await?;
+        let mut out = Vec::with_capacity(its.len());
+        for it in its {
+            let Some(v) = versions.iter().find(|v| v.itinerary_id == it.id) else {
+                return Err(StoreError::corrupt("itinerary version", format!("itinerary {} has no version {}", it.id, it.current_version)));
+            };
+            let plan = serde_json::from_value(v.plan.clone()).map_err(|e| StoreError::corrupt("plan", e))?;
+            let patient_name = patients.iter().find(|p| p.id == it.patient_id).map(|p| p.name.clone()).unwrap_or_default();
+            out.push(CurrentPlan { id: it.id, reference: it.reference, status: it.status, patient_id: it.patient_id, patient_name, plan });
+        }
+        Ok(out)
     }
 }
