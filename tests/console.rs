@@ -107,6 +107,12 @@ async fn click(b: &Client, css: &str) {
     next_page(b, async { button.click().await.unwrap() }).await;
 }
 
+/// Clicks the button at `xpath` and waits for the page it leads to.
+async fn click_xpath(b: &Client, xpath: &str) {
+    let button = b.find(Locator::XPath(xpath)).await.unwrap_or_else(|_| panic!("no {xpath}"));
+    next_page(b, async { button.click().await.unwrap() }).await;
+}
+
 /// Runs `action` (a form sent) and waits until the page it was on is gone and the next one
 /// has loaded: WebDriver waits for navigations it starts itself, not for a form's.
 async fn next_page(b: &Client, action: impl Future<Output = ()>) {
@@ -224,6 +230,31 @@ async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     assert!(page.contains("Nur Aisyah binti Rahman") && page.contains("04:30–06:30") && page.contains("08:30–12:30"), "{page}");
     assert!(page.contains("1/4"), "one chair of four on the infusion day: {page}");
     shot(&b, "console-board").await;
+
+    // Two messages fail (the relay refused them): a reminder can be sent again from the page; a
+    // calendar invitation cannot (its content is not kept once settled), and the page says why.
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    use sea_orm::ConnectionTrait;
+    conn.execute_unprepared(
+        "UPDATE scheduled_message SET status = 'failed', last_error = '550 mailbox unavailable', payload = NULL \
+         WHERE key IN ('trip1.departure_day', 'trip1.outbound.calendar_invite')",
+    )
+    .await
+    .unwrap();
+    b.goto(itinerary_page.as_str()).await.unwrap();
+    let page = text(&b).await;
+    assert!(page.contains("送信失敗") && page.contains("550 mailbox unavailable"), "{page}");
+    shot(&b, "console-itinerary-failed").await;
+    click_xpath(&b, "//tr[contains(., 'trip1.departure_day')]//button[@class='resend']").await;
+    let page = text(&b).await;
+    let departure = page.lines().skip_while(|l| !l.contains("ご出発のご案内")).take(2).collect::<Vec<_>>().join(" ");
+    assert!(departure.contains("送信待ち"), "the reminder waits to be sent again: {departure}\n{page}");
+    click_xpath(&b, "//tr[contains(., 'trip1.outbound.calendar_invite')]//button[@class='resend']").await;
+    assert!(text(&b).await.contains("旅程を変更すると、カレンダーが改めて送信されます"), "{}", text(&b).await);
+    b.goto(&s.url("/console/audit?action=resend")).await.unwrap();
+    let page = text(&b).await;
+    assert!(page.contains("resend") && page.contains("Test Coordinator"), "{page}");
+    shot(&b, "console-audit").await;
 
     // An infeasible trip: home the day after landing. The reasons are in Japanese, the field marked.
     b.goto(&format!("{patient_page}/plan")).await.unwrap();

@@ -1007,6 +1007,18 @@ async fn retries_give_up_after_retry_hours() {
     assert!(e.starts_with("gave up after"), "{e}");
     let (_, report) = s.call("GET", "/messages/failed", None).await;
     assert_eq!(report["failed"].as_array().unwrap().len(), m.iter().filter(|m| m["status"] == "failed").count(), "{report}");
+    // A coordinator sends the confirmation again (a new run of attempts); a failed invitation
+    // cannot be: its content was not kept once it settled (issue 13, item 7).
+    let confirmation = m.iter().find(|m| m["kind"] == "booking_confirmation").unwrap();
+    let (st, e) = s.call("POST", &format!("/itineraries/{id}/messages/{}/resend", confirmation["id"]), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{e}");
+    let m = messages(&s, id).await;
+    let again = m.iter().find(|m| m["kind"] == "booking_confirmation").unwrap();
+    assert!(again["status"] != "failed", "{again}");
+    let invite = m.iter().find(|m| m["kind"] == "calendar_invite").unwrap();
+    let (st, e) = s.call("POST", &format!("/itineraries/{id}/messages/{}/resend", invite["id"]), None).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("change the itinerary"), "{e}");
 }
 
 /// A relay that never answers, and an appointment that begins while its messages wait to be

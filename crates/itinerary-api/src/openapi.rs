@@ -39,6 +39,12 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/itineraries/{id}", "Read an itinerary: plan, versions, scheduled messages", true),
     ("put", "/itineraries/{id}", "Change an itinerary: a new version, planned again", true),
     ("post", "/itineraries/{id}/cancel", "Cancel an itinerary", true),
+    (
+        "post",
+        "/itineraries/{id}/messages/{message_id}/resend",
+        "Send a failed message again, now, with a new run of attempts (204); 409 when it did not fail, its appointment has begun, or it carried a calendar (change the itinerary instead)",
+        true,
+    ),
     ("get", "/itineraries/{id}/calendar.ics", "The itinerary as the patient's calendar (METHOD:PUBLISH)", true),
     ("get", "/trips", "Itineraries with events between two dates (?from=YYYY-MM-DD&to=YYYY-MM-DD)", true),
     ("get", "/audit", "The audit log, newest first (?limit=1-1000, default 100; ?before=ID; next as for /patients)", true),
@@ -155,6 +161,7 @@ fn schemas() -> Value {
                 "messages": { "type": "array", "items": object(
                     json!({ "key": string(), "kind": string(), "version": { "type": "integer" }, "recipient": { "$ref": "#/components/schemas/Recipient" },
                         "due_at": instant(), "due_zone": string(), "status": string(), "sent_at": instant(),
+                        "id": { "type": "integer", "description": "once stored (absent in the answer that stores it)" },
                         "channel": { "enum": ["email", "line", "outbox", "late"], "description": "outbox: written to the file outbox instead of sent; late: sent by a worker whose claim had lapsed" }, "error": string() }),
                     &["key", "kind", "version", "recipient", "due_at", "due_zone", "status"]) } }),
             &["id", "reference", "patient_id", "status", "version", "plan", "versions", "messages"],
@@ -356,7 +363,7 @@ pub fn document() -> Value {
             }
         });
         // A deletion answers 204 with no body.
-        if *method == "delete" {
+        if *method == "delete" || path.ends_with("/resend") {
             op["responses"].as_object_mut().map(|r| r.remove("200"));
             op["responses"]["204"] = json!({ "description": "Done; no body" });
         }
@@ -364,7 +371,7 @@ pub fn document() -> Value {
             op["responses"]["304"] = json!({ "description": "Unchanged since the ETag given in If-None-Match" });
         }
         if *path == "/health" {
-            op["responses"]["503"] = json!({ "description": "The database does not answer, or this process's worker is not delivering", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Health" } } } });
+            op["responses"]["503"] = json!({ "description": "The database does not answer, this process's worker is not delivering, or its email relay is misconfigured", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Health" } } } });
         }
         if *auth {
             op["security"] = json!([{ "bearer": [] }]);
@@ -374,7 +381,7 @@ pub fn document() -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| {
-                let integer = name == "id" && !path.starts_with("/escorts") && !path.starts_with("/resources");
+                let integer = (name == "id" || name == "message_id") && !path.starts_with("/escorts") && !path.starts_with("/resources");
                 let schema =
                     if integer { json!({ "type": "integer", "format": "int32", "minimum": 0, "maximum": i32::MAX }) } else { string() };
                 json!({ "name": name, "in": "path", "required": true, "schema": schema })

@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/itineraries/preview", post(preview_itinerary))
         .route("/itineraries/{id}", get(get_itinerary).put(change_itinerary))
         .route("/itineraries/{id}/cancel", post(cancel_itinerary))
+        .route("/itineraries/{id}/messages/{message_id}/resend", post(resend_message))
         .route("/itineraries/{id}/calendar.ics", get(itinerary_ics))
         .route("/trips", get(trips))
         .route("/audit", get(audit))
@@ -298,6 +299,19 @@ async fn preview_itinerary(
     let req = body(b)?;
     let plan = s.store.preview_itinerary(&s.setup, &req, s.clock.now().await?).await?;
     Ok(Json(plan).into_response())
+}
+
+async fn resend_message(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<(i32, i32)>, PathRejection>,
+) -> ApiResult<Response> {
+    let Path((id, message)) = p?;
+    match s.store.resend_message(c.0, id, message, s.clock.now().await?).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(itinerary_store::ResendError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::new(StatusCode::CONFLICT, "not_resent", e.to_string())),
+    }
 }
 
 async fn get_itinerary(

@@ -53,6 +53,8 @@ pub fn router(console: Console) -> Router {
         .route("/console/itineraries/{id}", axum::routing::get(pages::itinerary))
         .route("/console/itineraries/{id}/cancel", axum::routing::get(pages::cancel_preview).post(pages::cancel))
         .route("/console/itineraries/{id}/change", axum::routing::get(pages::change_form).post(pages::change))
+        .route("/console/itineraries/{id}/messages/{message}/resend", axum::routing::post(pages::resend))
+        .route("/console/audit", axum::routing::get(pages::audit))
         .route("/console/signout", axum::routing::post(pages::sign_out))
         .route_layer(middleware::from_fn_with_state(console.clone(), require_session));
     Router::new()
@@ -145,7 +147,8 @@ pub(crate) fn templates() -> &'static Environment<'static> {
     &ENV
 }
 
-const TEMPLATES: [(&str, &str); 11] = [
+const TEMPLATES: [(&str, &str); 12] = [
+    ("audit.html", include_str!("../templates/audit.html")),
     ("board.html", include_str!("../templates/board.html")),
     ("layout.html", include_str!("../templates/layout.html")),
     ("timeline.html", include_str!("../templates/timeline.html")),

@@ -861,3 +861,78 @@ pub(crate) async fn board(State(c): State<Console>, Extension(v): Extension<Visi
         },
     )
 }
+
+pub(crate) async fn resend(
+    State(c): State<Console>,
+    Extension(v): Extension<Visit>,
+    Path((id, message)): Path<(i32, i32)>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if let Some(refused) = forged(&v, f.csrf.as_deref()) {
+        return refused;
+    }
+    let now = match c.clock.now().await {
+        Ok(n) => n,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    match c.store.resend_message(v.session.coordinator_id, id, message, now).await {
+        Ok(()) => Redirect::to(&format!("/console/itineraries/{id}")).into_response(),
+        Err(itinerary_store::ResendError::Store(e)) => store_error(v.lang, &e),
+        Err(e) => {
+            let key = match e {
+                itinerary_store::ResendError::Calendar(_) => "error_resend_calendar",
+                itinerary_store::ResendError::Begun(_) => "error_resend_begun",
+                itinerary_store::ResendError::Cancelled => "error_cancelled",
+                _ => "error_resend_not_failed",
+            };
+            error_page(v.lang, StatusCode::CONFLICT, key)
+        }
+    }
+}
+
+// ---- the audit log
+
+#[derive(Deserialize)]
+pub(crate) struct AuditQuery {
+    #[serde(default)]
+    entity: Option<String>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    before: Option<i32>,
+}
+
+/// Who did what to which record, newest first, filtered by entity and action: ids only, never
+/// the content (names, addresses and health data stay out of the log).
+pub(crate) async fn audit(State(c): State<Console>, Extension(v): Extension<Visit>, Query(q): Query<AuditQuery>) -> Response {
+    let (rows, people) = match (c.store.audit_log(q.before, 1000).await, c.store.coordinators().await) {
+        (Ok(r), Ok(p)) => (r, p),
+        (Err(e), _) | (_, Err(e)) => return store_error(v.lang, &e),
+    };
+    let pick = |f: &Option<String>| f.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let (entity, action) = (pick(&q.entity), pick(&q.action));
+    let zone = c.setup.clinic.zone;
+    let shown: Vec<Value> = rows
+        .iter()
+        .filter(|r| entity.as_ref().is_none_or(|e| &r.entity == e) && action.as_ref().is_none_or(|a| &r.action == a))
+        .take(200)
+        .map(|r| {
+            let who = r.coordinator_id.and_then(|id| people.iter().find(|p| p.id == id)).map_or_else(|| "—".to_owned(), |p| p.name.clone());
+            let at = itinerary_core::Zoned::new(r.at, zone);
+            minijinja::context! {
+                at => format!("{} {}", moment(v.lang, &at), view::zone_label(v.lang, &at)),
+                who => who, action => r.action.clone(), entity => r.entity.clone(), id => r.entity_id.clone(),
+                detail => r.detail.to_string(),
+                link => match r.entity.as_str() { "itinerary" => format!("/console/itineraries/{}", r.entity_id), "patient" => format!("/console/patients/{}", r.entity_id), _ => String::new() },
+            }
+        })
+        .collect();
+    let older = rows.last().map(|r| r.id);
+    render(
+        v.lang,
+        StatusCode::OK,
+        "audit.html",
+        Some(&v),
+        minijinja::context! { rows => shown, entity => entity.unwrap_or_default(), action => action.unwrap_or_default(), older => older },
+    )
+}

@@ -85,6 +85,8 @@ pub(crate) struct TaskRow {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct MessageRow {
+    /// Stored messages only: what a resend names.
+    pub id: Option<i32>,
     pub key: String,
     pub kind: String,
     pub to: String,
@@ -175,6 +177,7 @@ pub(crate) fn plan_view(lang: Lang, plan: &Plan, sent: Option<&[MessageView]>) -
                 let at = Zoned::new(m.sent_at.unwrap_or(m.due_at), zone);
                 let to = serde_json::from_value::<Recipient>(m.recipient.clone()).map(|r| recipient(lang, &r, plan)).unwrap_or_default();
                 MessageRow {
+                    id: m.id,
                     key: m.key.clone(),
                     kind: m.kind.clone(),
                     to,
@@ -194,6 +197,7 @@ pub(crate) fn plan_view(lang: Lang, plan: &Plan, sent: Option<&[MessageView]>) -
             .messages
             .iter()
             .map(|m| MessageRow {
+                id: None,
                 key: m.key.clone(),
                 kind: serde_json::to_value(m.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
                 to: recipient(lang, &m.recipient, plan),

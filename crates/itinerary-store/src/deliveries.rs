@@ -292,7 +292,10 @@ impl Store {
         // Earlier attempts matter only to a retry.
         let (delivered_late, first_attempt_at) = if m.attempts > 1 {
             let earlier = delivery::Entity::find().filter(delivery::Column::MessageId.eq(id)).all(&self.db).await?;
-            (earlier.iter().any(|d| d.status == "late"), earlier.iter().map(|d| d.at).min())
+            // A coordinator's resend starts a new run of attempts.
+            let since = earlier.iter().filter(|d| d.status == "resent").map(|d| d.at).max();
+            let attempts = earlier.iter().filter(|d| since.is_none_or(|s| d.at > s));
+            (earlier.iter().any(|d| d.status == "late"), attempts.map(|d| d.at).min())
         } else {
             (false, None)
         };
@@ -553,4 +556,83 @@ async fn attempts(db: &impl ConnectionTrait, id: i32) -> Result<i32, StoreError>
     let n: Option<i32> =
         scheduled_message::Entity::find_by_id(id).select_only().column(scheduled_message::Column::Attempts).into_tuple().unique(db).await?;
     Ok(n.unwrap_or(0))
+}
+
+/// Why a failed message cannot be sent again.
+#[derive(Debug, thiserror::Error)]
+pub enum ResendError {
+    #[error("message {0} of this itinerary did not fail")]
+    NotFailed(i32),
+    #[error("what message {0} is about has begun")]
+    Begun(i32),
+    #[error("message {0} carried a calendar, kept only until it settled: change the itinerary to issue its calendar again")]
+    Calendar(i32),
+    #[error("the itinerary is cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sea_orm::DbErr> for ResendError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        ResendError::Store(StoreError::Db(e))
+    }
+}
+
+impl Store {
+    /// Sends a failed message of itinerary `itinerary_id` again, now, with a new run of
+    /// attempts (a coordinator fixed the address, or the relay): back to pending, recorded as
+    /// `resent` among its deliveries and in the audit log.
+    pub async fn resend_message(&self, by: i32, itinerary_id: i32, message_id: i32, now: DateTime<Utc>) -> Result<(), ResendError> {
+        let txn = self.db.begin().await?;
+        let it = itinerary::Entity::find_by_id(itinerary_id)
+            .unique(&txn)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "itinerary", id: itinerary_id.to_string() })?;
+        if it.status == "cancelled" {
+            return Err(ResendError::Cancelled);
+        }
+        let m = scheduled_message::Entity::find_by_id(message_id)
+            .unique(&txn)
+            .await?
+            .filter(|m| m.itinerary_id == itinerary_id && m.status == "failed")
+            .ok_or(ResendError::NotFailed(message_id))?;
+        if m.before_at.is_some_and(|b| b <= now) {
+            return Err(ResendError::Begun(message_id));
+        }
+        if carries_calendar(&m.kind) && m.payload.is_none() && !is_summary(&m.kind) {
+            return Err(ResendError::Calendar(message_id));
+        }
+        scheduled_message::Entity::update_many()
+            .col_expr(scheduled_message::Column::Status, Expr::value("pending"))
+            .col_expr(scheduled_message::Column::DueAt, Expr::value(now))
+            .col_expr(scheduled_message::Column::Attempts, Expr::value(0))
+            .col_expr(scheduled_message::Column::LastError, Expr::value(Option::<String>::None))
+            .filter(scheduled_message::Column::Id.eq(message_id))
+            .filter(scheduled_message::Column::Status.eq("failed"))
+            .exec(&txn)
+            .await?;
+        delivery::ActiveModel {
+            message_id: Set(message_id),
+            channel: Set(String::new()),
+            attempt: Set(0),
+            status: Set("resent".to_owned()),
+            error: Set(None),
+            at: Set(now),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        crate::people::audit(
+            &txn,
+            Some(by),
+            "resend",
+            "message",
+            &message_id.to_string(),
+            serde_json::json!({ "itinerary": itinerary_id, "kind": m.kind }),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
 }

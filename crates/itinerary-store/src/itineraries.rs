@@ -112,6 +112,9 @@ pub struct Feed {
 /// A scheduled message and what became of it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MessageView {
+    /// Its id, once stored (not in the answer that stores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i32>,
     pub key: String,
     pub kind: String,
     pub version: i32,
@@ -618,6 +621,7 @@ impl Store {
             .await?
             .into_iter()
             .map(|m| MessageView {
+                id: Some(m.id),
                 key: m.key,
                 kind: m.kind,
                 version: m.version,
@@ -1109,6 +1113,7 @@ impl MessageRow {
 
     fn view(&self, version: i32) -> MessageView {
         MessageView {
+            id: None,
             key: self.key.clone(),
             kind: self.kind.clone(),
             version,

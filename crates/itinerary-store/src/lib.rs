@@ -22,7 +22,7 @@ mod stored;
 mod token;
 mod unique;
 
-pub use deliveries::{Claimed, Clock, Delivered, DeliveryTarget, FailedMessage, VersionPlan, carries_calendar, is_summary};
+pub use deliveries::{Claimed, Clock, Delivered, DeliveryTarget, FailedMessage, ResendError, VersionPlan, carries_calendar, is_summary};
 pub use itineraries::{BookError, ChangePreview, Feed, ItineraryView, MessageView, NewItinerary, VersionView};
 
 use std::collections::HashMap;
