@@ -311,12 +311,18 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
             (r.ok, serde_json::to_value(&r).unwrap_or_default())
         }))
     });
+    let failed = Arc::new(itinerary_api::guard::FailedAttempts::new(
+        settings.file.server.failed_auth_burst,
+        Duration::from_secs(settings.file.server.failed_auth_refill_seconds),
+    ));
     let console = itinerary_console::Console {
         store: store.clone(),
         setup: setup.clone(),
         clock: settings.clock(&store),
         idle: chrono::Duration::minutes(i64::from(settings.file.server.console_idle_minutes.max(1))),
         secure: settings.public_url.starts_with("https://"),
+        public_url: settings.public_url.trim_end_matches('/').to_owned(),
+        failed: failed.clone(),
     };
     let state = itinerary_api::AppState {
         store: store.clone(),
@@ -324,10 +330,7 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
         public_url: settings.public_url.clone(),
         clock: settings.clock(&store),
         worker: status,
-        failed: Arc::new(itinerary_api::guard::FailedAttempts::new(
-            settings.file.server.failed_auth_burst,
-            Duration::from_secs(settings.file.server.failed_auth_refill_seconds),
-        )),
+        failed,
     };
     let srv = &settings.file.server;
     let limits = itinerary_api::serve::Limits {

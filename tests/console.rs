@@ -194,6 +194,15 @@ async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     press_enter_in(&b, "p-email").await;
     assert!(b.current_url().await.unwrap().path().starts_with("/console/patients/"), "{}", text(&b).await);
     let patient_page = b.current_url().await.unwrap();
+    // An edit with a wrong birth date is refused beside the field; the right one is saved.
+    type_into(&b, "e-birth_date", "1978-02-30").await;
+    press_enter_in(&b, "e-birth_date").await;
+    let field = b.find(Locator::Id("e-birth_date")).await.unwrap();
+    assert_eq!(field.attr("aria-invalid").await.unwrap().as_deref(), Some("true"), "{}", text(&b).await);
+    type_into(&b, "e-birth_date", "1978-05-15").await;
+    press_enter_in(&b, "e-birth_date").await;
+    let (_, p) = s.call("GET", patient_page.path().trim_start_matches("/console"), None).await;
+    assert_eq!(p["birth_date"], "1978-05-15", "{p}");
     // Found again by a part of the name.
     b.goto(&s.url("/console/patients?q=%E5%B1%B1%E7%94%B0")).await.unwrap();
     assert!(text(&b).await.contains("山田 太郎"));
@@ -219,9 +228,27 @@ async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     assert!(page.contains("有効") && page.contains("送信待ち") && page.contains("ご予約確定"), "{page}");
     shot(&b, "console-itinerary").await;
 
-    // On the week: the landing, the clinic and the flight home, each with its escort.
+    // The patient's feed URL, issued on their page, carries the trip, until it is revoked.
+    b.goto(patient_page.as_str()).await.unwrap();
+    click(&b, "form[action$='/feed'] button").await;
+    let feed_url = b.find(Locator::Id("new-feed")).await.unwrap().prop("value").await.unwrap().unwrap();
+    assert!(feed_url.starts_with("http://feed.example/feed/itf_"), "{feed_url}");
+    let feed_path = feed_url.trim_start_matches("http://feed.example");
+    let feed = reqwest::get(s.url(feed_path)).await.unwrap();
+    assert_eq!(feed.status(), StatusCode::OK);
+    assert!(feed.text().await.unwrap().contains("MH71"));
+    shot(&b, "console-patient").await;
+    click(&b, "form[action$='/feed/revoke'] button").await;
+    assert_eq!(reqwest::get(s.url(feed_path)).await.unwrap().status(), StatusCode::NOT_FOUND);
+    b.goto(itinerary_page.as_str()).await.unwrap();
+
+    // On the week: the landing, the clinic and the flight home, each with its escort. An hour
+    // on with no worker running, the confirmation is listed as running late.
+    let (st, _) = s.call("PUT", "/clock", Some(serde_json::json!({ "advance_seconds": 3600 }))).await;
+    assert_eq!(st, StatusCode::OK);
     b.goto(&s.url("/console/?from=2026-11-30")).await.unwrap();
     let page = text(&b).await;
+    assert!(page.contains("送信が遅れているメッセージ") && page.contains("booking_confirmation"), "{page}");
     assert!(page.contains("幹細胞点滴") && page.contains("血液検査") && page.contains("山田 太郎"), "{page}");
     shot(&b, "console-week").await;
     // The board: each escort's duties from leaving to being free again, chairs held at once.
@@ -323,10 +350,39 @@ async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
         assert!(r.headers()["location"].to_str().unwrap().starts_with("/console/signin"), "{path}");
         assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
     }
+    // On a tablet held upright (iPad Air, 820 × 1180), pages fit the width: nothing to scroll
+    // sideways but the board's own table.
+    b.set_window_size(820, 1180).await.unwrap();
+    for path in ["/console/?from=2026-11-30", "/console/patients", itinerary_page.path()] {
+        b.goto(&s.url(path)).await.unwrap();
+        let wide = b.execute("return document.documentElement.scrollWidth - window.innerWidth", vec![]).await.unwrap();
+        assert!(wide.as_i64().unwrap() <= 0, "{path} scrolls sideways by {wide} px on a tablet");
+    }
+    b.goto(&s.url("/console/?from=2026-11-30")).await.unwrap();
+    shot(&b, "console-week-tablet").await;
+
     // Revoking the coordinator's token ends the browser's session.
     let out = itinerary(&db).args(["admin", "revoke-coordinator", "1"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     b.goto(&s.url("/console/")).await.unwrap();
     assert!(b.current_url().await.unwrap().path().ends_with("/console/signin"), "the session outlived its token");
+    // Guessing tokens at the sign-in form is refused after the burst the API allows.
+    let mut refused = None;
+    for i in 0..30 {
+        let r = http
+            .post(s.url("/console/signin"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("token=itc_guess{i}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers().contains_key("retry-after"));
+            refused = Some(i);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(refused.is_some_and(|i| i <= 25), "{refused:?}");
     b.close().await.unwrap();
 }

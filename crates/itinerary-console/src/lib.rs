@@ -35,6 +35,11 @@ pub struct Console {
     pub idle: chrono::Duration,
     /// Cookies only over https (`public_url` is https).
     pub secure: bool,
+    /// Where patients reach the service, for their feed URLs (no trailing slash).
+    pub public_url: String,
+    /// Failed sign-ins by client address, shared with the API's bearer tokens and feed URLs:
+    /// a guesser is refused whichever door it tries.
+    pub failed: Arc<itinerary_api::guard::FailedAttempts>,
 }
 
 /// The name of the session cookie.
@@ -48,7 +53,9 @@ pub fn router(console: Console) -> Router {
         .route("/console/", axum::routing::get(pages::week))
         .route("/console/board", axum::routing::get(pages::board))
         .route("/console/patients", axum::routing::get(pages::patients).post(pages::create_patient))
-        .route("/console/patients/{id}", axum::routing::get(pages::patient))
+        .route("/console/patients/{id}", axum::routing::get(pages::patient).post(pages::update_patient))
+        .route("/console/patients/{id}/feed", axum::routing::post(pages::rotate_feed))
+        .route("/console/patients/{id}/feed/revoke", axum::routing::post(pages::revoke_feed))
         .route("/console/patients/{id}/plan", axum::routing::get(pages::plan_form).post(pages::plan))
         .route("/console/itineraries/{id}", axum::routing::get(pages::itinerary))
         .route("/console/itineraries/{id}/cancel", axum::routing::get(pages::cancel_preview).post(pages::cancel))

@@ -92,10 +92,27 @@ pub(crate) struct SignIn {
     next: Option<String>,
 }
 
-pub(crate) async fn sign_in(State(c): State<Console>, headers: HeaderMap, Form(f): Form<SignIn>) -> Response {
+pub(crate) async fn sign_in(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    Form(f): Form<SignIn>,
+) -> Response {
     let lang = Lang::of(&headers, None);
     let next = safe_next(f.next.as_deref());
-    match c.store.open_session(f.token.trim(), Utc::now()).await {
+    let client = itinerary_api::serve::client(&extensions).map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    if let Some(wait) = c.failed.blocked(client) {
+        let mut res = error_page(lang, StatusCode::TOO_MANY_REQUESTS, "error_too_many");
+        if let Ok(v) = HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return res;
+    }
+    let opened = c.store.open_session(f.token.trim(), Utc::now()).await;
+    if matches!(opened, Ok(None)) {
+        c.failed.failed(client);
+    }
+    match opened {
         Ok(Some(opened)) => {
             let secure = if c.secure { "; Secure" } else { "" };
             let cookie = format!("{SESSION}={}; Path=/console/; HttpOnly; SameSite=Strict{secure}", opened.secret);
@@ -235,6 +252,16 @@ pub(crate) async fn week(State(c): State<Console>, Extension(v): Extension<Visit
             .collect(),
         Err(e) => return store_error(lang, &e),
     };
+    let late: Vec<Value> = match c.store.late_messages(now, Duration::minutes(15), 20).await {
+        Ok(f) => f
+            .into_iter()
+            .map(|m| {
+                let due = itinerary_core::Zoned::new(m.due_at, zone);
+                minijinja::context! { itinerary => m.itinerary_id, key => m.key, due => format!("{} {}", moment(lang, &due), view::zone_label(lang, &due)), error => m.error }
+            })
+            .collect(),
+        Err(e) => return store_error(lang, &e),
+    };
     let label = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
     render(
         lang,
@@ -244,6 +271,7 @@ pub(crate) async fn week(State(c): State<Console>, Extension(v): Extension<Visit
         minijinja::context! {
             days => days,
             failed => failed,
+            late => late,
             previous => label(from - Duration::days(7)),
             next => label(from + Duration::days(7)),
             clinic_zone => view::zone_label(lang, &itinerary_core::Zoned::new(now, zone)),
@@ -347,13 +375,19 @@ fn field_errors(errors: &[FieldError]) -> BTreeMap<String, String> {
 }
 
 pub(crate) async fn patient(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
+    patient_page(&c, &v, id, StatusCode::OK, minijinja::context! {}).await
+}
+
+/// A patient's page: their details (an edit form, with each field's problem beside it), their
+/// live feed URLs, their itineraries.
+async fn patient_page(c: &Console, v: &Visit, id: i32, status: StatusCode, extra: Value) -> Response {
     let p = match c.store.patient(id).await {
         Ok(p) => p,
         Err(e) => return store_error(v.lang, &e),
     };
-    let its = match c.store.itineraries_of(id).await {
-        Ok(i) => i,
-        Err(e) => return store_error(v.lang, &e),
+    let (its, feeds) = match (c.store.itineraries_of(id).await, c.store.feed_tokens(id).await) {
+        (Ok(i), Ok(f)) => (i, f),
+        (Err(e), _) | (_, Err(e)) => return store_error(v.lang, &e),
     };
     if let Err(e) = c.store.audit_read(v.session.coordinator_id, "patient", &id.to_string(), serde_json::json!({})).await {
         return store_error(v.lang, &e);
@@ -362,13 +396,116 @@ pub(crate) async fn patient(State(c): State<Console>, Extension(v): Extension<Vi
         .into_iter()
         .map(|i| minijinja::context! { id => i.id, reference => i.reference, status => i.status, version => i.version, created => i.created_at.format("%Y-%m-%d").to_string() })
         .collect();
+    let form = BTreeMap::from([
+        ("name", p.name.clone()),
+        ("email", p.email.clone()),
+        ("birth_date", p.birth_date.to_string()),
+        ("home_zone", p.home_zone.clone()),
+        ("language", p.language.clone()),
+        ("passport_expiry", p.passport_expiry.to_string()),
+    ]);
     render(
         v.lang,
-        StatusCode::OK,
+        status,
         "patient.html",
-        Some(&v),
-        minijinja::context! { patient => Value::from(minijinja::value::Serde(&p)), itineraries => its },
+        Some(v),
+        // What the caller gives (a form sent back with its errors) comes first: the left wins.
+        minijinja::context! {
+            ..extra,
+            ..minijinja::context! {
+                patient => Value::from(minijinja::value::Serde(&p)),
+                itineraries => its,
+                feeds => Value::from(minijinja::value::Serde(&feeds)),
+                form => form,
+                errors => BTreeMap::<String, String>::new(),
+            }
+        },
     )
+}
+
+pub(crate) async fn update_patient(
+    State(c): State<Console>,
+    Extension(v): Extension<Visit>,
+    Path(id): Path<i32>,
+    Form(f): Form<PatientForm>,
+) -> Response {
+    if let Some(refused) = forged(&v, f.csrf.as_deref()) {
+        return refused;
+    }
+    let old = match c.store.patient(id).await {
+        Ok(p) => p,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    let input = PatientInput {
+        name: f.name.clone(),
+        email: f.email.clone(),
+        birth_date: f.birth_date.clone(),
+        home_zone: Some(f.home_zone.clone()).filter(|z| !z.trim().is_empty()),
+        language: Some(f.language.clone()).filter(|l| !l.trim().is_empty()),
+        passport_expiry: f.passport_expiry.clone(),
+        // Set by LINE's account link, not typed here.
+        line_user_id: old.line_user_id.clone(),
+    };
+    let now = match c.clock.now().await {
+        Ok(n) => n,
+        Err(e) => return store_error(v.lang, &e),
+    };
+    match c.store.update_patient(v.session.coordinator_id, &c.setup, id, &input, now).await {
+        Ok(_) => Redirect::to(&format!("/console/patients/{id}")).into_response(),
+        Err(InputError::Invalid(invalid)) => {
+            let form = BTreeMap::from([
+                ("name", f.name),
+                ("email", f.email),
+                ("birth_date", f.birth_date),
+                ("home_zone", f.home_zone),
+                ("language", f.language),
+                ("passport_expiry", f.passport_expiry),
+            ]);
+            patient_page(
+                &c,
+                &v,
+                id,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                minijinja::context! { form => form, errors => field_errors(&invalid.errors) },
+            )
+            .await
+        }
+        Err(InputError::Store(e)) => store_error(v.lang, &e),
+    }
+}
+
+/// A new feed URL for the patient, shown this once; every earlier one stops working.
+pub(crate) async fn rotate_feed(
+    State(c): State<Console>,
+    Extension(v): Extension<Visit>,
+    Path(id): Path<i32>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if let Some(refused) = forged(&v, f.csrf.as_deref()) {
+        return refused;
+    }
+    match c.store.rotate_feed(v.session.coordinator_id, id).await {
+        Ok(secret) => {
+            let url = format!("{}/feed/{secret}", c.public_url);
+            patient_page(&c, &v, id, StatusCode::OK, minijinja::context! { new_feed_url => url }).await
+        }
+        Err(e) => store_error(v.lang, &e),
+    }
+}
+
+pub(crate) async fn revoke_feed(
+    State(c): State<Console>,
+    Extension(v): Extension<Visit>,
+    Path(id): Path<i32>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if let Some(refused) = forged(&v, f.csrf.as_deref()) {
+        return refused;
+    }
+    match c.store.revoke_feed(v.session.coordinator_id, id).await {
+        Ok(()) => Redirect::to(&format!("/console/patients/{id}")).into_response(),
+        Err(e) => store_error(v.lang, &e),
+    }
 }
 
 // ---- planning a trip

@@ -512,6 +512,32 @@ impl Store {
             .collect())
     }
 
+    /// Messages still waiting more than `late` after they were due (no worker running, a relay
+    /// retrying, a backlog), oldest first: what a coordinator should look at before a patient
+    /// misses one.
+    pub async fn late_messages(&self, now: DateTime<Utc>, late: Duration, limit: u64) -> Result<Vec<FailedMessage>, StoreError> {
+        let rows = scheduled_message::Entity::find()
+            .filter(scheduled_message::Column::Status.is_in(["pending", "queued", "sending"]))
+            .filter(scheduled_message::Column::DueAt.lt(now - late))
+            .order_by_asc(scheduled_message::Column::DueAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| FailedMessage {
+                message_id: m.id,
+                itinerary_id: m.itinerary_id,
+                key: m.key,
+                kind: m.kind,
+                recipient: m.recipient,
+                due_at: m.due_at,
+                attempts: m.attempts,
+                error: m.last_error,
+            })
+            .collect())
+    }
+
     /// How many messages went out on `channel` since `since` (LINE's monthly allowance).
     pub async fn sent_since(&self, channel: &str, since: DateTime<Utc>) -> Result<u64, StoreError> {
         use sea_orm::PaginatorTrait;
