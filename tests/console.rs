@@ -255,7 +255,7 @@ async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     b.goto(&s.url("/console/board?from=2026-11-30&days=7")).await.unwrap();
     let page = text(&b).await;
     assert!(page.contains("Nur Aisyah binti Rahman") && page.contains("04:30–06:30") && page.contains("08:30–12:30"), "{page}");
-    assert!(page.contains("1/4"), "one chair of four on the infusion day: {page}");
+    assert!(page.contains("1/4") && page.contains("09:00–12:00 1/4"), "one chair of four, 09:00 to 12:00, on the infusion day: {page}");
     shot(&b, "console-board").await;
 
     // Two messages fail (the relay refused them): a reminder can be sent again from the page; a
@@ -290,6 +290,8 @@ async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     let page = text(&b).await;
     assert!(page.contains("この内容では計画できません"), "{page}");
     assert!(page.contains("旅程1の滞在は"), "the reason, in Japanese: {page}");
+    let marked = b.find(Locator::Id("f-trips-0-return-depart")).await.unwrap();
+    assert_eq!(marked.attr("aria-invalid").await.unwrap().as_deref(), Some("true"), "the trip's fields are marked");
     shot(&b, "console-infeasible").await;
 
     // The same pages in English, kept for the next pages.

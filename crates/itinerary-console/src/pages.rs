@@ -629,20 +629,29 @@ pub(crate) async fn plan(
             let shown = view::plan_view(v.lang, &plan, None);
             page(StatusCode::OK, minijinja::context! { preview => Value::from(minijinja::value::Serde(&shown)) })
         }
-        Err(e) => refused(v.lang, e, page),
+        Err(e) => refused(v.lang, e, &kept, page),
     }
 }
 
 /// The form again with why the request was refused: each field's problem beside it, the
 /// planner's reasons above it (with the fields to change marked), or what another booking took.
-fn refused(lang: Lang, e: BookError, page: impl Fn(StatusCode, Value) -> Response) -> Response {
+fn refused(lang: Lang, e: BookError, fields: &Fields, page: impl Fn(StatusCode, Value) -> Response) -> Response {
     match e {
         BookError::Invalid(invalid) => {
             page(StatusCode::UNPROCESSABLE_ENTITY, minijinja::context! { errors => field_errors(&invalid.errors) })
         }
         BookError::Infeasible(inf) => {
             let reasons = view::reasons(lang, &inf);
-            let errors: BTreeMap<String, String> = reasons.iter().filter_map(|r| Some((r.field.clone()?, r.text.clone()))).collect();
+            // A reason names a field or a group of them (`trips[0]`, `trips`): every input of it
+            // is marked, and described by the reasons above the form.
+            let mut errors: BTreeMap<String, String> = BTreeMap::new();
+            for r in &reasons {
+                let Some(f) = &r.field else { continue };
+                let within = |name: &str| name == f || name.starts_with(&format!("{f}.")) || name.starts_with(&format!("{f}["));
+                for name in fields.keys().filter(|n| within(n)) {
+                    errors.entry(name.clone()).or_default();
+                }
+            }
             page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 minijinja::context! { reasons => Value::from(minijinja::value::Serde(&reasons)), errors => errors },
@@ -748,7 +757,7 @@ pub(crate) async fn change(
     if fields.get("action").is_some_and(|a| a == "change") {
         return match c.store.change_itinerary(v.session.coordinator_id, &c.setup, id, &req, now).await {
             Ok(_) => Redirect::to(&format!("/console/itineraries/{id}")).into_response(),
-            Err(e) => refused(v.lang, e, page),
+            Err(e) => refused(v.lang, e, &kept, page),
         };
     }
     match c.store.preview_change(&c.setup, id, &req, now).await {
@@ -765,7 +774,7 @@ pub(crate) async fn change(
                 },
             )
         }
-        Err(e) => refused(v.lang, e, page),
+        Err(e) => refused(v.lang, e, &kept, page),
     }
 }
 
@@ -954,12 +963,31 @@ pub(crate) async fn board(State(c): State<Console>, Extension(v): Extension<Visi
     };
     let capacity = |id: &str, default: u16| resources.iter().find(|r| r.id == id).map_or(i64::from(default), |r| i64::from(r.capacity));
     let (chairs, labs) = (capacity("chairs", chairs), capacity("lab_draws_per_slot", labs));
+    // Slot by slot through the clinic's hours: how many are held, runs of equal use merged
+    // (`09:00–12:00 2/4`), so a coordinator sees which hours are left.
+    let step = Duration::minutes(i64::from(c.setup.rules.slot_minutes.max(1)));
+    let spans = |kind: &str, d: NaiveDate, cap: i64| -> Vec<Value> {
+        let mut out: Vec<(chrono::DateTime<Utc>, chrono::DateTime<Utc>, usize)> = Vec::new();
+        let (mut t, close) = (at_local(d, c.setup.clinic.opens, zone).utc(), at_local(d, c.setup.clinic.closes, zone).utc());
+        while t < close {
+            let n = bookings.iter().filter(|b| b.kind == kind && b.starts_at < t + step && t < b.ends_at).count();
+            match out.last_mut() {
+                Some(last) if last.2 == n && last.1 == t => last.1 = t + step,
+                _ => out.push((t, t + step, n)),
+            }
+            t += step;
+        }
+        out.into_iter()
+            .filter(|s| s.2 > 0)
+            .map(|(from, until, n)| minijinja::context! { from => hm(from), until => hm(until), used => n, full => i64::try_from(n).unwrap_or(0) >= cap })
+            .collect()
+    };
     let use_row = |kind: &str, cap: i64| -> Vec<Value> {
         dates
             .iter()
             .map(|d| {
                 let n = peak(kind, *d);
-                minijinja::context! { used => n, capacity => cap, full => i64::try_from(n).unwrap_or(0) >= cap }
+                minijinja::context! { used => n, capacity => cap, full => i64::try_from(n).unwrap_or(0) >= cap, spans => spans(kind, *d, cap) }
             })
             .collect()
     };
