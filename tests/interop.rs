@@ -438,6 +438,31 @@ fn a_changed_plan_goes_out_as_updates_and_cancellations() {
 /// A name the request checker would refuse (it holds a line break) still cannot add an attendee
 /// or an event when it reaches the calendar some other way: every parser sees one attendee, the
 /// right one, and the event it was sent.
+/// A patient whose itineraries are all cancelled: the feed still answers a calendar, with no
+/// event, so a subscribed app empties itself. Every parser must read it as a calendar with no
+/// event (it carries the clinic's VTIMEZONE: RFC 5545 wants one component at least).
+#[test]
+fn an_emptied_feed_is_a_calendar_every_parser_reads() {
+    use itinerary_calendar::{Itinerary, Person};
+    let setup = itinerary_config::load(&root().join("config")).unwrap();
+    let dir = scratch("emptied");
+    let plan = plan_with_ics(&root().join("examples/mh71-red-eye.toml"), &dir, "emptied", "2026-11-26T00:00:00Z").unwrap();
+    let it = Itinerary {
+        id: "emptied",
+        plan: &plan,
+        patient: Person { name: "山田 太郎", email: "taro.yamada@example.jp" },
+        escorts: &setup.resources.escorts,
+        clinic_name: &setup.clinic.name,
+        settings: &setup.calendar,
+    };
+    let f = dir.join("emptied-feed.ics");
+    std::fs::write(&f, itinerary_calendar::publish(&it, &[], |_| 0)).unwrap();
+    check_framing(&f);
+    for (judge, by_file) in judge_all(std::slice::from_ref(&f)) {
+        assert_eq!(by_file[&f]["events"].as_array().map(Vec::len), Some(0), "{judge}: {}", by_file[&f]);
+    }
+}
+
 #[test]
 fn a_line_break_in_a_name_cannot_start_a_property() {
     use itinerary_calendar::{Edition, Itinerary, Method, Person};

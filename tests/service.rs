@@ -329,6 +329,12 @@ async fn itinerary_lifecycle(db: Db) {
     assert!(after["trips"].as_array().unwrap().is_empty(), "a cancelled trip leaves the date-range view: {after}");
     let (st, _) = s.call("POST", &format!("/itineraries/{id}/cancel"), None).await;
     assert_eq!(st, StatusCode::CONFLICT);
+    // Every itinerary of the patient cancelled: the feed is an empty calendar, not a 404 (on a
+    // 404 many calendar apps keep the events they last saw).
+    let r = s.http.get(s.url(&both_path)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let empty = r.text().await.unwrap();
+    assert!(empty.starts_with("BEGIN:VCALENDAR") && !empty.contains("BEGIN:VEVENT") && empty.contains("BEGIN:VTIMEZONE"), "{empty}");
 
     // The audit log names coordinators and ids, never the patient's name or email.
     let (_, audit) = s.call("GET", "/audit", None).await;

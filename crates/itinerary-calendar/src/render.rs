@@ -235,6 +235,12 @@ pub fn publish(it: &Itinerary, appointments: &[Appointment], sequence: impl Fn(&
     w.prop("REFRESH-INTERVAL", &[("VALUE", "DURATION")], Value::Raw(&refresh));
     w.simple("X-PUBLISHED-TTL", Value::Raw(&refresh));
     let mine = appointments.iter().filter(|a| a.attendee.audience == crate::Audience::Patient);
+    if mine.clone().next().is_none() {
+        // Nothing left (every itinerary cancelled): RFC 5545 wants one component at least, so
+        // the clinic's zone stands in, and a subscribed calendar empties itself.
+        let year = it.plan.planned_at.date().year();
+        w.push_raw(&vtimezone(it.plan.clinic_zone, year, year));
+    }
     body(&mut w, mine.map(|a| (a, sequence(&a.uid))), &ed, Method::Publish);
     w.finish()
 }

@@ -740,8 +740,8 @@ impl Store {
 
     /// The calendar a feed token opens: every itinerary of its patient that is not cancelled (a
     /// second set a year later joins the first one's follow-ups), found in one query and
-    /// rendered once per set of itinerary versions. None for a token that is revoked or
-    /// unknown, or a patient with no itinerary.
+    /// rendered once per set of itinerary versions; with every itinerary cancelled, an empty
+    /// calendar. None for a token that is revoked or unknown, or a patient with no itinerary.
     pub async fn feed(&self, base: &ClinicSetup, secret: &str) -> Result<Option<Feed>, StoreError> {
         use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
         // The patient's last change is part of the feed's identity: a corrected name or address
@@ -768,7 +768,20 @@ impl Store {
         let versions: Vec<(i32, i32)> =
             rows.iter().map(|r| Ok((r.try_get("", "id")?, r.try_get("", "current_version")?))).collect::<Result<_, sea_orm::DbErr>>()?;
         let Some(first) = rows.first() else {
-            return Ok(None);
+            // A patient whose itineraries are all cancelled: an empty calendar, so a subscribed
+            // calendar app drops the events (on a 404 many keep the last ones they saw). A URL
+            // that never showed anything (no itinerary at all) stays unknown.
+            let Some(patient_id) = self.feed_patient(secret).await? else { return Ok(None) };
+            let Some(last) = itinerary::Entity::find()
+                .filter(itinerary::Column::PatientId.eq(patient_id))
+                .order_by_desc(itinerary::Column::Id)
+                .one(&self.db)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let text: Arc<str> = self.calendar_of(base, &[last.id]).await?.into();
+            return Ok(Some(Feed { etag: format!("\"{}-{}.cancelled\"", last.id, last.current_version), text }));
         };
         let revision = first.try_get::<DateTime<Utc>>("", "patient_updated_at")?.timestamp_micros();
         let tag = format!("\"{}.p{revision:x}\"", versions.iter().map(|(i, v)| format!("{i}-{v}")).collect::<Vec<_>>().join("."));
