@@ -531,29 +531,36 @@ fn protocols(c: &Console) -> Vec<Value> {
         .collect()
 }
 
+/// The plan form (and its preview or refusal) for a new trip of `patient`, or for changing
+/// itinerary `changing`.
+#[allow(clippy::too_many_arguments)]
 fn plan_page(
     c: &Console,
     v: &Visit,
     status: StatusCode,
     patient: &itinerary_store::PatientView,
+    changing: Option<&itinerary_store::ItineraryView>,
     fields: &Fields,
     extra: Value,
 ) -> Response {
-    render(
-        v.lang,
-        status,
-        "plan.html",
-        Some(v),
-        minijinja::context! {
-            patient => Value::from(minijinja::value::Serde(patient)),
-            action_url => format!("/console/patients/{}/plan", patient.id),
-            f => fields,
-            protocols => protocols(c),
-            airports => airports(c),
-            trips => [0, 1, 2],
-            ..extra
-        },
-    )
+    let (action_url, changing) = match changing {
+        Some(it) => {
+            (format!("/console/itineraries/{}/change", it.id), Some(minijinja::context! { id => it.id, reference => it.reference.clone() }))
+        }
+        None => (format!("/console/patients/{}/plan", patient.id), None),
+    };
+    let mut base = minijinja::context! {
+        patient => Value::from(minijinja::value::Serde(patient)),
+        action_url => action_url,
+        f => fields,
+        protocols => protocols(c),
+        airports => airports(c),
+        trips => [0, 1, 2],
+    };
+    if let Some(changing) = changing {
+        base = minijinja::context! { changing => changing, ..base };
+    }
+    render(v.lang, status, "plan.html", Some(v), minijinja::context! { ..base, ..extra })
 }
 
 pub(crate) async fn plan_form(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
@@ -562,7 +569,7 @@ pub(crate) async fn plan_form(State(c): State<Console>, Extension(v): Extension<
         Err(e) => return store_error(v.lang, &e),
     };
     let fields = Fields::from([("protocol".to_owned(), "single-infusion".to_owned())]);
-    plan_page(&c, &v, StatusCode::OK, &p, &fields, minijinja::context! {})
+    plan_page(&c, &v, StatusCode::OK, &p, None, &fields, minijinja::context! {})
 }
 
 /// The request a plan form describes. Trips whose fields are all empty are left out.
@@ -622,7 +629,7 @@ pub(crate) async fn plan(
     };
     // Everything but the token and the button, for the form and the preview's hidden copy.
     let kept: Fields = fields.into_iter().filter(|(k, _)| k != "csrf" && k != "action").collect();
-    let page = |status, extra| plan_page(&c, &v, status, &p, &kept, extra);
+    let page = |status, extra| plan_page(&c, &v, status, &p, None, &kept, extra);
     match outcome {
         Ok(Ok(itinerary)) => Redirect::to(&format!("/console/itineraries/{itinerary}")).into_response(),
         Ok(Err(plan)) => {
@@ -686,34 +693,6 @@ fn fields_of(req: &NewItinerary) -> Fields {
     f
 }
 
-#[allow(clippy::too_many_arguments)]
-fn change_page(
-    c: &Console,
-    v: &Visit,
-    status: StatusCode,
-    it: &itinerary_store::ItineraryView,
-    patient: &itinerary_store::PatientView,
-    fields: &Fields,
-    extra: Value,
-) -> Response {
-    render(
-        v.lang,
-        status,
-        "plan.html",
-        Some(v),
-        minijinja::context! {
-            patient => Value::from(minijinja::value::Serde(patient)),
-            action_url => format!("/console/itineraries/{}/change", it.id),
-            changing => minijinja::context! { id => it.id, reference => it.reference.clone() },
-            f => fields,
-            protocols => protocols(c),
-            airports => airports(c),
-            trips => [0, 1, 2],
-            ..extra
-        },
-    )
-}
-
 pub(crate) async fn change_form(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
     let (it, req) = match (c.store.itinerary(id).await, c.store.itinerary_request(id).await) {
         (Ok(it), Ok(req)) => (it, req),
@@ -726,7 +705,7 @@ pub(crate) async fn change_form(State(c): State<Console>, Extension(v): Extensio
         Ok(p) => p,
         Err(e) => return store_error(v.lang, &e),
     };
-    change_page(&c, &v, StatusCode::OK, &it, &p, &fields_of(&req), minijinja::context! {})
+    plan_page(&c, &v, StatusCode::OK, &p, Some(&it), &fields_of(&req), minijinja::context! {})
 }
 
 pub(crate) async fn change(
@@ -753,7 +732,7 @@ pub(crate) async fn change(
         Err(e) => return store_error(v.lang, &e),
     };
     let kept: Fields = fields.iter().filter(|(k, _)| *k != "csrf" && *k != "action").map(|(k, v)| (k.clone(), v.clone())).collect();
-    let page = |status, extra| change_page(&c, &v, status, &it, &p, &kept, extra);
+    let page = |status, extra| plan_page(&c, &v, status, &p, Some(&it), &kept, extra);
     if fields.get("action").is_some_and(|a| a == "change") {
         return match c.store.change_itinerary(v.session.coordinator_id, &c.setup, id, &req, now).await {
             Ok(_) => Redirect::to(&format!("/console/itineraries/{id}")).into_response(),

@@ -97,6 +97,21 @@ pub struct FailedMessage {
     pub error: Option<String>,
 }
 
+impl From<scheduled_message::Model> for FailedMessage {
+    fn from(m: scheduled_message::Model) -> Self {
+        FailedMessage {
+            message_id: m.id,
+            itinerary_id: m.itinerary_id,
+            key: m.key,
+            kind: m.kind,
+            recipient: m.recipient,
+            due_at: m.due_at,
+            attempts: m.attempts,
+            error: m.last_error,
+        }
+    }
+}
+
 /// The service's idea of now: the system clock, or in tests and demos the system clock plus an
 /// offset kept in the database, so every process of a deployment agrees on it.
 #[derive(Clone, Debug)]
@@ -497,19 +512,7 @@ impl Store {
             .limit(limit)
             .all(&self.db)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|m| FailedMessage {
-                message_id: m.id,
-                itinerary_id: m.itinerary_id,
-                key: m.key,
-                kind: m.kind,
-                recipient: m.recipient,
-                due_at: m.due_at,
-                attempts: m.attempts,
-                error: m.last_error,
-            })
-            .collect())
+        Ok(rows.into_iter().map(FailedMessage::from).collect())
     }
 
     /// Messages still waiting more than `late` after they were due (no worker running, a relay
@@ -523,19 +526,7 @@ impl Store {
             .limit(limit)
             .all(&self.db)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|m| FailedMessage {
-                message_id: m.id,
-                itinerary_id: m.itinerary_id,
-                key: m.key,
-                kind: m.kind,
-                recipient: m.recipient,
-                due_at: m.due_at,
-                attempts: m.attempts,
-                error: m.last_error,
-            })
-            .collect())
+        Ok(rows.into_iter().map(FailedMessage::from).collect())
     }
 
     /// How many messages went out on `channel` since `since` (LINE's monthly allowance).
