@@ -32,6 +32,23 @@ async fn health_auth_and_bad_input(db: Db) {
     let paths: std::collections::BTreeSet<&str> = itinerary_api::openapi::ROUTES.iter().map(|r| r.1).collect();
     assert_eq!(doc["paths"].as_object().unwrap().len(), paths.len());
 
+    // Text PostgreSQL refuses (a NUL character) and dates it cannot hold are refused alike on
+    // both databases: 422 naming the field, not a 503 from the database (issue 15, item 4).
+    let mut nul = patient("山田\u{0}太郎");
+    nul["email"] = json!("nul@example.jp");
+    let (st, e) = s.call("POST", "/patients", Some(nul)).await;
+    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("name")), "{e}");
+    let (_, e01) = s.call("GET", "/escorts/E01", None).await;
+    let mut bad = e01.clone();
+    bad["languages"] = json!(["j\u{0}"]);
+    let (st, e) = s.call("PUT", "/escorts/E01", Some(bad)).await;
+    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("languages[0]")), "{e}");
+    let r = s.http.get(s.url("/escorts/%00")).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "a NUL in a path");
+    let far = json!({ "name": "未来 花子", "email": "far@example.jp", "birth_date": "1978-05-14", "passport_expiry": "+10000-01-01" });
+    let (st, e) = s.call("POST", "/patients", Some(far)).await;
+    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("passport_expiry")), "{e}");
+
     // Bad input: 4xx naming the field, and nothing stored.
     let (st, e) = s.call("POST", "/patients", Some(json!({ "name": "X", "email": "not-an-email", "birth_date": "1978-13-01", "passport_expiry": "2031-03-31", "home_zone": "Mars/Base" }))).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
@@ -160,6 +177,12 @@ async fn itinerary_lifecycle(db: Db) {
         )
         .await;
     assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("escort")), "{e}");
+
+    // A NUL in a flight number: 422 naming it on both databases (PostgreSQL refuses NUL in text).
+    let mut trip = request(pid, 0);
+    trip["trips"][0]["outbound"]["flight"] = json!("MH\u{0}71");
+    let (st, e) = s.call("POST", "/itineraries", Some(trip)).await;
+    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("trips[0].outbound.flight")), "{e}");
 
     // Infeasible: a one-day stay. 422 with the planner's reasons in both languages; nothing kept.
     let mut short = request(pid, 0);

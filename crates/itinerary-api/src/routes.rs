@@ -48,12 +48,43 @@ pub fn router(state: AppState) -> Router {
         .route("/feed/{token}", get(feed))
         .merge(coordinators)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route; see /openapi.json") })
+        .layer(middleware::from_fn(refuse_control_characters_in_path))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Answers carry personal and health data: no cache may keep them, and no browser may
         // read a calendar or JSON as anything else.
         .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .with_state(state)
+}
+
+/// A path whose decoded form holds a control character (`/escorts/%00`): no id has one, and
+/// PostgreSQL refuses a NUL in text outright (a 503 from the database before this), so it is
+/// 422 naming the path, the same on both databases. Bodies are checked field by field where
+/// they are parsed.
+async fn refuse_control_characters_in_path(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                decoded.push(u8::try_from(h * 16 + l).unwrap_or(0));
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&decoded);
+    if text.chars().any(char::is_control) {
+        let shown: String = text.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect();
+        return ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_path", "path", &shown, "contains a control character").into_response();
+    }
+    next.run(req).await
 }
 
 async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
