@@ -182,7 +182,11 @@ async fn itinerary_lifecycle(db: Db) {
     let mut trip = request(pid, 0);
     trip["trips"][0]["outbound"]["flight"] = json!("MH\u{0}71");
     let (st, e) = s.call("POST", "/itineraries", Some(trip)).await;
-    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("trips[0].outbound.flight")), "{e}");
+    assert_eq!(
+        (st, e["error"]["fields"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("trips[0].outbound.flight")),
+        "{e}"
+    );
 
     // Infeasible: a one-day stay. 422 with the planner's reasons in both languages; nothing kept.
     let mut short = request(pid, 0);

@@ -82,7 +82,8 @@ async fn refuse_control_characters_in_path(req: Request, next: Next) -> Response
     let text = String::from_utf8_lossy(&decoded);
     if text.chars().any(char::is_control) {
         let shown: String = text.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect();
-        return ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_path", "path", &shown, "contains a control character").into_response();
+        return ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_path", "path", &shown, "contains a control character")
+            .into_response();
     }
     next.run(req).await
 }
