@@ -44,6 +44,16 @@ struct Server {
 #[serde(deny_unknown_fields)]
 struct DatabaseSettings {
     url: String,
+    /// Connections per process; 0: 8 on SQLite, 16 on PostgreSQL.
+    #[serde(default)]
+    pool_size: u32,
+    /// How long a request waits for a free connection before it is answered 503 busy.
+    #[serde(default = "two_seconds")]
+    acquire_timeout_seconds: u32,
+}
+
+fn two_seconds() -> u32 {
+    2
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,7 +174,12 @@ impl Settings {
         if let Some(path) = self.database_url.strip_prefix("sqlite://") {
             private_sqlite_file(Path::new(path.split('?').next().unwrap_or(path)))?;
         }
-        let store = Store::connect(&self.database_url)
+        let d = &self.file.database;
+        let pool = itinerary_store::PoolSettings {
+            max_connections: Some(d.pool_size).filter(|n| *n > 0),
+            acquire_timeout: Duration::from_secs(u64::from(d.acquire_timeout_seconds.max(1))),
+        };
+        let store = Store::connect_with(&self.database_url, &pool)
             .await
             .with_context(|| format!("connecting to the database ({})", redact(&self.database_url)))?
             .with_update_grace(chrono::Duration::seconds(i64::from(self.file.delivery.update_grace_seconds)));

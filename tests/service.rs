@@ -754,3 +754,71 @@ async fn slow_clients_are_cut_off_and_capped_per_client() {
     assert!(closed(&mut c, std::time::Duration::from_secs(6)).await, "an idle kept-alive connection is closed");
     assert!(idle.elapsed() >= std::time::Duration::from_millis(2500), "not before the timeout: {:?}", idle.elapsed());
 }
+
+/// Fifty changes at once, to fifty itineraries, through a pool of two connections that admits
+/// a request for one second (issue 15, items 2, 3 and 6): every answer is true to the database
+/// (200: the new version is stored; 503 `busy`: nothing was, with Retry-After), none takes
+/// longer than the wait plus the work, never sqlx's 30 s.
+async fn many_changes_at_once_are_answered_truly_and_soon(db: Db) {
+    let s = Server::start_with(
+        &db,
+        &[("ITINERARY_DATABASE_POOL_SIZE", "2"), ("ITINERARY_DATABASE_ACQUIRE_TIMEOUT_SECONDS", "1"), ("ITINERARY_SERVER_WORKER", "false")],
+    );
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let (st, p) = s.call("POST", "/patients", Some(patient(&format!("Patient {i}")))).await;
+        assert_eq!(st, StatusCode::CREATED, "{p}");
+        let (st, it) = s.call("POST", "/itineraries", Some(request(p["id"].as_i64().unwrap(), i))).await;
+        assert_eq!(st, StatusCode::CREATED, "{it}");
+        ids.push((it["id"].as_i64().unwrap(), request(p["id"].as_i64().unwrap(), i)));
+    }
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|(id, req)| {
+            let mut req = req.clone();
+            let back = req["trips"][0]["return"]["depart"].as_str().unwrap().replace("23:35", "23:50");
+            req["trips"][0]["return"]["depart"] = json!(back);
+            let (http, url, token) = (s.http.clone(), s.url(&format!("/itineraries/{id}")), s.token.clone());
+            tokio::spawn(async move {
+                let t = std::time::Instant::now();
+                let r = http.put(url).bearer_auth(token).json(&req).send().await.unwrap();
+                let (st, retry) = (r.status(), r.headers().contains_key("retry-after"));
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                (st, retry, body, t.elapsed())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    // Read back once every answer is in: the reads must not compete with the changes.
+    let mut answered = std::collections::BTreeMap::<u16, usize>::new();
+    for ((id, _), (st, retry, body, took)) in ids.iter().zip(answers) {
+        *answered.entry(st.as_u16()).or_default() += 1;
+        assert!(took < std::time::Duration::from_secs(10), "itinerary {id}: answered after {took:?}");
+        let (_, now) = s.call("GET", &format!("/itineraries/{id}"), None).await;
+        match st {
+            StatusCode::OK => assert_eq!(now["version"], 2, "answered 200, not stored: {now}"),
+            StatusCode::SERVICE_UNAVAILABLE if body["error"]["code"] == "busy" => {
+                assert!(retry, "a busy answer says when to try again");
+                assert_eq!(now["version"], 1, "answered busy, yet stored: {body}");
+            }
+            StatusCode::SERVICE_UNAVAILABLE => assert_eq!(body["error"]["code"], "outcome_unknown", "{body}"),
+            other => panic!("itinerary {id}: {other} {body}"),
+        }
+    }
+    eprintln!("50 changes at once through 2 connections: {answered:?}");
+}
+
+#[tokio::test]
+async fn sqlite_many_changes_at_once_are_answered_truly_and_soon() {
+    many_changes_at_once_are_answered_truly_and_soon(Db::sqlite("many-changes")).await;
+}
+
+#[tokio::test]
+async fn postgres_many_changes_at_once_are_answered_truly_and_soon() {
+    if let Some(db) = Db::postgres("many_changes").await {
+        many_changes_at_once_are_answered_truly_and_soon(db).await;
+    }
+}

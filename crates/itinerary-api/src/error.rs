@@ -17,11 +17,20 @@ pub struct ApiError {
     pub fields: Vec<FieldError>,
     /// For 422 from the planner: every broken rule, in Japanese and English.
     pub violations: Option<Infeasible>,
+    /// Seconds to wait before sending it again (`Retry-After`), for a refusal that did nothing.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), fields: Vec::new(), violations: None }
+        ApiError { status, code, message: message.into(), fields: Vec::new(), violations: None, retry_after: None }
+    }
+
+    /// Says when to send it again.
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn field(status: StatusCode, code: &'static str, field: &str, value: &str, problem: &str) -> Self {
@@ -44,7 +53,11 @@ impl IntoResponse for ApiError {
         if let Some(v) = self.violations {
             body["violations"] = json!(v.violations);
         }
-        (self.status, Json(json!({ "error": body }))).into_response()
+        let mut res = (self.status, Json(json!({ "error": body }))).into_response();
+        if let Some(v) = self.retry_after.and_then(|s| axum::http::HeaderValue::from_str(&s.to_string()).ok()) {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
+        res
     }
 }
 
@@ -61,6 +74,20 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound { entity, id } => {
                 ApiError::field(StatusCode::NOT_FOUND, "not_found", "id", &id, &format!("no such {entity}"))
+            }
+            e if e.is_busy() => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "every database connection is busy; nothing was changed: send it again after Retry-After",
+            )
+            .retry_after(1),
+            StoreError::CommitUnknown(e) => {
+                tracing::error!(error = %e, "a commit was not confirmed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "outcome_unknown",
+                    "the database did not confirm the change: it may have been made; read the record before sending it again",
+                )
             }
             other => {
                 // The detail goes to the log (it holds no personal data: ids and database errors).

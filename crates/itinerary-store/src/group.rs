@@ -125,11 +125,18 @@ impl Store {
                     }
                 }
                 // The transaction failed as a whole (the database): every booking of the group
-                // hears why, and none is stored.
+                // hears why, and none is stored; unless its COMMIT went unanswered, when each
+                // hears that the outcome is unknown.
                 Err(e) => {
                     let why = e.to_string();
+                    let unknown = matches!(e, BookError::Store(StoreError::CommitUnknown(_)));
                     for reply in replies {
-                        let _ = reply.send(Err(BookError::Store(StoreError::GroupFailed(why.clone()))));
+                        let answer = if unknown {
+                            StoreError::CommitUnknown(sea_orm::DbErr::Custom(why.clone()))
+                        } else {
+                            StoreError::GroupFailed(why.clone())
+                        };
+                        let _ = reply.send(Err(BookError::Store(answer)));
                     }
                 }
             }

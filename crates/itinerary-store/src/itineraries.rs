@@ -427,7 +427,7 @@ impl Store {
             });
         }
         write_rows(&txn, all, audits).await?;
-        txn.commit().await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         drop(turn);
         drop(holds);
         Ok(out)
@@ -475,9 +475,10 @@ impl Store {
         m.update(&txn).await?;
         write_version(&txn, id, rows, false).await?;
         audit(&txn, Some(by), "change", "itinerary", &id.to_string(), json!({ "version": version })).await?;
-        txn.commit().await?;
+        let view = itinerary_on(&txn, id).await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         drop(turn);
-        self.itinerary(id).await.map_err(Into::into)
+        Ok(view)
     }
 
     /// Cancels the itinerary: its bookings are released, its pending messages cancelled, and
@@ -536,9 +537,10 @@ impl Store {
         m.updated_at = Set(now);
         m.update(&txn).await?;
         audit(&txn, Some(by), "cancel", "itinerary", &id.to_string(), json!({ "version": version })).await?;
-        txn.commit().await?;
+        let view = itinerary_on(&txn, id).await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         drop(turn);
-        self.itinerary(id).await.map_err(Into::into)
+        Ok(view)
     }
 
     /// Issues the patient's standing itineraries to their calendar again, after a change of
@@ -599,14 +601,20 @@ impl Store {
     }
 
     pub async fn itinerary(&self, id: i32) -> Result<ItineraryView, StoreError> {
-        let it = itinerary::Entity::find_by_id(id)
-            .unique(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
+        itinerary_on(&self.db, id).await
+    }
+}
+
+/// The itinerary as stored, read through `db`: a write reads its answer inside its own
+/// transaction, so a 2xx never depends on a connection found after the commit.
+async fn itinerary_on(db: &impl ConnectionTrait, id: i32) -> Result<ItineraryView, StoreError> {
+    {
+        let it =
+            itinerary::Entity::find_by_id(id).unique(db).await?.ok_or(StoreError::NotFound { entity: "itinerary", id: id.to_string() })?;
         let versions = itinerary_version::Entity::find()
             .filter(itinerary_version::Column::ItineraryId.eq(id))
             .order_by_asc(itinerary_version::Column::Version)
-            .all(&self.db)
+            .all(db)
             .await?;
         let current = versions
             .iter()
@@ -617,7 +625,7 @@ impl Store {
         let messages = scheduled_message::Entity::find()
             .filter(scheduled_message::Column::ItineraryId.eq(id))
             .order_by_asc(scheduled_message::Column::DueAt)
-            .all(&self.db)
+            .all(db)
             .await?
             .into_iter()
             .map(|m| MessageView {
@@ -653,7 +661,9 @@ impl Store {
             messages,
         })
     }
+}
 
+impl Store {
     /// Escort duties (from the bookings of standing itineraries) between `from` and `to`, by
     /// escort and start.
     pub async fn escort_duties_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<booking::Model>, StoreError> {

@@ -49,11 +49,44 @@ pub enum StoreError {
     GroupFailed(String),
     #[error("the booking writer has stopped")]
     WriterStopped,
+    /// COMMIT was sent and no answer came back (the connection dropped): the change may or may
+    /// not be stored. Never reported as "nothing was changed".
+    #[error("the database did not confirm the commit: {0}")]
+    CommitUnknown(sea_orm::DbErr),
+}
+
+impl StoreError {
+    /// No connection came free within the pool's wait: the request did nothing and may be
+    /// sent again after a moment.
+    pub fn is_busy(&self) -> bool {
+        use sea_orm::{DbErr, RuntimeErr, sqlx};
+        let timed_out = |e: &RuntimeErr| matches!(e, RuntimeErr::SqlxError(e) if matches!(**e, sqlx::Error::PoolTimedOut));
+        match self {
+            StoreError::Db(DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)) => true,
+            StoreError::Db(DbErr::Conn(e) | DbErr::Exec(e) | DbErr::Query(e)) => timed_out(e),
+            _ => false,
+        }
+    }
 }
 
 impl StoreError {
     pub(crate) fn corrupt(what: &'static str, e: impl std::fmt::Display) -> Self {
         StoreError::Corrupt { what, detail: e.to_string() }
+    }
+}
+
+/// How the connection pool admits requests (`[database]` in config/default.toml).
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    /// Connections at most (None: 8 on SQLite, 16 on PostgreSQL).
+    pub max_connections: Option<u32>,
+    /// How long a request waits for a free connection before it is refused as busy.
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { max_connections: None, acquire_timeout: std::time::Duration::from_secs(2) }
     }
 }
 
@@ -99,10 +132,18 @@ impl Store {
     /// pool holds one connection per worker thread and waits for the write lock instead of
     /// failing with SQLITE_BUSY.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, &PoolSettings::default()).await
+    }
+
+    /// Connects with these pool settings (`[database]` in config/default.toml).
+    pub async fn connect_with(url: &str, pool: &PoolSettings) -> Result<Store, StoreError> {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false);
+        // Admission: a request that finds every connection busy waits this long for one, then
+        // is answered 503 with Retry-After (it did nothing), instead of after sqlx's 30 s.
+        opts.acquire_timeout(pool.acquire_timeout);
         if url.starts_with("sqlite:") {
-            opts.max_connections(8).min_connections(1);
+            opts.max_connections(pool.max_connections.unwrap_or(8)).min_connections(1);
             // WAL with synchronous=NORMAL: a commit reaches the OS before it returns, so a
             // process crash loses nothing; only a power cut can lose the last commits (never
             // corrupt the file). FULL would fsync every commit, and the worker commits several
@@ -112,7 +153,7 @@ impl Store {
             });
             opts.map_sqlx_sqlite_pool_opts(|p| p.after_connect(pool::sqlite_writable).after_release(pool::sqlite_outside_transaction));
         } else {
-            opts.max_connections(16);
+            opts.max_connections(pool.max_connections.unwrap_or(16));
             opts.map_sqlx_postgres_pool_opts(|p| p.after_release(pool::postgres_outside_transaction));
         }
         let db = Database::connect(opts).await?;
