@@ -368,6 +368,34 @@ async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     b.goto(&s.url("/console/")).await.unwrap();
     assert!(b.current_url().await.unwrap().path().ends_with("/console/signin"), "the session outlived its token");
+    // A session unused for longer than console_idle_minutes (60) is over.
+    let out = itinerary(&db).args(["admin", "issue-token", "1"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let r = http
+        .post(s.url("/console/signin"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("HttpOnly; SameSite=Strict"));
+    let week = |cookie: String| {
+        let http = http.clone();
+        let url = s.url("/console/");
+        async move { http.get(url).header("Cookie", cookie).send().await.unwrap().status() }
+    };
+    assert_eq!(week(cookie.clone()).await, StatusCode::OK);
+    {
+        use itinerary_store::entity::console_session;
+        use sea_orm::{EntityTrait, sea_query::Expr};
+        let idle = chrono::Utc::now() - chrono::Duration::minutes(61);
+        console_session::Entity::update_many().col_expr(console_session::Column::LastSeenAt, Expr::value(idle)).exec(&conn).await.unwrap();
+    }
+    assert_eq!(week(cookie).await, StatusCode::FOUND, "an idle session still opens pages");
+
     // Guessing tokens at the sign-in form is refused after the burst the API allows.
     let mut refused = None;
     for i in 0..30 {
