@@ -367,12 +367,11 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
     };
     let delivering = async move {
         let Some((deliverer, queue)) = worker else { return Ok(()) };
-        let mut stop = stop_rx;
-        itinerary_worker::run(deliverer, queue, ws, async move {
+        let mut stop = stop_rx.clone();
+        let run = itinerary_worker::run(deliverer, queue, ws, async move {
             let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-        .context("worker")
+        });
+        within_worker_grace(run, stop_rx).await
     };
     tokio::try_join!(server, delivering)?;
     tracing::info!("stopped");
@@ -387,9 +386,42 @@ pub async fn worker(settings: Settings, setup: ClinicSetup, config_dir: &Path) -
     tracing::info!(worker = %deliverer.name, "delivering");
     // Tests and scripts read this line to know the worker is up.
     println!("worker {} started", deliverer.name);
-    itinerary_worker::run(deliverer, queue, settings.worker_settings(), shutdown()).await.context("worker")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop = stop_rx.clone();
+    let run = itinerary_worker::run(deliverer, queue, settings.worker_settings(), async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    tokio::spawn(async move {
+        shutdown().await;
+        let _ = stop_tx.send(true);
+    });
+    within_worker_grace(run, stop_rx).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long the worker may take to stop once asked (after the HTTP server's own 30 s): a send
+/// in hand finishes, claims are given back. What is still running then is left to the leases:
+/// another worker takes those messages over (a send cut off may go out twice, as after a
+/// crash). So the process ends within a minute of SIGTERM whatever the database does.
+const WORKER_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs the worker until it stops by itself, or until `WORKER_GRACE` after `stop` turns true.
+async fn within_worker_grace(
+    run: impl Future<Output = Result<(), itinerary_worker::WorkerError>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => r.context("worker"),
+        () = async {
+            let _ = stop.wait_for(|s| *s).await;
+            tokio::time::sleep(WORKER_GRACE).await;
+        } => {
+            tracing::warn!(grace_s = WORKER_GRACE.as_secs(), "the worker did not stop in time; exiting, its claims lapse to other workers");
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown() {

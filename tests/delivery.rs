@@ -788,6 +788,13 @@ async fn postgres_outage_stops_delivery_only_while_it_lasts() {
     let down = Instant::now();
     let h = health_until(&s, 30, "the outage reported", |st, _| st == StatusCode::SERVICE_UNAVAILABLE).await;
     println!("outage reported after {:?}: {h}", down.elapsed());
+    // While it lasts, /health answers within a second and says which part is down (issue 15).
+    for _ in 0..3 {
+        let t = Instant::now();
+        let (st, h) = s.call("GET", "/health", None).await;
+        assert!(t.elapsed() < Duration::from_millis(1500), "/health took {:?} with the database away", t.elapsed());
+        assert_eq!((st, h["database_state"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("down")), "{h}");
+    }
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(down.elapsed())).await;
     cut_database(&db, false).await;
     let back = Instant::now();

@@ -788,9 +788,27 @@ async fn many_changes_at_once_are_answered_truly_and_soon(db: Db) {
             })
         })
         .collect();
+    // Meanwhile /health answers within a second, and a full pool is not an outage.
+    let (http, url) = (s.http.clone(), s.url("/health"));
+    let health = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            let r = http.get(&url).send().await.unwrap();
+            let st = r.status();
+            let h: Value = r.json().await.unwrap();
+            seen.push((st, h["database_state"].as_str().unwrap_or_default().to_owned(), t.elapsed()));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        seen
+    });
     let mut answers = Vec::new();
     for task in tasks {
         answers.push(task.await.unwrap());
+    }
+    for (st, state, took) in health.await.unwrap() {
+        assert!(took < std::time::Duration::from_millis(1500), "/health took {took:?} under load");
+        assert!(st == StatusCode::OK && (state == "up" || state == "busy"), "{st} {state}");
     }
     // Read back once every answer is in: the reads must not compete with the changes.
     let mut answered = std::collections::BTreeMap::<u16, usize>::new();

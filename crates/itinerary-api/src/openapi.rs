@@ -181,6 +181,7 @@ fn schemas() -> Value {
             json!({
                 "status": { "enum": ["ok", "database unavailable", "worker not delivering", "email relay misconfigured"] },
                 "database": string(),
+                "database_state": { "enum": ["up", "busy", "down"], "description": "busy: every pooled connection is in use (requests wait, then are answered 503 busy); down: no answer within 800 ms" },
                 "worker": { "description": "this process's delivery worker; null when it runs none", "oneOf": [
                     { "type": "null" },
                     object(json!({
@@ -200,7 +201,7 @@ fn schemas() -> Value {
                     }), &["state", "ok", "restarts", "last_error", "last_error_at", "last_heartbeat", "last_dispatch", "dispatch_error", "relay"]),
                 ] },
             }),
-            &["status", "database", "worker"],
+            &["status", "database", "database_state", "worker"],
         ),
         "FeedList": object(
             json!({ "feeds": { "type": "array", "items": object(json!({

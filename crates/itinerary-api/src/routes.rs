@@ -135,7 +135,10 @@ fn too_many_failures(wait: std::time::Duration) -> Response {
 /// 200 when the database answers and this process's worker (if it runs one) delivers; 503
 /// with the reason otherwise, for a load balancer or a supervisor to act on.
 async fn health(State(s): State<AppState>) -> Response {
-    let db = s.store.ping().await;
+    let state = s.store.database_state().await;
+    // A full pool works (requests wait, then are told busy): not a reason to take this process
+    // out of service. A database that does not answer is.
+    let db = state != itinerary_store::DatabaseState::Down;
     let (worker_ok, worker) = match &s.worker {
         Some(w) => (w.0)(),
         None => (true, serde_json::Value::Null),
@@ -147,7 +150,9 @@ async fn health(State(s): State<AppState>) -> Response {
         (true, false) => "worker not delivering",
     };
     let code = if db && worker_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({ "status": status, "database": format!("{:?}", s.store.backend()), "worker": worker }))).into_response()
+    let body =
+        json!({ "status": status, "database": format!("{:?}", s.store.backend()), "database_state": state.name(), "worker": worker });
+    (code, Json(body)).into_response()
 }
 
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> ApiResult<T> {

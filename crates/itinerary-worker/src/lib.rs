@@ -216,7 +216,7 @@ pub async fn run(
     };
     // The dispatcher and the renewer end at their next pass; one stuck on the database must not
     // keep the process from stopping.
-    let grace = Duration::from_secs(30);
+    let grace = Duration::from_secs(8);
     let _ = tokio::time::timeout(grace, dispatcher).await;
     let _ = tokio::time::timeout(grace, renewer).await;
     health.stopped();
