@@ -19,6 +19,16 @@ use serde::Deserialize;
 use crate::view::{self, moment};
 use crate::{Console, Lang, SESSION, Visit, cookie, remember_language, same_secret, templates, words};
 
+/// The value of a store call, or (from the handler) the error page it calls for.
+macro_rules! or_page {
+    ($call:expr, $lang:expr) => {
+        match $call {
+            Ok(value) => value,
+            Err(e) => return store_error($lang, &e),
+        }
+    };
+}
+
 /// The page `name` in `lang`, with `ctx` and the words of that language as `t`.
 fn render(lang: Lang, status: StatusCode, name: &str, visit: Option<&Visit>, ctx: Value) -> Response {
     let t = words(lang);
@@ -164,26 +174,17 @@ pub(crate) struct WeekQuery {
 pub(crate) async fn week(State(c): State<Console>, Extension(v): Extension<Visit>, Query(q): Query<WeekQuery>) -> Response {
     let lang = v.lang;
     let zone = c.setup.clinic.zone;
-    let now = match c.clock.now().await {
-        Ok(n) => n,
-        Err(e) => return store_error(lang, &e),
-    };
+    let now = or_page!(c.clock.now().await, lang);
     let today = now.with_timezone(&zone).date_naive();
     let from = q.from.as_deref().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).unwrap_or(today);
     let start = at_local(from, NaiveTime::MIN, zone).utc();
     let end = at_local(from + Duration::days(7), NaiveTime::MIN, zone).utc();
-    let found = match c.store.itineraries_between(start, end).await {
-        Ok(f) => f,
-        Err(e) => return store_error(lang, &e),
-    };
+    let found = or_page!(c.store.itineraries_between(start, end).await, lang);
     let l = view::language(lang);
     // Day → rows (time, what, patient, escort, itinerary).
     let mut days: BTreeMap<NaiveDate, Vec<BTreeMap<&str, String>>> = (0..7).map(|k| (from + Duration::days(k), Vec::new())).collect();
     let ids: Vec<i32> = found.iter().map(|(id, _)| *id).collect();
-    let plans = match c.store.current_plans(&ids).await {
-        Ok(p) => p,
-        Err(e) => return store_error(lang, &e),
-    };
+    let plans = or_page!(c.store.current_plans(&ids).await, lang);
     for it in &plans {
         if it.status != "active" {
             continue;
@@ -381,14 +382,8 @@ pub(crate) async fn patient(State(c): State<Console>, Extension(v): Extension<Vi
 /// A patient's page: their details (an edit form, with each field's problem beside it), their
 /// live feed URLs, their itineraries.
 async fn patient_page(c: &Console, v: &Visit, id: i32, status: StatusCode, extra: Value) -> Response {
-    let p = match c.store.patient(id).await {
-        Ok(p) => p,
-        Err(e) => return store_error(v.lang, &e),
-    };
-    let (its, feeds) = match (c.store.itineraries_of(id).await, c.store.feed_tokens(id).await) {
-        (Ok(i), Ok(f)) => (i, f),
-        (Err(e), _) | (_, Err(e)) => return store_error(v.lang, &e),
-    };
+    let p = or_page!(c.store.patient(id).await, v.lang);
+    let (its, feeds) = (or_page!(c.store.itineraries_of(id).await, v.lang), or_page!(c.store.feed_tokens(id).await, v.lang));
     if let Err(e) = c.store.audit_read(v.session.coordinator_id, "patient", &id.to_string(), serde_json::json!({})).await {
         return store_error(v.lang, &e);
     }
@@ -432,10 +427,7 @@ pub(crate) async fn update_patient(
     if let Some(refused) = forged(&v, f.csrf.as_deref()) {
         return refused;
     }
-    let old = match c.store.patient(id).await {
-        Ok(p) => p,
-        Err(e) => return store_error(v.lang, &e),
-    };
+    let old = or_page!(c.store.patient(id).await, v.lang);
     let input = PatientInput {
         name: f.name.clone(),
         email: f.email.clone(),
@@ -446,10 +438,7 @@ pub(crate) async fn update_patient(
         // Set by LINE's account link, not typed here.
         line_user_id: old.line_user_id.clone(),
     };
-    let now = match c.clock.now().await {
-        Ok(n) => n,
-        Err(e) => return store_error(v.lang, &e),
-    };
+    let now = or_page!(c.clock.now().await, v.lang);
     match c.store.update_patient(v.session.coordinator_id, &c.setup, id, &input, now).await {
         Ok(_) => Redirect::to(&format!("/console/patients/{id}")).into_response(),
         Err(InputError::Invalid(invalid)) => {
@@ -564,10 +553,7 @@ fn plan_page(
 }
 
 pub(crate) async fn plan_form(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
-    let p = match c.store.patient(id).await {
-        Ok(p) => p,
-        Err(e) => return store_error(v.lang, &e),
-    };
+    let p = or_page!(c.store.patient(id).await, v.lang);
     let fields = Fields::from([("protocol".to_owned(), "single-infusion".to_owned())]);
     plan_page(&c, &v, StatusCode::OK, &p, None, &fields, minijinja::context! {})
 }
@@ -611,15 +597,9 @@ pub(crate) async fn plan(
     if let Some(refused) = forged(&v, fields.get("csrf").map(String::as_str)) {
         return refused;
     }
-    let p = match c.store.patient(id).await {
-        Ok(p) => p,
-        Err(e) => return store_error(v.lang, &e),
-    };
+    let p = or_page!(c.store.patient(id).await, v.lang);
     let req = request_of(id, &fields);
-    let now = match c.clock.now().await {
-        Ok(n) => n,
-        Err(e) => return store_error(v.lang, &e),
-    };
+    let now = or_page!(c.clock.now().await, v.lang);
     let book = fields.get("action").is_some_and(|a| a == "book");
     // Booked (the itinerary's id), or previewed (the plan).
     let outcome: Result<Result<i32, Box<itinerary_core::Plan>>, BookError> = if book {
@@ -694,17 +674,11 @@ fn fields_of(req: &NewItinerary) -> Fields {
 }
 
 pub(crate) async fn change_form(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
-    let (it, req) = match (c.store.itinerary(id).await, c.store.itinerary_request(id).await) {
-        (Ok(it), Ok(req)) => (it, req),
-        (Err(e), _) | (_, Err(e)) => return store_error(v.lang, &e),
-    };
+    let (it, req) = (or_page!(c.store.itinerary(id).await, v.lang), or_page!(c.store.itinerary_request(id).await, v.lang));
     if it.status != "active" {
         return error_page(v.lang, StatusCode::CONFLICT, "error_cancelled");
     }
-    let p = match c.store.patient(it.patient_id).await {
-        Ok(p) => p,
-        Err(e) => return store_error(v.lang, &e),
-    };
+    let p = or_page!(c.store.patient(it.patient_id).await, v.lang);
     plan_page(&c, &v, StatusCode::OK, &p, Some(&it), &fields_of(&req), minijinja::context! {})
 }
 
@@ -718,19 +692,10 @@ pub(crate) async fn change(
     if let Some(refused) = forged(&v, fields.get("csrf").map(String::as_str)) {
         return refused;
     }
-    let it = match c.store.itinerary(id).await {
-        Ok(it) => it,
-        Err(e) => return store_error(v.lang, &e),
-    };
-    let p = match c.store.patient(it.patient_id).await {
-        Ok(p) => p,
-        Err(e) => return store_error(v.lang, &e),
-    };
+    let it = or_page!(c.store.itinerary(id).await, v.lang);
+    let p = or_page!(c.store.patient(it.patient_id).await, v.lang);
     let req = request_of(it.patient_id, &fields);
-    let now = match c.clock.now().await {
-        Ok(n) => n,
-        Err(e) => return store_error(v.lang, &e),
-    };
+    let now = or_page!(c.clock.now().await, v.lang);
     let kept: Fields = fields.iter().filter(|(k, _)| *k != "csrf" && *k != "action").map(|(k, v)| (k.clone(), v.clone())).collect();
     let page = |status, extra| plan_page(&c, &v, status, &p, Some(&it), &kept, extra);
     if fields.get("action").is_some_and(|a| a == "change") {
@@ -760,14 +725,8 @@ pub(crate) async fn change(
 // ---- an itinerary
 
 pub(crate) async fn itinerary(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
-    let it = match c.store.itinerary(id).await {
-        Ok(it) => it,
-        Err(e) => return store_error(v.lang, &e),
-    };
-    let p = match c.store.patient(it.patient_id).await {
-        Ok(p) => p,
-        Err(e) => return store_error(v.lang, &e),
-    };
+    let it = or_page!(c.store.itinerary(id).await, v.lang);
+    let p = or_page!(c.store.patient(it.patient_id).await, v.lang);
     if let Err(e) = c.store.audit_read(v.session.coordinator_id, "itinerary", &id.to_string(), serde_json::json!({})).await {
         return store_error(v.lang, &e);
     }
@@ -785,31 +744,18 @@ pub(crate) async fn itinerary(State(c): State<Console>, Extension(v): Extension<
 }
 
 pub(crate) async fn cancel_preview(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
-    let it = match c.store.itinerary(id).await {
-        Ok(it) => it,
-        Err(e) => return store_error(v.lang, &e),
-    };
-    let p = match c.store.patient(it.patient_id).await {
-        Ok(p) => p,
-        Err(e) => return store_error(v.lang, &e),
-    };
-    let now = match c.clock.now().await {
-        Ok(n) => n,
-        Err(e) => return store_error(v.lang, &e),
-    };
+    let it = or_page!(c.store.itinerary(id).await, v.lang);
+    let p = or_page!(c.store.patient(it.patient_id).await, v.lang);
+    let now = or_page!(c.clock.now().await, v.lang);
     let l = view::language(v.lang);
     let (cz, pz) = (it.plan.clinic_zone, it.plan.patient_zone);
     // What the patient and each escort will receive: a cancellation of each appointment not
     // yet begun (the rest are over), and the patient one letter about the whole itinerary.
-    let ahead = |w: &When| match w {
-        When::Timed { start, .. } => start.utc() > now,
-        When::Dates { start, .. } => at_local(*start, NaiveTime::MIN, cz).utc() > now,
-    };
     let patient_gets: Vec<Value> = it
         .plan
         .events
         .iter()
-        .filter(|e| ahead(&e.when))
+        .filter(|e| e.not_begun(cz, now))
         .map(|e| {
             let when = match &e.when {
                 When::Timed { start, .. } => view::both(v.lang, start, cz, pz),
@@ -852,10 +798,7 @@ pub(crate) async fn cancel(
     if let Some(refused) = forged(&v, f.csrf.as_deref()) {
         return refused;
     }
-    let now = match c.clock.now().await {
-        Ok(n) => n,
-        Err(e) => return store_error(v.lang, &e),
-    };
+    let now = or_page!(c.clock.now().await, v.lang);
     match c.store.cancel_itinerary(v.session.coordinator_id, &c.setup, id, now).await {
         Ok(_) | Err(BookError::Cancelled(_)) => Redirect::to(&format!("/console/itineraries/{id}")).into_response(),
         Err(BookError::Store(e)) => store_error(v.lang, &e),
@@ -882,10 +825,7 @@ pub(crate) async fn board(State(c): State<Console>, Extension(v): Extension<Visi
     use chrono::Datelike;
     let lang = v.lang;
     let zone = c.setup.clinic.zone;
-    let now = match c.clock.now().await {
-        Ok(n) => n,
-        Err(e) => return store_error(lang, &e),
-    };
+    let now = or_page!(c.clock.now().await, lang);
     let today = now.with_timezone(&zone).date_naive();
     let monday = today - Duration::days(i64::from(today.weekday().num_days_from_monday()));
     let from = q.from.as_deref().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).unwrap_or(monday);
@@ -893,10 +833,7 @@ pub(crate) async fn board(State(c): State<Console>, Extension(v): Extension<Visi
     let dates: Vec<NaiveDate> = (0..days).map(|k| from + Duration::days(k)).collect();
     let start = at_local(from, NaiveTime::MIN, zone).utc();
     let end = at_local(from + Duration::days(days), NaiveTime::MIN, zone).utc();
-    let (bookings, escorts) = match (c.store.bookings_in(start, end).await, c.store.escorts().await) {
-        (Ok(b), Ok(e)) => (b, e),
-        (Err(e), _) | (_, Err(e)) => return store_error(lang, &e),
-    };
+    let (bookings, escorts) = (or_page!(c.store.bookings_in(start, end).await, lang), or_page!(c.store.escorts().await, lang));
     let day_of = |t: chrono::DateTime<Utc>| t.with_timezone(&zone).date_naive();
     let hm = |t: chrono::DateTime<Utc>| t.with_timezone(&zone).format("%H:%M").to_string();
     // Escort → day → duties; a duty shared by patients on one flight is one bar.
@@ -936,10 +873,7 @@ pub(crate) async fn board(State(c): State<Console>, Extension(v): Extension<Visi
         held.iter().map(|b| held.iter().filter(|o| o.starts_at <= b.starts_at && b.starts_at < o.ends_at).count()).max().unwrap_or(0)
     };
     let (chairs, labs) = (c.setup.resources.chairs, c.setup.resources.lab_draws_per_slot);
-    let resources = match c.store.resources().await {
-        Ok(r) => r,
-        Err(e) => return store_error(lang, &e),
-    };
+    let resources = or_page!(c.store.resources().await, lang);
     let capacity = |id: &str, default: u16| resources.iter().find(|r| r.id == id).map_or(i64::from(default), |r| i64::from(r.capacity));
     let (chairs, labs) = (capacity("chairs", chairs), capacity("lab_draws_per_slot", labs));
     // Slot by slot through the clinic's hours: how many are held, runs of equal use merged
@@ -1015,10 +949,7 @@ pub(crate) async fn resend(
     if let Some(refused) = forged(&v, f.csrf.as_deref()) {
         return refused;
     }
-    let now = match c.clock.now().await {
-        Ok(n) => n,
-        Err(e) => return store_error(v.lang, &e),
-    };
+    let now = or_page!(c.clock.now().await, v.lang);
     match c.store.resend_message(v.session.coordinator_id, id, message, now).await {
         Ok(()) => Redirect::to(&format!("/console/itineraries/{id}")).into_response(),
         Err(itinerary_store::ResendError::Store(e)) => store_error(v.lang, &e),
@@ -1049,10 +980,7 @@ pub(crate) struct AuditQuery {
 /// Who did what to which record, newest first, filtered by entity and action: ids only, never
 /// the content (names, addresses and health data stay out of the log).
 pub(crate) async fn audit(State(c): State<Console>, Extension(v): Extension<Visit>, Query(q): Query<AuditQuery>) -> Response {
-    let (rows, people) = match (c.store.audit_log(q.before, 1000).await, c.store.coordinators().await) {
-        (Ok(r), Ok(p)) => (r, p),
-        (Err(e), _) | (_, Err(e)) => return store_error(v.lang, &e),
-    };
+    let (rows, people) = (or_page!(c.store.audit_log(q.before, 1000).await, v.lang), or_page!(c.store.coordinators().await, v.lang));
     let pick = |f: &Option<String>| f.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
     let (entity, action) = (pick(&q.entity), pick(&q.action));
     let zone = c.setup.clinic.zone;

@@ -108,6 +108,15 @@ impl Event {
         }
     }
 
+    /// Whether it has not begun at `now` (hotel nights: from the first night's midnight where
+    /// the clinic is): what a cancellation still takes away.
+    pub fn not_begun(&self, clinic: Tz, now: chrono::DateTime<chrono::Utc>) -> bool {
+        match &self.when {
+            When::Timed { start, .. } => start.utc() > now,
+            When::Dates { start, .. } => crate::time::at_local(*start, chrono::NaiveTime::MIN, clinic).utc() > now,
+        }
+    }
+
     /// Where it is held, in `lang`.
     pub fn location_in(&self, lang: Language) -> Option<&str> {
         match lang {

@@ -376,7 +376,7 @@ impl Letter {
             (Some(id), _) => plan.escorts.iter().filter(|a| a.escort == id).map(|a| clocks.duty(plan, a)).collect(),
             // What a cancellation takes away: what had not begun.
             (None, "itinerary_cancelled") => {
-                plan.events.iter().filter(|e| still_ahead(e, plan.clinic_zone, s.read_at)).map(|e| clocks.event(e)).collect()
+                plan.events.iter().filter(|e| e.not_begun(plan.clinic_zone, s.read_at)).map(|e| clocks.event(e)).collect()
             }
             (None, _) => plan.events.iter().map(|e| clocks.event(e)).collect(),
         };
@@ -418,14 +418,6 @@ impl Letter {
             feed_url,
             follow_up_url: follow_up_url.map(str::to_owned),
         }
-    }
-}
-
-/// Whether `e` has not begun at `now` (hotel nights: from the first night's midnight where the clinic is).
-fn still_ahead(e: &Event, clinic: Tz, now: DateTime<Utc>) -> bool {
-    match &e.when {
-        When::Timed { start, .. } => start.utc() > now,
-        When::Dates { start, .. } => itinerary_core::time::at_local(*start, chrono::NaiveTime::MIN, clinic).utc() > now,
     }
 }
 

@@ -15,6 +15,7 @@ mod deliveries;
 pub mod entity;
 mod group;
 mod itineraries;
+mod lists;
 mod people;
 mod pool;
 mod sessions;
@@ -31,8 +32,9 @@ use std::sync::{Arc, Mutex};
 use itinerary_core::ClinicSetup;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
+pub use lists::{CurrentPlan, ItinerarySummary};
 pub use people::{CoordinatorView, EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
-pub use sessions::{CurrentPlan, ItinerarySummary, Opened, Session};
+pub use sessions::{Opened, Session};
 pub use token::{Token, hash_token};
 
 /// Why the store could not do what it was asked.
