@@ -346,6 +346,7 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
         clock: settings.clock(&store),
         worker: status,
         failed,
+        in_flight: Default::default(),
     };
     let srv = &settings.file.server;
     let limits = itinerary_api::serve::Limits {

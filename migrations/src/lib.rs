@@ -11,6 +11,7 @@ mod m20261126_000004_calendar_change_records;
 mod m20261130_000005_token_lifetimes;
 mod m20261130_000006_settled_payloads;
 mod m20261130_000007_console_sessions;
+mod m20261130_000008_idempotency_keys;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000005_token_lifetimes::Migration),
             Box::new(m20261130_000006_settled_payloads::Migration),
             Box::new(m20261130_000007_console_sessions::Migration),
+            Box::new(m20261130_000008_idempotency_keys::Migration),
         ]
     }
 }

@@ -5,7 +5,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use itinerary_core::{FieldError, Infeasible, InvalidRequest, Violation};
-use itinerary_store::{BookError, InputError, StoreError};
+use itinerary_store::{Answered, BookError, InputError, StoreError};
 use serde_json::json;
 
 /// An error answer.
@@ -19,11 +19,13 @@ pub struct ApiError {
     pub violations: Option<Infeasible>,
     /// Seconds to wait before sending it again (`Retry-After`), for a refusal that did nothing.
     pub retry_after: Option<u64>,
+    /// The stored answer of a request already done under its idempotency key.
+    pub answered: Option<Box<Answered>>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), fields: Vec::new(), violations: None, retry_after: None }
+        ApiError { status, code, message: message.into(), fields: Vec::new(), violations: None, retry_after: None, answered: None }
     }
 
     /// Says when to send it again.
@@ -86,8 +88,20 @@ impl From<StoreError> for ApiError {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "outcome_unknown",
-                    "the database did not confirm the change: it may have been made; read the record before sending it again",
+                    "the database did not confirm the change: it may have been made; send it again with the same \
+                     Idempotency-Key to get its answer, or read the record before sending it again",
                 )
+            }
+            StoreError::KeyInUse => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still being processed; send it again after Retry-After to get its answer",
+            )
+            .retry_after(1),
+            StoreError::Answered(a) => {
+                let mut e = ApiError::new(StatusCode::CONFLICT, "already_done", "already done under this Idempotency-Key");
+                e.answered = Some(a);
+                e
             }
             other => {
                 // The detail goes to the log (it holds no personal data: ids and database errors).

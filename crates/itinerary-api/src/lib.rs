@@ -4,6 +4,7 @@
 
 mod error;
 pub mod guard;
+mod idempotency;
 pub mod openapi;
 mod routes;
 pub mod serve;
@@ -15,6 +16,7 @@ use itinerary_core::ClinicSetup;
 use itinerary_store::{Clock, Store};
 
 pub use error::ApiError;
+pub use idempotency::InFlight;
 
 /// What every request handler shares.
 #[derive(Clone, Debug)]
@@ -29,6 +31,8 @@ pub struct AppState {
     pub worker: Option<WorkerStatus>,
     /// Failed bearer tokens and feed URLs by client address.
     pub failed: Arc<guard::FailedAttempts>,
+    /// Idempotency keys whose request is running in this process.
+    pub in_flight: Arc<InFlight>,
 }
 
 /// Whether this process's worker is delivering (false makes `/health` answer 503), and its

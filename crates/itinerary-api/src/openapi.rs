@@ -352,6 +352,21 @@ fn query_parameters(path: &str, method: &str) -> Vec<Value> {
     }
 }
 
+/// `Idempotency-Key` on the writes that are not idempotent by themselves (idempotency.rs).
+fn idempotency_key(path: &str, method: &str) -> Option<Value> {
+    let keyed =
+        matches!((method, path), ("post", "/patients" | "/itineraries" | "/itineraries/{id}/cancel") | ("put", "/itineraries/{id}"));
+    keyed.then(|| {
+        json!({ "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "draft-ietf-httpapi-idempotency-key-header: a unique string (\"…\" or bare, at most 255 characters) per write. \
+                The answer is stored with the write for 24 hours; the same request sent again gets it back (Idempotent-Replayed: true) \
+                instead of being done twice, as after a 503 outcome_unknown. 422 idempotency_key_reused: the key was used for a different \
+                request; 409 idempotency_key_in_use: its first request is still running (Retry-After). A request that failed stored nothing \
+                and runs afresh.",
+            "schema": { "type": "string", "minLength": 1, "maxLength": 255 } })
+    })
+}
+
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
     for (method, path, summary, auth) in ROUTES {
@@ -388,6 +403,7 @@ pub fn document() -> Value {
                 json!({ "name": name, "in": "path", "required": true, "schema": schema })
             })
             .chain(query_parameters(path, method))
+            .chain(idempotency_key(path, method))
             .collect();
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);

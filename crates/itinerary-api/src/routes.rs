@@ -3,18 +3,18 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
-use itinerary_store::{EscortInput, NewItinerary, PatientInput};
+use itinerary_store::{EscortInput, IdempotencyKey, NewItinerary, PatientInput};
 use serde::Deserialize;
 use serde_json::json;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::{ApiError, AppState, BODY_LIMIT, openapi};
+use crate::{ApiError, AppState, BODY_LIMIT, idempotency, openapi};
 
 /// The coordinator a request was authenticated as.
 #[derive(Clone, Copy, Debug)]
@@ -166,10 +166,28 @@ fn id(p: Result<Path<i32>, PathRejection>) -> ApiResult<i32> {
 async fn create_patient(
     State(s): State<AppState>,
     Extension(c): Extension<Coordinator>,
+    headers: HeaderMap,
     b: Result<Json<PatientInput>, JsonRejection>,
 ) -> ApiResult<Response> {
-    let p = s.store.create_patient(c.0, &body(b)?).await?;
-    Ok((StatusCode::CREATED, Json(p)).into_response())
+    let input = body(b)?;
+    let key = keyed(&headers, c, "POST", "/patients", &input, StatusCode::CREATED)?;
+    idempotency::once(&s, key, async |key| {
+        let p = s.store.create_patient(c.0, &input, key).await?;
+        Ok((StatusCode::CREATED, Json(p)).into_response())
+    })
+    .await
+}
+
+/// The request's idempotency key, with the fingerprint of what it asks.
+fn keyed(
+    headers: &HeaderMap,
+    c: Coordinator,
+    method: &str,
+    path: &str,
+    body: &impl serde::Serialize,
+    status: StatusCode,
+) -> ApiResult<Option<IdempotencyKey>> {
+    Ok(idempotency::key_in(headers)?.map(|k| IdempotencyKey::new(c.0, &k, method, path, body, status.as_u16())))
 }
 
 /// `?limit=N` (1–1000, 100 by default) and a cursor: `after` (ids ascending) or `before`
@@ -321,11 +339,16 @@ async fn put_resource(
 async fn create_itinerary(
     State(s): State<AppState>,
     Extension(c): Extension<Coordinator>,
+    headers: HeaderMap,
     b: Result<Json<NewItinerary>, JsonRejection>,
 ) -> ApiResult<Response> {
     let req = body(b)?;
-    let it = s.store.create_itinerary(c.0, &s.setup, &req, s.clock.now().await?).await?;
-    Ok((StatusCode::CREATED, Json(it)).into_response())
+    let key = keyed(&headers, c, "POST", "/itineraries", &req, StatusCode::CREATED)?;
+    idempotency::once(&s, key, async |key| {
+        let it = s.store.create_itinerary(c.0, &s.setup, &req, s.clock.now().await?, key).await?;
+        Ok((StatusCode::CREATED, Json(it)).into_response())
+    })
+    .await
 }
 
 async fn preview_itinerary(
@@ -365,19 +388,30 @@ async fn change_itinerary(
     State(s): State<AppState>,
     Extension(c): Extension<Coordinator>,
     p: Result<Path<i32>, PathRejection>,
+    headers: HeaderMap,
     b: Result<Json<NewItinerary>, JsonRejection>,
 ) -> ApiResult<Response> {
     let id = id(p)?;
     let req = body(b)?;
-    Ok(Json(s.store.change_itinerary(c.0, &s.setup, id, &req, s.clock.now().await?).await?).into_response())
+    let key = keyed(&headers, c, "PUT", &format!("/itineraries/{id}"), &req, StatusCode::OK)?;
+    idempotency::once(&s, key, async |key| {
+        Ok(Json(s.store.change_itinerary(c.0, &s.setup, id, &req, s.clock.now().await?, key).await?).into_response())
+    })
+    .await
 }
 
 async fn cancel_itinerary(
     State(s): State<AppState>,
     Extension(c): Extension<Coordinator>,
     p: Result<Path<i32>, PathRejection>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
-    Ok(Json(s.store.cancel_itinerary(c.0, &s.setup, id(p)?, s.clock.now().await?).await?).into_response())
+    let id = id(p)?;
+    let key = keyed(&headers, c, "POST", &format!("/itineraries/{id}/cancel"), &(), StatusCode::OK)?;
+    idempotency::once(&s, key, async |key| {
+        Ok(Json(s.store.cancel_itinerary(c.0, &s.setup, id, s.clock.now().await?, key).await?).into_response())
+    })
+    .await
 }
 
 /// Messages that could not be delivered (a permanent refusal, or retries that ran out).

@@ -334,7 +334,7 @@ pub(crate) async fn create_patient(State(c): State<Console>, Extension(v): Exten
         passport_expiry: f.passport_expiry.clone(),
         line_user_id: None,
     };
-    match c.store.create_patient(v.session.coordinator_id, &input).await {
+    match c.store.create_patient(v.session.coordinator_id, &input, None).await {
         Ok(p) => Redirect::to(&format!("/console/patients/{}", p.id)).into_response(),
         Err(InputError::Invalid(invalid)) => {
             let errors = field_errors(&invalid.errors);
@@ -603,7 +603,7 @@ pub(crate) async fn plan(
     let book = fields.get("action").is_some_and(|a| a == "book");
     // Booked (the itinerary's id), or previewed (the plan).
     let outcome: Result<Result<i32, Box<itinerary_core::Plan>>, BookError> = if book {
-        c.store.create_itinerary(v.session.coordinator_id, &c.setup, &req, now).await.map(|it| Ok(it.id))
+        c.store.create_itinerary(v.session.coordinator_id, &c.setup, &req, now, None).await.map(|it| Ok(it.id))
     } else {
         c.store.preview_itinerary(&c.setup, &req, now).await.map(|p| Err(Box::new(p)))
     };
@@ -699,7 +699,7 @@ pub(crate) async fn change(
     let kept: Fields = fields.iter().filter(|(k, _)| *k != "csrf" && *k != "action").map(|(k, v)| (k.clone(), v.clone())).collect();
     let page = |status, extra| plan_page(&c, &v, status, &p, Some(&it), &kept, extra);
     if fields.get("action").is_some_and(|a| a == "change") {
-        return match c.store.change_itinerary(v.session.coordinator_id, &c.setup, id, &req, now).await {
+        return match c.store.change_itinerary(v.session.coordinator_id, &c.setup, id, &req, now, None).await {
             Ok(_) => Redirect::to(&format!("/console/itineraries/{id}")).into_response(),
             Err(e) => refused(v.lang, e, &kept, page),
         };
@@ -799,7 +799,7 @@ pub(crate) async fn cancel(
         return refused;
     }
     let now = or_page!(c.clock.now().await, v.lang);
-    match c.store.cancel_itinerary(v.session.coordinator_id, &c.setup, id, now).await {
+    match c.store.cancel_itinerary(v.session.coordinator_id, &c.setup, id, now, None).await {
         Ok(_) | Err(BookError::Cancelled(_)) => Redirect::to(&format!("/console/itineraries/{id}")).into_response(),
         Err(BookError::Store(e)) => store_error(v.lang, &e),
         Err(e) => {

@@ -35,6 +35,8 @@ pub(crate) struct NewBooking {
     pub(crate) ahead: Option<(Plan, VersionRows)>,
     /// Its bookings, counted by new plans until it is written.
     pub(crate) hold: Option<Hold>,
+    /// Its idempotency key: its answer is stored with it.
+    pub(crate) key: Option<crate::IdempotencyKey>,
 }
 
 /// Bookings planned in this process but not yet written: plans made meanwhile count them as

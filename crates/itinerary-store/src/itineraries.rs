@@ -25,7 +25,7 @@ use crate::entity::{
 };
 use crate::people::{audit, audit_row, escort_from_model};
 use crate::unique::Unique;
-use crate::{PatientView, Store, StoreError, stored};
+use crate::{IdempotencyKey, PatientView, Store, StoreError, idempotency, stored};
 
 /// What a coordinator sends to create or change an itinerary: the plan request, for a stored
 /// patient.
@@ -163,6 +163,9 @@ fn as_booking(m: &booking::Model) -> Booking {
     }
 }
 
+/// A booking of a group, planned: its answer, its rows and its idempotency key.
+type Made = (ItineraryView, VersionRows, Option<IdempotencyKey>);
+
 impl Store {
     /// The clinic as the planner sees it now: the configuration with the stored escorts and
     /// resources. Rebuilt (a clone of the airport and holiday tables) only when they changed.
@@ -207,6 +210,7 @@ impl Store {
         base: &Arc<ClinicSetup>,
         req: &NewItinerary,
         now: DateTime<Utc>,
+        key: Option<IdempotencyKey>,
     ) -> Result<ItineraryView, BookError> {
         let patient = self.patient(req.patient_id).await?;
         let raw = raw_request(&patient, req);
@@ -230,8 +234,20 @@ impl Store {
             Err(BookError::Conflict(_)) => None,
             Err(e) => return Err(e),
         };
-        let booking =
-            crate::group::NewBooking { by, base: base.clone(), setup, req: req.clone(), raw, patient, reference, now, window, ahead, hold };
+        let booking = crate::group::NewBooking {
+            by,
+            base: base.clone(),
+            setup,
+            req: req.clone(),
+            raw,
+            patient,
+            reference,
+            now,
+            window,
+            ahead,
+            hold,
+            key,
+        };
         self.book(booking).await
     }
 
@@ -323,7 +339,9 @@ impl Store {
         let to = group.iter().map(|b| b.window.1).max().unwrap_or_default();
         let held = bookings_between(&txn, (from, to)).await?;
         let mut ledgers: Vec<(Arc<ClinicSetup>, Ledger)> = Vec::new();
-        let mut answers: Vec<Result<(ItineraryView, VersionRows), BookError>> = Vec::with_capacity(group.len());
+        let mut answers: Vec<Result<Made, BookError>> = Vec::with_capacity(group.len());
+        // Keys of this group: a second request with one is refused rather than done twice.
+        let mut keys = std::collections::HashSet::new();
         // Released once committed (or not): until then, new plans count them as taken.
         let mut holds = Vec::with_capacity(group.len());
         // The clinic as it is now, read once per group (per base configuration: the service
@@ -331,6 +349,16 @@ impl Store {
         let mut bases: Vec<(Arc<ClinicSetup>, Arc<ClinicSetup>)> = Vec::new();
         for b in group {
             holds.push(b.hold);
+            if let Some(k) = &b.key {
+                if !keys.insert((k.coordinator_id, k.key.clone())) {
+                    answers.push(Err(StoreError::KeyInUse.into()));
+                    continue;
+                }
+                if let Some(a) = idempotency::answered_on(&txn, k.coordinator_id, &k.key, b.now).await? {
+                    answers.push(Err(StoreError::Answered(Box::new(a)).into()));
+                    continue;
+                }
+            }
             let setup = match bases.iter().find(|(base, _)| Arc::ptr_eq(base, &b.base)) {
                 Some((_, setup)) => setup.clone(),
                 None => {
@@ -380,13 +408,13 @@ impl Store {
                     versions: Vec::new(),
                     messages: Vec::new(),
                 };
-                (view, rows)
+                (view, rows, b.key)
             }));
         }
         let stored: Vec<itinerary::ActiveModel> = answers
             .iter()
             .filter_map(|a| a.as_ref().ok())
-            .map(|(v, rows)| itinerary::ActiveModel {
+            .map(|(v, rows, _)| itinerary::ActiveModel {
                 reference: Set(v.reference.clone()),
                 patient_id: Set(v.patient_id),
                 status: Set("active".to_owned()),
@@ -403,10 +431,12 @@ impl Store {
         };
         let mut all = VersionRows::default();
         let mut audits = Vec::new();
+        let mut answered = Vec::new();
+        let mut latest = DateTime::<Utc>::MIN_UTC;
         let mut out = Vec::with_capacity(answers.len());
         for a in answers {
             out.push(match a {
-                Ok((mut view, rows)) => {
+                Ok((mut view, rows, key)) => {
                     let id = *ids.get(&view.reference).ok_or(StoreError::corrupt("itinerary", "not inserted"))?;
                     view.id = id;
                     let mut rows = rows;
@@ -420,6 +450,10 @@ impl Store {
                         &id.to_string(),
                         json!({ "version": 1, "protocol": view.plan.protocol }),
                     ));
+                    latest = latest.max(rows.planned_at);
+                    if let Some(k) = key {
+                        answered.push(idempotency::row(&k, &view, rows.planned_at)?);
+                    }
                     all.append(id, rows);
                     Ok(view)
                 }
@@ -427,6 +461,7 @@ impl Store {
             });
         }
         write_rows(&txn, all, audits).await?;
+        idempotency::save(&txn, answered, latest).await?;
         txn.commit().await.map_err(StoreError::CommitUnknown)?;
         drop(turn);
         drop(holds);
@@ -442,10 +477,12 @@ impl Store {
         id: i32,
         req: &NewItinerary,
         now: DateTime<Utc>,
+        key: Option<IdempotencyKey>,
     ) -> Result<ItineraryView, BookError> {
         let turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         lock(&txn).await?;
+        idempotency::done_before(&txn, key.as_ref(), now).await?;
         let it = active_itinerary(&txn, id).await?;
         if req.patient_id != it.patient_id {
             return Err(InvalidRequest {
@@ -476,6 +513,7 @@ impl Store {
         write_version(&txn, id, rows, false).await?;
         audit(&txn, Some(by), "change", "itinerary", &id.to_string(), json!({ "version": version })).await?;
         let view = itinerary_on(&txn, id).await?;
+        idempotency::save_one(&txn, key.as_ref(), &view, now).await?;
         txn.commit().await.map_err(StoreError::CommitUnknown)?;
         drop(turn);
         Ok(view)
@@ -483,10 +521,18 @@ impl Store {
 
     /// Cancels the itinerary: its bookings are released, its pending messages cancelled, and
     /// every calendar UID it issued goes out as a cancellation.
-    pub async fn cancel_itinerary(&self, by: i32, base: &ClinicSetup, id: i32, now: DateTime<Utc>) -> Result<ItineraryView, BookError> {
+    pub async fn cancel_itinerary(
+        &self,
+        by: i32,
+        base: &ClinicSetup,
+        id: i32,
+        now: DateTime<Utc>,
+        key: Option<IdempotencyKey>,
+    ) -> Result<ItineraryView, BookError> {
         let turn = self.write_turn().await;
         let txn = self.db.begin().await?;
         lock(&txn).await?;
+        idempotency::done_before(&txn, key.as_ref(), now).await?;
         let it = active_itinerary(&txn, id).await?;
         booking::Entity::delete_many().filter(booking::Column::ItineraryId.eq(id)).exec(&txn).await?;
         // Off the date-range view too; the versions keep what was planned.
@@ -538,6 +584,7 @@ impl Store {
         m.update(&txn).await?;
         audit(&txn, Some(by), "cancel", "itinerary", &id.to_string(), json!({ "version": version })).await?;
         let view = itinerary_on(&txn, id).await?;
+        idempotency::save_one(&txn, key.as_ref(), &view, now).await?;
         txn.commit().await.map_err(StoreError::CommitUnknown)?;
         drop(turn);
         Ok(view)

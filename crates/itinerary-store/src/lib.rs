@@ -14,6 +14,7 @@
 mod deliveries;
 pub mod entity;
 mod group;
+mod idempotency;
 mod itineraries;
 mod lists;
 mod people;
@@ -24,6 +25,7 @@ mod token;
 mod unique;
 
 pub use deliveries::{Claimed, Clock, Delivered, DeliveryTarget, FailedMessage, ResendError, VersionPlan, carries_calendar, is_summary};
+pub use idempotency::{Answered, IdempotencyKey, KEY_LIFETIME};
 pub use itineraries::{BookError, ChangePreview, Feed, ItineraryView, MessageView, NewItinerary, VersionView};
 
 use std::collections::HashMap;
@@ -55,6 +57,13 @@ pub enum StoreError {
     /// not be stored. Never reported as "nothing was changed".
     #[error("the database did not confirm the commit: {0}")]
     CommitUnknown(sea_orm::DbErr),
+    /// A request sent again under an idempotency key whose write was committed before: nothing
+    /// was done now; this is the answer it had.
+    #[error("already done under this idempotency key")]
+    Answered(Box<Answered>),
+    /// Another request with the same idempotency key is being written at this moment.
+    #[error("another request with this idempotency key is being processed")]
+    KeyInUse,
 }
 
 impl StoreError {

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::entity::{audit_log, coordinator, coordinator_token, escort, feed_token, patient, resource};
 use crate::unique::Unique;
-use crate::{Store, StoreError, Token, hash_token};
+use crate::{IdempotencyKey, Store, StoreError, Token, hash_token};
 
 /// A patient as a coordinator sends it (create and update).
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -248,10 +248,11 @@ impl From<sea_orm::DbErr> for InputError {
 }
 
 impl Store {
-    pub async fn create_patient(&self, by: i32, p: &PatientInput) -> Result<PatientView, InputError> {
+    pub async fn create_patient(&self, by: i32, p: &PatientInput, key: Option<IdempotencyKey>) -> Result<PatientView, InputError> {
         let c = check_patient(p)?;
         let now = Utc::now();
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = self.begin_write().await?;
+        crate::idempotency::done_before(&txn, key.as_ref(), now).await?;
         let m = patient::ActiveModel {
             name: Set(c.name),
             email: Set(c.email),
@@ -267,8 +268,10 @@ impl Store {
         .insert(&txn)
         .await?;
         audit(&txn, Some(by), "create", "patient", &m.id.to_string(), json!({})).await?;
-        txn.commit().await?;
-        Ok(m.into())
+        let view = PatientView::from(m);
+        crate::idempotency::save_one(&txn, key.as_ref(), &view, now).await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        Ok(view)
     }
 
     /// Updates the patient. A new name or address also goes to their calendars: every standing
@@ -315,7 +318,7 @@ impl Store {
         }
         // Field names only: the values are personal data.
         audit(&txn, Some(by), "update", "patient", &id.to_string(), json!({ "fields": changed })).await?;
-        txn.commit().await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         Ok(patient)
     }
 
@@ -346,7 +349,7 @@ impl Store {
         let exists = escort::Entity::find_by_id(e.id.clone()).unique(&txn).await?.is_some();
         let saved = if exists { m.update(&txn).await? } else { m.insert(&txn).await? };
         audit(&txn, by, if exists { "update" } else { "create" }, "escort", &saved.id, json!({})).await?;
-        txn.commit().await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         escort_from_model(&saved).map_err(Into::into)
     }
 
@@ -383,7 +386,7 @@ impl Store {
         m.updated_at = Set(Utc::now());
         m.update(&txn).await?;
         audit(&txn, Some(by), "deactivate", "escort", id, json!({})).await?;
-        txn.commit().await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         Ok(())
     }
 
@@ -436,7 +439,7 @@ impl Store {
             m.insert(&txn).await?
         };
         audit(&txn, by, "update", "resource", id, json!({ "capacity": capacity })).await?;
-        txn.commit().await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         Ok(saved.into())
     }
 
@@ -457,7 +460,7 @@ impl Store {
             coordinator::ActiveModel { name: Set(name.to_owned()), created_at: Set(Utc::now()), ..Default::default() }.insert(&txn).await?;
         let secret = insert_coordinator_token(&txn, c.id, valid_for).await?;
         audit(&txn, None, "create", "coordinator", &c.id.to_string(), json!({})).await?;
-        txn.commit().await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         Ok((c.id, secret))
     }
 
@@ -471,7 +474,7 @@ impl Store {
             .ok_or(StoreError::NotFound { entity: "coordinator", id: id.to_string() })?;
         let secret = insert_coordinator_token(&txn, id, valid_for).await?;
         audit(&txn, None, "issue_token", "coordinator", &id.to_string(), json!({ "days": valid_for.num_days() })).await?;
-        txn.commit().await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         Ok(secret)
     }
 
@@ -491,7 +494,7 @@ impl Store {
             .await?
             .rows_affected;
         audit(&txn, None, "revoke", "coordinator", &id.to_string(), json!({ "tokens": revoked })).await?;
-        txn.commit().await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         Ok(revoked)
     }
 
@@ -575,7 +578,7 @@ impl Store {
             .await?;
         }
         audit(&txn, Some(by), action, "feed", &patient_id.to_string(), json!({})).await?;
-        txn.commit().await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         Ok(())
     }
 

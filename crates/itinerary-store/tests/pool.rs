@@ -64,7 +64,7 @@ async fn a_failed_commit_leaves_no_connection_inside_a_transaction() {
     }
     drop(held);
     for n in 0..12 {
-        store.create_patient(by, &patient(n)).await.unwrap();
+        store.create_patient(by, &patient(n), None).await.unwrap();
     }
     // Another process, as after a restart: only what was committed.
     let other = Store::connect(&url).await.unwrap();
