@@ -561,7 +561,7 @@ impl Store {
                 before_at: None,
                 payload: None,
             };
-            stored::execute(&txn, stored::inserts(txn.get_database_backend(), vec![summary])).await?;
+            stored::execute(&txn, stored::inserts(vec![summary])).await?;
         }
         insert_calendar_messages(&txn, (id, version), &changes, now + self.update_grace, &patient.home_zone, base.clinic.zone.name())
             .await?;
@@ -1135,16 +1135,14 @@ async fn write_version(
     Ok(views)
 }
 
-/// One statement per table, and none for a table with nothing to add (on PostgreSQL, chained
-/// into one while under its bound-value limit): under the booking lock, statements are what the
-/// next booking waits for.
+/// One statement per table, and none for a table with nothing to add (on PostgreSQL, one for
+/// all): under the booking lock, statements are what the next booking waits for.
 async fn write_rows(txn: &DatabaseTransaction, rows: VersionRows, audits: Vec<audit_log::ActiveModel>) -> Result<(), sea_orm::DbErr> {
-    let backend = txn.get_database_backend();
     let mut inserts = stored::model_inserts(rows.bookings);
     inserts.extend(stored::model_inserts(rows.events));
-    inserts.extend(stored::inserts(backend, rows.uids));
-    inserts.extend(stored::inserts(backend, rows.messages));
-    inserts.extend(stored::inserts(backend, rows.versions));
+    inserts.extend(stored::inserts(rows.uids));
+    inserts.extend(stored::inserts(rows.messages));
+    inserts.extend(stored::inserts(rows.versions));
     inserts.extend(stored::model_inserts(audits));
     stored::execute(txn, inserts).await
 }
@@ -1267,7 +1265,7 @@ async fn insert_calendar_messages(
             rows.into_iter().map(|r| r.stored(version).map(|m| stored::Message { itinerary_id, ..m })).collect::<Result<Vec<_>, _>>()
         })
         .map_err(|e| StoreError::corrupt("calendar change", e))?;
-    stored::execute(txn, stored::inserts(txn.get_database_backend(), rows)).await?;
+    stored::execute(txn, stored::inserts(rows)).await?;
     Ok(())
 }
 
@@ -1410,6 +1408,6 @@ fn uid_rows(itinerary_id: i32, state: &CalendarState) -> Result<Vec<stored::Uid>
 async fn save_calendar_state(txn: &DatabaseTransaction, itinerary_id: i32, state: &CalendarState) -> Result<(), StoreError> {
     calendar_uid::Entity::delete_many().filter(calendar_uid::Column::ItineraryId.eq(itinerary_id)).exec(txn).await?;
     let rows = uid_rows(itinerary_id, state).map_err(|e| StoreError::corrupt("calendar appointment", e))?;
-    stored::execute(txn, stored::inserts(txn.get_database_backend(), rows)).await?;
+    stored::execute(txn, stored::inserts(rows)).await?;
     Ok(())
 }
