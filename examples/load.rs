@@ -4,6 +4,9 @@
 //! lines. Needs a running `itinerary serve` and a coordinator token.
 //!
 //! cargo run --release --example load -- BASE_URL TOKEN [ITINERARIES] [CONCURRENCY] [FEED_SECONDS]
+//!
+//! BASE_URL may list several services, separated by commas (`bench/scale.sh`): the clients take
+//! them in turn (client `c` talks to service `c % N`), as a round-robin balancer would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -62,7 +65,7 @@ fn summarize(what: &str, started: Instant, seen: Vec<Seen>, concurrency: usize) 
 /// all are done. The `i`th of `pids` travels in week `(first + i) / 3`.
 async fn book(
     http: &reqwest::Client,
-    base: &Arc<String>,
+    bases: &Arc<Vec<String>>,
     token: &Arc<String>,
     pids: Vec<i64>,
     first: usize,
@@ -71,8 +74,8 @@ async fn book(
     let pids = Arc::new(pids);
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (http, base, token, pids, next) = (http.clone(), base.clone(), token.clone(), pids.clone(), next.clone());
+    for c in 0..concurrency {
+        let (http, base, token, pids, next) = (http.clone(), bases[c % bases.len()].clone(), token.clone(), pids.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
@@ -131,7 +134,7 @@ async fn joined(tasks: Vec<tokio::task::JoinHandle<Seen>>) -> Vec<Seen> {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let base = Arc::new(args[0].trim_end_matches('/').to_owned());
+    let bases: Arc<Vec<String>> = Arc::new(args[0].split(',').map(|b| b.trim_end_matches('/').to_owned()).collect());
     let token = Arc::new(args[1].clone());
     let n: usize = args.get(2).map_or(2000, |s| s.parse().unwrap());
     let concurrency: usize = args.get(3).map_or(16, |s| s.parse().unwrap());
@@ -148,6 +151,7 @@ async fn main() {
     let mut pids = Vec::with_capacity(n + n / 2);
     for i in 0..n + n / 2 {
         let p = json!({ "name": format!("Load {i}"), "email": format!("load{i}@example.jp"), "birth_date": "1980-01-01", "passport_expiry": expiry });
+        let base = &bases[i % bases.len()];
         let r: Value = http.post(format!("{base}/patients")).bearer_auth(&*token).json(&p).send().await.unwrap().json().await.unwrap();
         pids.push(r["id"].as_i64().unwrap());
     }
@@ -155,12 +159,13 @@ async fn main() {
 
     // Itineraries alone.
     let started = Instant::now();
-    let seen = book(&http, &base, &token, pids.clone(), 0, concurrency).await;
+    let seen = book(&http, &bases, &token, pids.clone(), 0, concurrency).await;
     summarize("create itinerary", started, seen, concurrency);
 
     // Feeds alone: one URL per patient with an itinerary, fetched round-robin for `feed_seconds`.
     let mut feeds = Vec::new();
-    for &pid in pids.iter().take(200) {
+    for (i, &pid) in pids.iter().take(200).enumerate() {
+        let base = &bases[i % bases.len()];
         let r: Value = http.post(format!("{base}/patients/{pid}/feed")).bearer_auth(&*token).send().await.unwrap().json().await.unwrap();
         let url = r["feed_url"].as_str().unwrap();
         feeds.push(format!("{base}/feed/{}", url.rsplit('/').next().unwrap()));
@@ -184,7 +189,7 @@ async fn main() {
             move || done.load(Ordering::Relaxed)
         }),
     );
-    let seen = book(&http, &base, &token, later, n, concurrency).await;
+    let seen = book(&http, &bases, &token, later, n, concurrency).await;
     done.store(true, Ordering::Relaxed);
     summarize("create itinerary, while feeds are fetched", started, seen, concurrency);
     summarize("fetch feed, while itineraries are created", started, joined(polling).await, concurrency);

@@ -7,7 +7,7 @@
 //! data-modifying CTEs): the statement's text depends only on which tables it fills, so each
 //! connection parses and plans it once and binds one value per table. As multi-row VALUES, a
 //! group of eight bookings bound ~20,000 values to a statement of new text: parsing, planning and
-//! binding it took ~15 ms of the ~25 ms the group held the booking lock (issue 15).
+//! binding it took ~10 ms of the ~25 ms the group held the booking lock (issue 15).
 
 use std::fmt::Write as _;
 
