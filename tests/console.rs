@@ -416,3 +416,105 @@ async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     assert!(refused.is_some_and(|i| i <= 25), "{refused:?}");
     b.close().await.unwrap();
 }
+
+/// A form sent as a browser sends it (application/x-www-form-urlencoded).
+async fn form_post(http: &reqwest::Client, url: &str, cookie: Option<&str>, fields: &[(&str, String)]) -> reqwest::Response {
+    let enc = |v: &str| {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b' ' => "+".to_owned(),
+                b => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let body = fields.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&");
+    let mut r = http.post(url).header("content-type", "application/x-www-form-urlencoded").body(body);
+    if let Some(c) = cookie {
+        r = r.header("cookie", c);
+    }
+    r.send().await.unwrap()
+}
+
+/// The value of the hidden input `name` in a page.
+fn hidden(html: &str, name: &str) -> String {
+    let at = html.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name} in the page"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// A form sent twice (a double click, a reload after a slow answer) writes once (issue 15):
+/// each writing form carries a one-time key, and the second sending is led to what the first
+/// made. The same key with the form changed in between is refused, not applied.
+#[tokio::test]
+async fn a_form_sent_twice_books_once() {
+    let db = Db::sqlite("console-twice");
+    let s = Server::start_with(&db, &[("ITINERARY_SERVER_WORKER", "false")]);
+    let (_, p) = s.call("POST", "/patients", Some(patient("Twice Sent"))).await;
+    let pid = p["id"].as_i64().unwrap();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signed = form_post(&http, &s.url("/console/signin"), None, &[("token", s.token.clone())]).await;
+    let cookie = signed
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .find(|c| c.starts_with("itinerary_session="))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+        .expect("a session cookie");
+    let page = http.get(s.url(&format!("/console/patients/{pid}/plan"))).header("cookie", &cookie).send().await.unwrap();
+    let html = page.text().await.unwrap();
+    let (csrf, once) = (hidden(&html, "csrf"), hidden(&html, "once"));
+    assert!(once.len() >= 32, "{once}");
+    let mut form = vec![
+        ("csrf", csrf.clone()),
+        ("once", once.clone()),
+        ("action", "book".into()),
+        ("protocol", "single-infusion".into()),
+        ("trips[0].outbound.flight", "MH71".into()),
+        ("trips[0].outbound.from", "NRT".into()),
+        ("trips[0].outbound.depart", "2027-03-01 21:40".into()),
+        ("trips[0].outbound.to", "KUL".into()),
+        ("trips[0].outbound.arrive", "2027-03-02 04:30".into()),
+        ("trips[0].return.flight", "MH88".into()),
+        ("trips[0].return.from", "KUL".into()),
+        ("trips[0].return.depart", "2027-03-05 23:35".into()),
+        ("trips[0].return.to", "NRT".into()),
+        ("trips[0].return.arrive", "2027-03-06 07:15".into()),
+    ];
+    let url = s.url(&format!("/console/patients/{pid}/plan"));
+    let send = |form: Vec<(&'static str, String)>| {
+        let (http, url, cookie) = (http.clone(), url.clone(), cookie.clone());
+        tokio::spawn(async move {
+            let r = form_post(&http, &url, Some(&cookie), &form).await;
+            let to = r.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+            (r.status(), to)
+        })
+    };
+    // Three at once, as a double click and a reload would send them, then once more.
+    let at_once: Vec<_> = (0..3).map(|_| send(form.clone())).collect();
+    let mut led_to = std::collections::BTreeSet::new();
+    for t in at_once {
+        let (st, to) = t.await.unwrap();
+        assert_eq!(st, StatusCode::SEE_OTHER, "{to:?}");
+        led_to.insert(to.unwrap());
+    }
+    let (st, to) = send(form.clone()).await.unwrap();
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    led_to.insert(to.unwrap());
+    assert_eq!(led_to.len(), 1, "every sending leads to one itinerary: {led_to:?}");
+    assert!(led_to.first().unwrap().starts_with("/console/itineraries/"), "{led_to:?}");
+    assert_eq!(itineraries(&db).await, 1, "booked once");
+    // The same form changed and sent again: refused, nothing booked.
+    form[12] = ("trips[0].return.depart", "2027-03-05 23:50".into());
+    let r = form_post(&http, &url, Some(&cookie), &form).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(itineraries(&db).await, 1);
+}
+
+async fn itineraries(db: &Db) -> i64 {
+    use sea_orm::ConnectionTrait;
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let sql = sea_orm::Statement::from_string(conn.get_database_backend(), "SELECT count(*) FROM itinerary");
+    conn.query_one_raw(sql).await.unwrap().unwrap().try_get_by_index::<i64>(0).unwrap()
+}

@@ -12,7 +12,7 @@ use itinerary_core::FieldError;
 use itinerary_core::plan::{EventKind, When};
 use itinerary_core::request::RawTrip;
 use itinerary_core::time::{at_local, date_en, date_ja};
-use itinerary_store::{BookError, InputError, NewItinerary, PatientInput, StoreError};
+use itinerary_store::{BookError, IdempotencyKey, InputError, NewItinerary, PatientInput, StoreError};
 use minijinja::Value;
 use serde::Deserialize;
 
@@ -38,6 +38,7 @@ fn render(lang: Lang, status: StatusCode, name: &str, visit: Option<&Visit>, ctx
         other_lang => if lang == Lang::Ja { "en" } else { "ja" },
         coordinator => visit.map(|v| v.session.coordinator_name.clone()),
         csrf => visit.map(|v| v.session.csrf.clone()),
+        once => visit.map(|_| itinerary_store::Token::generate("").secret),
         ..ctx
     };
     match templates().get_template(name).and_then(|tpl| tpl.render(page)) {
@@ -68,6 +69,46 @@ fn store_error(lang: Lang, e: &StoreError) -> Response {
 /// A form's CSRF field against the session's: refused with 403 when they differ.
 fn forged(visit: &Visit, given: Option<&str>) -> Option<Response> {
     (!given.is_some_and(|g| same_secret(g, &visit.session.csrf))).then(|| error_page(visit.lang, StatusCode::FORBIDDEN, "error_csrf"))
+}
+
+/// The key of a form that writes: `once`, rendered with the form, so that the form sent twice (a
+/// double click, a reload, a slow network sent again) writes once.
+fn form_key(v: &Visit, once: Option<&str>, path: &str, body: &impl serde::Serialize) -> Option<IdempotencyKey> {
+    once.filter(|k| !k.is_empty() && k.len() <= 80)
+        .map(|k| IdempotencyKey::new(v.session.coordinator_id, &format!("console:{k}"), "POST", path, body, StatusCode::SEE_OTHER.as_u16()))
+}
+
+/// For a form sent before under its key (`e` None: looked up before writing; or the write's
+/// refusal): the page of what that sending made (`/console/{to}/{id}`), once it is known; or why
+/// not, when the form was changed in between. None: nothing was sent before; write.
+async fn sent_before(c: &Console, v: &Visit, key: Option<&IdempotencyKey>, e: Option<&StoreError>, to: &str) -> Option<Response> {
+    let key = key?;
+    let answered = match e {
+        None => Some(c.store.answered(key.coordinator_id, &key.key, c.clock.now().await.ok()?).await.ok()??),
+        Some(StoreError::Answered(a)) => Some((**a).clone()),
+        // The other sending is being written at this moment: its answer follows shortly.
+        Some(StoreError::KeyInUse) => {
+            let mut found = None;
+            for _ in 0..30 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let now = c.clock.now().await.ok()?;
+                if let Ok(Some(a)) = c.store.answered(key.coordinator_id, &key.key, now).await {
+                    found = Some(a);
+                    break;
+                }
+            }
+            found
+        }
+        Some(_) => return None,
+    };
+    let Some(a) = answered.filter(|a| a.fingerprint == key.fingerprint) else {
+        return Some(error_page(v.lang, StatusCode::CONFLICT, "error_form_sent"));
+    };
+    let id = serde_json::from_str::<serde_json::Value>(&a.body).ok().and_then(|b| b["id"].as_i64());
+    Some(match id {
+        Some(id) => Redirect::to(&format!("/console/{to}/{id}")).into_response(),
+        None => error_page(v.lang, StatusCode::CONFLICT, "error_form_sent"),
+    })
 }
 
 // ---- sign-in
@@ -313,6 +354,8 @@ pub(crate) async fn patients(State(c): State<Console>, Extension(v): Extension<V
 pub(crate) struct PatientForm {
     #[serde(default)]
     csrf: Option<String>,
+    #[serde(default)]
+    once: Option<String>,
     name: String,
     email: String,
     birth_date: String,
@@ -334,8 +377,15 @@ pub(crate) async fn create_patient(State(c): State<Console>, Extension(v): Exten
         passport_expiry: f.passport_expiry.clone(),
         line_user_id: None,
     };
-    match c.store.create_patient(v.session.coordinator_id, &input, None).await {
+    let key = form_key(&v, f.once.as_deref(), "/console/patients", &input);
+    if let Some(done) = sent_before(&c, &v, key.as_ref(), None, "patients").await {
+        return done;
+    }
+    match c.store.create_patient(v.session.coordinator_id, &input, key.clone()).await {
         Ok(p) => Redirect::to(&format!("/console/patients/{}", p.id)).into_response(),
+        Err(InputError::Store(e)) if matches!(e, StoreError::Answered(_) | StoreError::KeyInUse) => {
+            sent_before(&c, &v, key.as_ref(), Some(&e), "patients").await.unwrap_or_else(|| store_error(v.lang, &e))
+        }
         Err(InputError::Invalid(invalid)) => {
             let errors = field_errors(&invalid.errors);
             let form = BTreeMap::from([
@@ -602,13 +652,23 @@ pub(crate) async fn plan(
     let now = or_page!(c.clock.now().await, v.lang);
     let book = fields.get("action").is_some_and(|a| a == "book");
     // Booked (the itinerary's id), or previewed (the plan).
+    let key = form_key(&v, fields.get("once").map(String::as_str), &format!("/console/patients/{id}/plan"), &req);
+    if book && let Some(done) = sent_before(&c, &v, key.as_ref(), None, "itineraries").await {
+        return done;
+    }
     let outcome: Result<Result<i32, Box<itinerary_core::Plan>>, BookError> = if book {
-        c.store.create_itinerary(v.session.coordinator_id, &c.setup, &req, now, None).await.map(|it| Ok(it.id))
+        c.store.create_itinerary(v.session.coordinator_id, &c.setup, &req, now, key.clone()).await.map(|it| Ok(it.id))
     } else {
         c.store.preview_itinerary(&c.setup, &req, now).await.map(|p| Err(Box::new(p)))
     };
-    // Everything but the token and the button, for the form and the preview's hidden copy.
-    let kept: Fields = fields.into_iter().filter(|(k, _)| k != "csrf" && k != "action").collect();
+    if let Err(BookError::Store(e)) = &outcome
+        && let Some(done) = sent_before(&c, &v, key.as_ref(), Some(e), "itineraries").await
+    {
+        return done;
+    }
+    // Everything but the token, the form's key and the button, for the form and the preview's
+    // hidden copy.
+    let kept: Fields = fields.into_iter().filter(|(k, _)| k != "csrf" && k != "action" && k != "once").collect();
     let page = |status, extra| plan_page(&c, &v, status, &p, None, &kept, extra);
     match outcome {
         Ok(Ok(itinerary)) => Redirect::to(&format!("/console/itineraries/{itinerary}")).into_response(),
@@ -696,11 +756,19 @@ pub(crate) async fn change(
     let p = or_page!(c.store.patient(it.patient_id).await, v.lang);
     let req = request_of(it.patient_id, &fields);
     let now = or_page!(c.clock.now().await, v.lang);
-    let kept: Fields = fields.iter().filter(|(k, _)| *k != "csrf" && *k != "action").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let kept: Fields =
+        fields.iter().filter(|(k, _)| *k != "csrf" && *k != "action" && *k != "once").map(|(k, v)| (k.clone(), v.clone())).collect();
     let page = |status, extra| plan_page(&c, &v, status, &p, Some(&it), &kept, extra);
     if fields.get("action").is_some_and(|a| a == "change") {
-        return match c.store.change_itinerary(v.session.coordinator_id, &c.setup, id, &req, now, None).await {
+        let key = form_key(&v, fields.get("once").map(String::as_str), &format!("/console/itineraries/{id}/change"), &req);
+        if let Some(done) = sent_before(&c, &v, key.as_ref(), None, "itineraries").await {
+            return done;
+        }
+        return match c.store.change_itinerary(v.session.coordinator_id, &c.setup, id, &req, now, key.clone()).await {
             Ok(_) => Redirect::to(&format!("/console/itineraries/{id}")).into_response(),
+            Err(BookError::Store(e)) if matches!(e, StoreError::Answered(_) | StoreError::KeyInUse) => {
+                sent_before(&c, &v, key.as_ref(), Some(&e), "itineraries").await.unwrap_or_else(|| store_error(v.lang, &e))
+            }
             Err(e) => refused(v.lang, e, &kept, page),
         };
     }
