@@ -23,11 +23,33 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// A single infusion for patient `pid` in week `week` from a year ahead: Sunday night out on
-/// the red-eye, back Thursday night. Spread over weeks so the clinic does not simply fill up.
+/// Kuala Lumpur's public holidays (`config/holidays.csv`, read from the working directory, the
+/// repository's root as `bench/*.sh` run it): the load's trips keep clear of them, so that every
+/// booking can be made and the figures are of bookings, not of refusals.
+static KL_HOLIDAYS: std::sync::LazyLock<std::collections::BTreeSet<chrono::NaiveDate>> = std::sync::LazyLock::new(|| {
+    std::fs::read_to_string("config/holidays.csv")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(",MY,KUL,"))
+        .filter_map(|l| l.split(',').next()?.parse().ok())
+        .collect()
+});
+
+/// A single infusion for patient `pid` in week `week` from a year ahead, counting only weeks whose
+/// Monday to Friday hold no Kuala Lumpur holiday: Sunday night out on the red-eye, back Thursday
+/// night. Spread over weeks so the clinic does not simply fill up.
 fn request(pid: i64, week: i64) -> Value {
     let today = Utc::now().date_naive();
-    let d = today + chrono::Duration::days(365 + 7 * week - i64::from(today.weekday().num_days_from_monday()) - 1);
+    let mut d = today + chrono::Duration::days(365 - i64::from(today.weekday().num_days_from_monday()) - 1);
+    let mut left = week;
+    loop {
+        let clear = (1..=5).all(|n| !KL_HOLIDAYS.contains(&(d + chrono::Duration::days(n))));
+        if clear && left == 0 {
+            break;
+        }
+        left -= i64::from(clear);
+        d += chrono::Duration::days(7);
+    }
     let f = |n: i64| (d + chrono::Duration::days(n)).format("%Y-%m-%d").to_string();
     json!({ "patient_id": pid, "protocol": "single-infusion", "trips": [{
         "outbound": { "flight": "MH71", "from": "NRT", "depart": format!("{} 21:40", f(0)), "to": "KUL", "arrive": format!("{} 04:30", f(1)) },
@@ -146,7 +168,8 @@ async fn main() {
     // one, with a passport valid a year past the last trip (week (n + n / 2) / 3 from a year
     // ahead: 20 years out at 2,000 itineraries), so that no booking is refused by the six-month
     // rule.
-    let weeks = ((n + n / 2) / 3) as i64;
+    // Plus the weeks skipped for holidays: at most every week of the table's years.
+    let weeks = ((n + n / 2) / 3) as i64 + 52 * 6;
     let expiry = (Utc::now().date_naive() + chrono::Duration::days(365 + 7 * weeks + 365)).format("%Y-%m-%d").to_string();
     let mut pids = Vec::with_capacity(n + n / 2);
     for i in 0..n + n / 2 {

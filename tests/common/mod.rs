@@ -187,13 +187,34 @@ pub fn trip(depart: &str, arrive: &str, back: &str, home: &str) -> Value {
     })
 }
 
+/// Kuala Lumpur's public holidays (`config/holidays.csv`): test trips keep clear of them, so that
+/// a booking is refused only for the reason a test gives it.
+static KL_HOLIDAYS: std::sync::LazyLock<std::collections::BTreeSet<chrono::NaiveDate>> = std::sync::LazyLock::new(|| {
+    std::fs::read_to_string(root().join("config/holidays.csv"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(",MY,KUL,"))
+        .filter_map(|l| l.split(',').next()?.parse().ok())
+        .collect()
+});
+
 /// A single infusion on the red-eye, leaving in about a year (always in the future, always on a
-/// Sunday night: landing Monday, blood test Tuesday, infusion Wednesday).
+/// Sunday night: landing Monday, blood test Tuesday, infusion Wednesday). `week` counts the weeks
+/// from a year ahead whose Monday to Friday hold no Kuala Lumpur holiday.
 pub fn request(patient_id: i64, week: i64) -> Value {
     use chrono::{Datelike, Duration, Utc};
     let today = Utc::now().date_naive();
-    // Sunday night out, back Thursday night: a year and `week` weeks ahead.
-    let d = today + Duration::days(365 + 7 * week) - Duration::days(i64::from(today.weekday().num_days_from_monday())) - Duration::days(1);
+    // Sunday night out, back Thursday night.
+    let mut d = today + Duration::days(365) - Duration::days(i64::from(today.weekday().num_days_from_monday())) - Duration::days(1);
+    let mut left = week;
+    loop {
+        let clear = (1..=5).all(|n| !KL_HOLIDAYS.contains(&(d + Duration::days(n))));
+        if clear && left == 0 {
+            break;
+        }
+        left -= i64::from(clear);
+        d += Duration::days(7);
+    }
     let f = |n: i64| (d + Duration::days(n)).format("%Y-%m-%d").to_string();
     json!({ "patient_id": patient_id, "protocol": "single-infusion", "trips": [trip(&f(0), &f(1), &f(4), &f(5))] })
 }
