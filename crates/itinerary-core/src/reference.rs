@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -118,9 +118,12 @@ impl HolidayCalendar {
         out.into_values()
     }
 
-    /// The first and last date any region covers, to warn when a plan reaches past the table.
+    /// The first and last date a region's table covers, to warn when a plan reaches past it. The
+    /// table lists whole years (`scripts/holiday-table`): from 1 January of its first year to 31
+    /// December of its last, so that the weeks after a year's last holiday are covered too.
     pub fn coverage(&self, region: &str) -> Option<(NaiveDate, NaiveDate)> {
         let days = self.regions.get(region)?;
-        Some((*days.keys().next()?, *days.keys().next_back()?))
+        let (first, last) = (days.keys().next()?, days.keys().next_back()?);
+        Some((NaiveDate::from_ymd_opt(first.year(), 1, 1)?, NaiveDate::from_ymd_opt(last.year(), 12, 31)?))
     }
 }
