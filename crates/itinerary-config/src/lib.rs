@@ -117,7 +117,12 @@ pub fn parse_holidays(path: &Path, text: &str) -> Result<HolidayCalendar, Config
             other => return Err(invalid(path, format!("row {}: tentative `{other}` is not yes or no", i + 2))),
         };
         let region = if row.subdivision.is_empty() { row.country.clone() } else { format!("{}-{}", row.country, row.subdivision) };
-        cal.insert(&region, Holiday { date, name: row.name, tentative });
+        // `English / 日本語`, as scripts/holiday-table writes every row.
+        let (name, name_ja) = match row.name.split_once(" / ") {
+            Some((en, ja)) => (en.trim().to_owned(), Some(ja.trim().to_owned())),
+            None => (row.name.clone(), None),
+        };
+        cal.insert(&region, Holiday { date, name, name_ja, tentative });
     }
     Ok(cal)
 }

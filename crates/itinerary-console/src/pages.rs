@@ -277,10 +277,11 @@ pub(crate) async fn week(State(c): State<Console>, Extension(v): Extension<Visit
                 .holidays
                 .between(&c.setup.clinic.holiday_regions, d, d)
                 .map(|h| {
+                    let name = h.name_in(lang == Lang::Ja);
                     if h.tentative {
-                        format!("{} ({})", h.name, words(lang).get("tentative").cloned().unwrap_or_default())
+                        format!("{name} ({})", words(lang).get("tentative").cloned().unwrap_or_default())
                     } else {
-                        h.name.clone()
+                        name.to_owned()
                     }
                 })
                 .collect();
@@ -979,7 +980,7 @@ pub(crate) async fn board(State(c): State<Console>, Extension(v): Extension<Visi
                 .setup
                 .holidays
                 .between(&c.setup.clinic.holiday_regions, *d, *d)
-                .map(|h| minijinja::context! { name => h.name.clone(), tentative => h.tentative })
+                .map(|h| minijinja::context! { name => h.name_in(lang == Lang::Ja), tentative => h.tentative })
                 .collect();
             let label = match lang {
                 Lang::Ja => format!("{}/{}({})", d.month(), d.day(), itinerary_core::time::weekday_ja(d.weekday())),

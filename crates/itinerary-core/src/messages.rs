@@ -11,6 +11,7 @@ use chrono_tz::Tz;
 use crate::clinic::ClinicSetup;
 use crate::plan::{EventKind, IfLate, MessageDue, MessageKind, PatientTask, Plan, Recipient, TaskKind, Text, Warning, WarningKind};
 use crate::planner::{Frame, hm, when_en};
+use crate::reference::Holiday;
 use crate::request::{Language, PlanRequest};
 use crate::time::{Zoned, at_local, date_ja, zone_abbreviation};
 
@@ -197,24 +198,25 @@ pub(crate) fn tentative_holidays(
 ) -> Vec<(NaiveDate, String)> {
     let zone = setup.clinic.zone;
     let regions = &setup.clinic.holiday_regions;
-    let mut found: BTreeMap<NaiveDate, String> = BTreeMap::new();
+    let mut found: BTreeMap<NaiveDate, &Holiday> = BTreeMap::new();
     let spans = frames
         .iter()
         .map(|f| (f.arrives.in_zone(zone).date() - Duration::days(1), f.departs.in_zone(zone).date() + Duration::days(1)))
         .chain(clinic_dates.iter().map(|d| (*d - Duration::days(1), *d + Duration::days(1))));
     for (from, to) in spans {
         for h in setup.holidays.between(regions, from, to).filter(|h| h.tentative) {
-            found.entry(h.date).or_insert_with(|| h.name.clone());
+            found.entry(h.date).or_insert(h);
         }
     }
-    for (d, name) in &found {
+    for (d, h) in &found {
+        let name = &h.name;
         warnings.push(Warning {
             kind: WarningKind::TentativeHoliday,
             text: Text::new(
                 format!(
                     "{}の「{}」は月の観測で前後する暫定の祝日です。渡航の{}日前に再確認してください。",
                     date_ja(*d, None),
-                    name,
+                    h.name_in(true),
                     setup.rules.tentative_holiday_recheck_days
                 ),
                 format!(
@@ -224,7 +226,7 @@ pub(crate) fn tentative_holidays(
             ),
         });
     }
-    found.into_iter().collect()
+    found.into_iter().map(|(d, h)| (d, h.name.clone())).collect()
 }
 
 pub(crate) fn holiday_coverage(setup: &ClinicSetup, events: &[crate::plan::Event], home_regions: &[String], warnings: &mut Vec<Warning>) {

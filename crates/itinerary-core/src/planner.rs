@@ -78,18 +78,27 @@ struct Placed {
 /// How far a candidate day got before it failed; a later stage says more.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Stage {
-    NotClinicDay(String),
+    NotClinicDay(Closed),
     TooSoonAfterLanding,
+    /// After landing, but before the trip's previous infusion ends.
+    BeforePreviousInfusion,
     TooCloseToDeparture,
     ChairsFull,
     NoEscort,
     NoBloodTest,
 }
 
+/// Why the clinic sees nobody on a day, in both languages.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Closed {
+    Holiday { en: String, ja: String, tentative: bool },
+    Weekday { en: String, ja: String },
+}
+
 impl Stage {
     fn rule(&self) -> Rule {
         match self {
-            Stage::NotClinicDay(_) | Stage::TooSoonAfterLanding => Rule::ClinicDay,
+            Stage::NotClinicDay(_) | Stage::TooSoonAfterLanding | Stage::BeforePreviousInfusion => Rule::ClinicDay,
             Stage::TooCloseToDeparture => Rule::InfusionBeforeDeparture,
             Stage::ChairsFull => Rule::ChairCapacity,
             Stage::NoEscort => Rule::EscortAvailable,
@@ -430,12 +439,12 @@ impl Search<'_> {
         }
     }
 
-    fn clinic_day_reason(&self, day: NaiveDate) -> Option<String> {
+    fn clinic_day_reason(&self, day: NaiveDate) -> Option<Closed> {
         if let Some(h) = self.setup.holidays.any(&self.setup.clinic.holiday_regions, day) {
-            return Some(format!("public holiday: {}", h.name));
+            return Some(Closed::Holiday { en: h.name.clone(), ja: h.name_in(true).to_owned(), tentative: h.tentative });
         }
         if !self.setup.clinic.working_days.contains(&day.weekday()) {
-            return Some(format!("the clinic is closed on {}", day.format("%A")));
+            return Some(Closed::Weekday { en: day.format("%A").to_string(), ja: crate::time::weekday_ja(day.weekday()).to_owned() });
         }
         None
     }
@@ -495,8 +504,12 @@ impl Search<'_> {
                 self.budget -= 1;
                 let (start, end) = (t, t + block);
                 t += step;
-                if start < frame.earliest || previous_end.is_some_and(|p| start < p) {
+                if start < frame.earliest {
                     self.note(j, day, Stage::TooSoonAfterLanding);
+                    continue;
+                }
+                if previous_end.is_some_and(|p| start < p) {
+                    self.note(j, day, Stage::BeforePreviousInfusion);
                     continue;
                 }
                 if end > frame.latest_infusion_end {
@@ -675,11 +688,18 @@ impl Search<'_> {
 fn stage_en(s: &Stage, f: &Frame, setup: &ClinicSetup) -> String {
     let r = &setup.rules;
     match s {
-        Stage::NotClinicDay(why) => why.clone(),
+        Stage::NotClinicDay(Closed::Holiday { en, tentative: false, .. }) => format!("public holiday: {en}"),
+        Stage::NotClinicDay(Closed::Holiday { en, tentative: true, .. }) => {
+            format!("public holiday: {en}, tentative (set by moon sighting, it may move by a day)")
+        }
+        Stage::NotClinicDay(Closed::Weekday { en, .. }) => format!("the clinic is closed on {en}"),
         Stage::TooSoonAfterLanding if f.red_eye => {
             format!("arrival day of a red-eye landing at {}", hm(&f.arrives.in_zone(setup.clinic.zone)))
         }
-        Stage::TooSoonAfterLanding => format!("within {} min of landing or before the previous infusion ends", r.landing_to_clinic_minutes),
+        Stage::TooSoonAfterLanding => {
+            format!("within {} min of landing at {}", r.landing_to_clinic_minutes, hm(&f.arrives.in_zone(setup.clinic.zone)))
+        }
+        Stage::BeforePreviousInfusion => "before the trip's previous infusion ends".to_owned(),
         Stage::TooCloseToDeparture => {
             format!("an infusion must end {} h before the flight home at {}", r.infusion_to_departure_hours, when_en(&f.departs))
         }
@@ -692,10 +712,16 @@ fn stage_en(s: &Stage, f: &Frame, setup: &ClinicSetup) -> String {
 fn stage_ja(s: &Stage, f: &Frame, setup: &ClinicSetup) -> String {
     let r = &setup.rules;
     match s {
-        Stage::NotClinicDay(why) if why.starts_with("public holiday") => "祝日のため休診".to_owned(),
-        Stage::NotClinicDay(_) => "休診日".to_owned(),
+        Stage::NotClinicDay(Closed::Holiday { ja, tentative: false, .. }) => format!("祝日「{ja}」のため休診"),
+        Stage::NotClinicDay(Closed::Holiday { ja, tentative: true, .. }) => {
+            format!("祝日「{ja}」のため休診。月の観測で日付が前後する暫定の祝日です")
+        }
+        Stage::NotClinicDay(Closed::Weekday { ja, .. }) => format!("{ja}曜日は休診"),
         Stage::TooSoonAfterLanding if f.red_eye => format!("深夜便で{}に到着する日", hm(&f.arrives.in_zone(setup.clinic.zone))),
-        Stage::TooSoonAfterLanding => format!("到着後{}分以内、または前回の点滴の前", r.landing_to_clinic_minutes),
+        Stage::TooSoonAfterLanding => {
+            format!("到着({})から{}分以内", hm(&f.arrives.in_zone(setup.clinic.zone)), r.landing_to_clinic_minutes)
+        }
+        Stage::BeforePreviousInfusion => "同じ渡航の前回の点滴が終わる前".to_owned(),
         Stage::TooCloseToDeparture => {
             format!("点滴は帰国便({})の{}時間前までに終える必要があります", when_ja(&f.departs), r.infusion_to_departure_hours)
         }

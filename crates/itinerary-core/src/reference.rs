@@ -71,8 +71,21 @@ impl AirportTable {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holiday {
     pub date: NaiveDate,
+    /// In English.
     pub name: String,
+    /// In Japanese, where the table gives it (`English / 日本語`).
+    pub name_ja: Option<String>,
     pub tentative: bool,
+}
+
+impl Holiday {
+    /// Its name in Japanese (`ja`) or English, the English one where no Japanese is known.
+    pub fn name_in(&self, ja: bool) -> &str {
+        match (&self.name_ja, ja) {
+            (Some(n), true) => n,
+            _ => &self.name,
+        }
+    }
 }
 
 /// Public holidays by region: `MY-KUL` (Kuala Lumpur), `MY-SGR` (Selangor), `JP`.

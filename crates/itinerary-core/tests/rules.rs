@@ -73,6 +73,27 @@ fn a_tentative_holiday_near_the_stay_is_warned_and_rechecked_30_days_before() {
     assert_eq!(m.at.in_zone(Tz::Asia__Kuala_Lumpur).date(), date("2027-04-18"));
 }
 
+/// An infeasible stay says why each day failed, only the rule that stopped it, with every
+/// holiday named in both languages and marked tentative where the moon decides it (issue 14).
+#[test]
+fn reasons_name_each_holiday_in_both_languages_and_say_when_it_is_tentative() {
+    // MH89 lands Tue 9 Mar 2027 at 17:05; Eid al-Fitr is Wed 10 and Thu 11 (tentative); MH88
+    // leaves Fri 12 at 23:35, so Friday is too close to the flight.
+    let d = date("2027-03-09");
+    let e = run(&single(trip(OUTBOUND[0], d, RETURN[0], d + Duration::days(3)))).unwrap_err();
+    let en: Vec<&str> = e.violations.iter().map(|v| v.text.en.as_str()).collect();
+    let ja: Vec<&str> = e.violations.iter().map(|v| v.text.ja.as_str()).collect();
+    let (en, ja) = (en.join(" "), ja.join(" "));
+    assert!(en.contains("public holiday: Eid al-Fitr, tentative (set by moon sighting"), "{en}");
+    assert!(en.contains("Eid al-Fitr (Second Day), tentative"), "{en}");
+    assert!(ja.contains("祝日「ハリ・ラヤ・プアサ(断食明け大祭)」のため休診。月の観測で日付が前後する暫定の祝日です"), "{ja}");
+    assert!(ja.contains("ハリ・ラヤ・プアサ 2日目"), "{ja}");
+    // The landing day: only the landing rule, with the landing time.
+    assert!(en.contains("within 180 min of landing at 17:05 MYT"), "{en}");
+    assert!(!en.contains("previous infusion"), "{en}");
+    assert!(ja.contains("到着(17:05 MYT)から180分以内"), "{ja}");
+}
+
 #[test]
 fn the_blood_test_is_at_least_one_clinic_day_before_the_infusion() {
     let p = run(&red_eye("2026-12-01")).unwrap();
