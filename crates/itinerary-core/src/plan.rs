@@ -227,6 +227,9 @@ pub enum WarningKind {
     TightConnection,
     /// Online follow-ups are not at the preferred local hour (the clinic's hours do not allow it).
     FollowUpHour,
+    /// A follow-up is not on the day its interval gives (a weekend or holiday where the patient
+    /// lives, or the clinic closed): the warning names both days and why.
+    FollowUpMoved,
     EarlyCheckIn,
     PeakSeason,
     EscortChange,

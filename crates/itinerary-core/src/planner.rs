@@ -685,6 +685,42 @@ impl Search<'_> {
     }
 }
 
+/// Why a follow-up is not on `from`, the day its interval gives, but on `to`: each day skipped,
+/// and why.
+fn follow_up_moved(setup: &ClinicSetup, home_regions: &[String], title: &Text, from: NaiveDate, to: NaiveDate) -> Warning {
+    let why = |d: NaiveDate| -> (String, String) {
+        if matches!(d.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun) {
+            ("お住まいの地域の週末".to_owned(), "a weekend where the patient lives".to_owned())
+        } else if let Some(h) = setup.holidays.any(home_regions, d) {
+            (format!("お住まいの地域の祝日「{}」", h.name_in(true)), format!("a public holiday where the patient lives ({})", h.name))
+        } else if let Some(h) = setup.holidays.any(&setup.clinic.holiday_regions, d) {
+            (format!("クリニックの休診日(祝日「{}」)", h.name_in(true)), format!("the clinic is closed for a public holiday ({})", h.name))
+        } else if !setup.is_clinic_day(d) {
+            ("クリニックの休診日".to_owned(), "the clinic is closed".to_owned())
+        } else {
+            (
+                "診療時間内で、お休み中の時間帯を避けられる時刻がない日".to_owned(),
+                "no hour inside clinic hours and outside the patient's quiet hours".to_owned(),
+            )
+        }
+    };
+    let (mut ja, mut en) = (Vec::new(), Vec::new());
+    let mut d = from;
+    while d < to {
+        let (j, e) = why(d);
+        ja.push(format!("{}は{j}", date_ja(d, None)));
+        en.push(format!("{}: {e}", date_en(d, None)));
+        d += Duration::days(1);
+    }
+    Warning {
+        kind: WarningKind::FollowUpMoved,
+        text: Text::new(
+            format!("{}を{}から{}に移しました({})。", title.ja, date_ja(from, None), date_ja(to, None), ja.join("、")),
+            format!("{} moved from {} to {}: {}.", title.en, date_en(from, None), date_en(to, None), en.join("; ")),
+        ),
+    }
+}
+
 fn stage_en(s: &Stage, f: &Frame, setup: &ClinicSetup) -> String {
     let r = &setup.rules;
     match s {
@@ -955,7 +991,10 @@ fn build(
         }
         let targets: Vec<NaiveDate> = series.iter().map(|s| add_months(last_day, s.2)).collect();
         let (times, moved) = messages::follow_up_times(setup, req.patient.home_zone, &home_regions, &targets);
-        for ((key, kind, _, title), start) in series.into_iter().zip(times) {
+        for ((key, kind, _, title), (start, target)) in series.into_iter().zip(times.into_iter().zip(&targets)) {
+            if start.date() != *target {
+                warnings.push(follow_up_moved(setup, &home_regions, &title, *target, start.date()));
+            }
             events.push(Event {
                 key,
                 kind,

@@ -94,6 +94,27 @@ fn reasons_name_each_holiday_in_both_languages_and_say_when_it_is_tentative() {
     assert!(ja.contains("到着(17:05 MYT)から180分以内"), "{ja}");
 }
 
+/// A follow-up moved off the day its interval gives says so, and why (issue 14).
+#[test]
+fn a_follow_up_moved_off_a_holiday_says_so_and_why() {
+    // Infusion Wed 10 Feb 2027; a month later, 10 and 11 March are Eid al-Fitr: the clinic is
+    // closed, so the 1-month follow-up goes to Fri 12 March, and the plan says why.
+    let p = run(&red_eye("2027-02-07")).unwrap();
+    assert_eq!(clinic_start(&p, EventKind::Infusion).date_naive(), date("2027-02-10"));
+    let moved: Vec<_> = p.warnings.iter().filter(|w| w.kind == WarningKind::FollowUpMoved).collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(
+        moved[0].text.en,
+        "Online follow-up (1 month) moved from Wed 10 Mar 2027 to Fri 12 Mar 2027: Wed 10 Mar 2027: the clinic is closed for \
+         a public holiday (Eid al-Fitr); Thu 11 Mar 2027: the clinic is closed for a public holiday (Eid al-Fitr (Second Day))."
+    );
+    assert!(
+        moved[0].text.ja.contains("2027年3月10日(水)はクリニックの休診日(祝日「ハリ・ラヤ・プアサ(断食明け大祭)」)"),
+        "{}",
+        moved[0].text.ja
+    );
+}
+
 #[test]
 fn the_blood_test_is_at_least_one_clinic_day_before_the_infusion() {
     let p = run(&red_eye("2026-12-01")).unwrap();
