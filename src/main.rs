@@ -116,14 +116,33 @@ async fn admin(settings: &service::Settings, command: AdminCommand) -> anyhow::R
         }
         AdminCommand::ListCoordinators => {
             let at = |t: Option<DateTime<Utc>>| t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string());
-            println!("{:>4}  {:<24}  {:>5}  {:<20}  {:<20}", "id", "name", "live", "expires", "last used");
+            let mut list = format!("{:>4}  {:<24}  {:>5}  {:<20}  {:<20}\n", "id", "name", "live", "expires", "last used");
             for c in store.coordinators().await.context("listing coordinators")? {
                 let name: String = c.name.chars().take(24).collect();
-                println!("{:>4}  {:<24}  {:>5}  {:<20}  {:<20}", c.id, name, c.live_tokens, at(c.expires_at), at(c.last_used_at));
+                list.push_str(&format!(
+                    "{:>4}  {:<24}  {:>5}  {:<20}  {:<20}\n",
+                    c.id,
+                    name,
+                    c.live_tokens,
+                    at(c.expires_at),
+                    at(c.last_used_at)
+                ));
             }
+            out(&list)?;
         }
     }
     Ok(())
+}
+
+/// Writes `text` to standard output. A reader that has gone (`itinerary plan … --json | head`)
+/// wanted no more: that is not an error, and not a panic as `print!` makes it.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to standard output"),
+        _ => Ok(()),
+    }
 }
 
 /// Exit codes: 0 planned, 1 infeasible, 2 bad request or configuration.
@@ -178,7 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(r) => r,
                 Err(invalid) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "invalid_request": invalid }))?);
+                        out(&format!("{}\n", serde_json::to_string_pretty(&serde_json::json!({ "invalid_request": invalid }))?))?;
                     } else {
                         eprintln!("{}: the request has {} problem(s):", file.display(), invalid.errors.len());
                         for e in &invalid.errors {
@@ -203,17 +222,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if messages {
                         let dir = cli.config.join("messages");
                         let templates = itinerary_notify::Templates::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
-                        print!("{}", season::render(&templates, &setup, &id, &plan, &req, cancel_at)?);
+                        out(&season::render(&templates, &setup, &id, &plan, &req, cancel_at)?)?;
                     } else if json {
-                        println!("{}", serde_json::to_string_pretty(&plan)?);
+                        out(&format!("{}\n", serde_json::to_string_pretty(&plan)?))?;
                     } else {
-                        print!("{}", display::timeline(&plan, &req.patient.name));
+                        out(&display::timeline(&plan, &req.patient.name))?;
                     }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(inf) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "infeasible": inf }))?);
+                        out(&format!("{}\n", serde_json::to_string_pretty(&serde_json::json!({ "infeasible": inf }))?))?;
                     } else {
                         eprint!("{}", display::infeasible(&inf));
                     }

@@ -430,3 +430,22 @@ fn cancellations_stay_and_a_new_address_gets_new_invites() {
     let of = |k: &str| patient.iter().filter(|c| c["kind"] == k).count();
     assert!(of("invite") > 5 && of("invite") == of("cancel"), "every patient event moves to the new address: {v4:#}");
 }
+
+/// `itinerary plan … --json | head`: a reader that goes away early ends the output quietly, with
+/// the plan's exit code, not a panic ("failed printing to stdout: Broken pipe").
+#[test]
+fn a_reader_that_stops_early_is_not_a_panic() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_itinerary"))
+        .current_dir(root())
+        .args(["plan", "examples/mh71-red-eye.toml", "--json", "--now", "2026-11-01T00:00:00Z"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    // Closed before the plan is written: its first write meets a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("ends");
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
