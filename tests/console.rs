@@ -504,17 +504,10 @@ async fn a_form_sent_twice_books_once() {
     led_to.insert(to.unwrap());
     assert_eq!(led_to.len(), 1, "every sending leads to one itinerary: {led_to:?}");
     assert!(led_to.first().unwrap().starts_with("/console/itineraries/"), "{led_to:?}");
-    assert_eq!(itineraries(&db).await, 1, "booked once");
+    assert_eq!(count(&db, "SELECT count(*) FROM itinerary").await, 1, "booked once");
     // The same form changed and sent again: refused, nothing booked.
     form[12] = ("trips[0].return.depart", "2027-03-05 23:50".into());
     let r = form_post(&http, &url, Some(&cookie), &form).await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
-    assert_eq!(itineraries(&db).await, 1);
-}
-
-async fn itineraries(db: &Db) -> i64 {
-    use sea_orm::ConnectionTrait;
-    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
-    let sql = sea_orm::Statement::from_string(conn.get_database_backend(), "SELECT count(*) FROM itinerary");
-    conn.query_one_raw(sql).await.unwrap().unwrap().try_get_by_index::<i64>(0).unwrap()
+    assert_eq!(count(&db, "SELECT count(*) FROM itinerary").await, 1);
 }

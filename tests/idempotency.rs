@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use common::*;
 use reqwest::StatusCode;
-use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -31,12 +30,6 @@ async fn send(s: &Server, method: &str, path: &str, key: Option<&str>, body: Opt
     status_documented(method, path, st);
     let replayed = resp.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
     (st, replayed, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn count(db: &Db, sql: &str) -> i64 {
-    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
-    let row = conn.query_one_raw(Statement::from_string(conn.get_database_backend(), sql)).await.unwrap().unwrap();
-    row.try_get_by_index::<i64>(0).unwrap()
 }
 
 async fn keys_replay_refuse_reuse_and_write_once(db: Db) {

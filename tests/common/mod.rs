@@ -66,6 +66,15 @@ impl Db {
     }
 }
 
+/// The one number `sql` (a `SELECT count(*) …`) answers on the test's database, read directly:
+/// what is stored, not what the service says.
+pub async fn count(db: &Db, sql: &str) -> i64 {
+    use sea_orm::ConnectionTrait;
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let row = conn.query_one_raw(sea_orm::Statement::from_string(conn.get_database_backend(), sql)).await.unwrap().unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
 /// An HTTP client. reqwest is built without a TLS provider of its own (the service installs
 /// ring's at start-up), so the tests install it too.
 pub fn http() -> reqwest::Client {
