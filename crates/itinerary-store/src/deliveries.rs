@@ -552,7 +552,7 @@ impl Store {
     /// and ended with them by a rotation or a revocation.
     pub async fn issue_feed_token(&self, patient_id: i32) -> Result<String, StoreError> {
         let t = Token::generate(crate::people::FEED_PREFIX);
-        let txn = TransactionTrait::begin(&self.db).await?;
+        let txn = self.begin_write().await?;
         feed_token::ActiveModel {
             patient_id: Set(patient_id),
             token_hash: Set(t.hash.clone()),
@@ -601,7 +601,7 @@ impl Store {
     /// attempts (a coordinator fixed the address, or the relay): back to pending, recorded as
     /// `resent` among its deliveries and in the audit log.
     pub async fn resend_message(&self, by: i32, itinerary_id: i32, message_id: i32, now: DateTime<Utc>) -> Result<(), ResendError> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin_write().await?;
         let it = itinerary::Entity::find_by_id(itinerary_id)
             .unique(&txn)
             .await?

@@ -455,7 +455,7 @@ impl Store {
 
     /// A new coordinator and their first bearer token, shown only here, valid for `valid_for`.
     pub async fn create_coordinator(&self, name: &str, valid_for: chrono::Duration) -> Result<(i32, String), StoreError> {
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = self.begin_write().await?;
         let c =
             coordinator::ActiveModel { name: Set(name.to_owned()), created_at: Set(Utc::now()), ..Default::default() }.insert(&txn).await?;
         let secret = insert_coordinator_token(&txn, c.id, valid_for).await?;
@@ -467,7 +467,7 @@ impl Store {
     /// A further token for an existing coordinator (theirs expired, or was revoked), shown only
     /// here. Their other tokens stay as they are.
     pub async fn issue_coordinator_token(&self, id: i32, valid_for: chrono::Duration) -> Result<String, StoreError> {
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = self.begin_write().await?;
         coordinator::Entity::find_by_id(id)
             .unique(&txn)
             .await?
@@ -481,7 +481,7 @@ impl Store {
     /// Ends every token of the coordinator at once. Returns how many were not yet revoked.
     pub async fn revoke_coordinator(&self, id: i32) -> Result<u64, StoreError> {
         use sea_orm::sea_query::Expr;
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = self.begin_write().await?;
         coordinator::Entity::find_by_id(id)
             .unique(&txn)
             .await?
@@ -563,7 +563,7 @@ impl Store {
     /// Revokes the patient's feed tokens and, with `hash`, issues a new one, in one transaction.
     async fn replace_feed(&self, by: i32, patient_id: i32, action: &str, hash: Option<String>) -> Result<(), StoreError> {
         self.patient(patient_id).await?;
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = self.begin_write().await?;
         revoke_feeds(&txn, patient_id).await?;
         if let Some(hash) = hash {
             feed_token::ActiveModel {

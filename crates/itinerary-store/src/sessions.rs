@@ -45,7 +45,7 @@ impl Store {
             .ok_or(StoreError::NotFound { entity: "coordinator", id: t.coordinator_id.to_string() })?;
         let secret = Token::generate("its_");
         let csrf = Token::generate("").secret;
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = self.begin_write().await?;
         console_session::ActiveModel {
             secret_hash: Set(secret.hash),
             token_id: Set(t.id),

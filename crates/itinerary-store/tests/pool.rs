@@ -86,3 +86,31 @@ async fn every_connection_runs_wal_with_synchronous_normal() {
         assert_eq!((sync, journal.as_str()), (1, "wal"));
     }
 }
+
+/// An operator's `itinerary admin` is a second process on the same file as the running service.
+/// A transaction that reads before it writes cannot take the write lock once the other process
+/// has committed in between (SQLITE_BUSY_SNAPSHOT, at once, no busy wait), so every write path
+/// must hold the lock from its first statement: here the service creates patients while the
+/// operator issues and revokes tokens and rotates feeds, and nothing may fail "database is locked".
+#[tokio::test]
+async fn an_admin_process_writes_while_the_service_does() {
+    let url = fresh("two-writers");
+    let service = Store::connect(&url).await.unwrap();
+    service.migrate().await.unwrap();
+    let (by, _) = service.create_coordinator("Coordinator", chrono::Duration::days(1)).await.unwrap();
+    let first = service.create_patient(by, &patient(0), None).await.unwrap();
+    let admin = Store::connect(&url).await.unwrap();
+    let busy = tokio::spawn(async move {
+        for n in 1..=150 {
+            service.create_patient(by, &patient(n), None).await.unwrap();
+        }
+    });
+    for _ in 0..60 {
+        admin.issue_coordinator_token(by, chrono::Duration::days(1)).await.unwrap();
+        admin.rotate_feed(by, first.id).await.unwrap();
+        admin.revoke_coordinator(by).await.unwrap();
+        admin.issue_feed_token(first.id).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    busy.await.unwrap();
+}
