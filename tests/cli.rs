@@ -55,6 +55,16 @@ fn golden_los_angeles_patient() {
 }
 
 #[test]
+fn golden_los_angeles_via_narita() {
+    golden("los-angeles-via-narita", 0);
+}
+
+#[test]
+fn golden_sapporo_via_haneda() {
+    golden("sapporo-via-haneda", 0);
+}
+
+#[test]
 fn golden_set_of_3_14_days() {
     golden("set-of-3-14-days", 0);
 }
@@ -141,6 +151,18 @@ fn golden_messages_eve_of_holiday() {
 #[test]
 fn golden_messages_los_angeles_patient() {
     golden_messages("los-angeles-patient", None);
+}
+
+/// Connections: every flight of the day in its own airports' times, the departure message at
+/// Los Angeles time before the first flight, and from Sapporo an hour before the domestic one.
+#[test]
+fn golden_messages_los_angeles_via_narita() {
+    golden_messages("los-angeles-via-narita", None);
+}
+
+#[test]
+fn golden_messages_sapporo_via_haneda() {
+    golden_messages("sapporo-via-haneda", None);
 }
 
 /// The patient in Los Angeles who reads English: every patient message in English, her zone

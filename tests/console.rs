@@ -436,6 +436,87 @@ async fn form_post(http: &reqwest::Client, url: &str, cookie: Option<&str>, fiel
     r.send().await.unwrap()
 }
 
+/// A client that does not follow redirects, and the session cookie of the test coordinator.
+async fn signed_in(s: &Server) -> (reqwest::Client, String) {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signed = form_post(&http, &s.url("/console/signin"), None, &[("token", s.token.clone())]).await;
+    let cookie = signed
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .find(|c| c.starts_with("itinerary_session="))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+        .expect("a session cookie");
+    (http, cookie)
+}
+
+/// A journey with a change of plane each way, booked from the console (issue 14): each flight
+/// its own event, a too-short connection refused beside its field, and the change form showing
+/// every flight again so that a change keeps them.
+#[tokio::test]
+async fn a_journey_with_connections_is_booked_and_changed_from_the_console() {
+    let db = Db::sqlite("console-connections");
+    let s = Server::start_with(&db, &[("ITINERARY_SERVER_WORKER", "false")]);
+    let mut p = patient("Connecting Flights");
+    p["home_zone"] = "America/Los_Angeles".into();
+    let (_, p) = s.call("POST", "/patients", Some(p)).await;
+    let pid = p["id"].as_i64().unwrap();
+    let (http, cookie) = signed_in(&s).await;
+    let url = s.url(&format!("/console/patients/{pid}/plan"));
+    let page = http.get(&url).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let leg = |name: &str, v: [&str; 5]| -> Vec<(String, String)> {
+        ["flight", "from", "depart", "to", "arrive"].iter().zip(v).map(|(k, v)| (format!("{name}.{k}"), v.to_owned())).collect()
+    };
+    let mut form: Vec<(String, String)> = vec![
+        ("csrf".into(), hidden(&page, "csrf")),
+        ("once".into(), hidden(&page, "once")),
+        ("action".into(), "book".into()),
+        ("protocol".into(), "single-infusion".into()),
+    ];
+    form.extend(leg("trips[0].outbound", ["JL61", "LAX", "2027-03-01 11:50", "NRT", "2027-03-02 16:35"]));
+    // Narita 16:35 → 17:20: 45 minutes, under Narita's 90.
+    form.extend(leg("trips[0].outbound[1]", ["MH71", "NRT", "2027-03-02 17:20", "KUL", "2027-03-03 00:10"]));
+    form.extend(leg("trips[0].return", ["MH88", "KUL", "2027-03-06 23:35", "NRT", "2027-03-07 07:15"]));
+    form.extend(leg("trips[0].return[1]", ["JL62", "NRT", "2027-03-07 17:10", "LAX", "2027-03-07 10:10"]));
+    let send = |form: Vec<(String, String)>| {
+        let (http, url, cookie) = (http.clone(), url.clone(), cookie.clone());
+        async move {
+            let fields: Vec<(&str, String)> = form.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            form_post(&http, &url, Some(&cookie), &fields).await
+        }
+    };
+    let refused = send(form.clone()).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = refused.text().await.unwrap();
+    assert!(html.contains(r#"id="f-trips-0-outbound-1-depart" name="trips[0].outbound[1].depart""#), "the field is on the page");
+    assert!(html.contains("e-f-trips-0-outbound-1-depart") && html.contains("minimum connection time there is 90 min"), "{html}");
+    assert_eq!(count(&db, "SELECT count(*) FROM itinerary").await, 0, "nothing booked");
+    // The evening flight instead, and a new form key.
+    for (k, v) in form.iter_mut() {
+        match k.as_str() {
+            "trips[0].outbound[1].depart" => *v = "2027-03-02 21:40".into(),
+            "trips[0].outbound[1].arrive" => *v = "2027-03-03 04:30".into(),
+            "once" => *v = hidden(&html, "once"),
+            _ => {}
+        }
+    }
+    let booked = send(form).await;
+    assert_eq!(booked.status(), StatusCode::SEE_OTHER);
+    let id: i64 = booked.headers()["location"].to_str().unwrap().rsplit('/').next().unwrap().parse().unwrap();
+    let (_, it) = s.call("GET", &format!("/itineraries/{id}"), None).await;
+    let flights: Vec<&str> =
+        it["plan"]["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "flight").map(|e| e["key"].as_str().unwrap()).collect();
+    assert_eq!(flights, ["trip1.outbound.leg1", "trip1.outbound", "trip1.return", "trip1.return.leg2"]);
+    // The change form holds all four flights, the connections opened.
+    let change = http.get(s.url(&format!("/console/itineraries/{id}/change"))).header("cookie", &cookie).send().await.unwrap();
+    let html = change.text().await.unwrap();
+    for (name, value) in [("trips[0].outbound.flight", "JL61"), ("trips[0].outbound[1].flight", "MH71"), ("trips[0].return[1].to", "LAX")] {
+        assert!(html.contains(&format!(r#"name="{name}" type="text" value="{value}""#)), "{name} = {value} on the change form");
+    }
+    assert!(html.contains(r#"<details class="connections" open>"#));
+}
+
 /// The value of the hidden input `name` in a page.
 fn hidden(html: &str, name: &str) -> String {
     let at = html.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name} in the page"));
@@ -452,16 +533,7 @@ async fn a_form_sent_twice_books_once() {
     let s = Server::start_with(&db, &[("ITINERARY_SERVER_WORKER", "false")]);
     let (_, p) = s.call("POST", "/patients", Some(patient("Twice Sent"))).await;
     let pid = p["id"].as_i64().unwrap();
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let signed = form_post(&http, &s.url("/console/signin"), None, &[("token", s.token.clone())]).await;
-    let cookie = signed
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|c| c.to_str().ok())
-        .find(|c| c.starts_with("itinerary_session="))
-        .map(|c| c.split(';').next().unwrap().to_owned())
-        .expect("a session cookie");
+    let (http, cookie) = signed_in(&s).await;
     let page = http.get(s.url(&format!("/console/patients/{pid}/plan"))).header("cookie", &cookie).send().await.unwrap();
     let html = page.text().await.unwrap();
     let (csrf, once) = (hidden(&html, "csrf"), hidden(&html, "once"));

@@ -250,7 +250,8 @@ const NOW: &str = "2026-11-26T00:00:00Z";
 fn every_example_is_read_at_the_instants_the_plan_says() {
     let base = scratch("examples");
     let mut planned = Vec::new();
-    for ex in ["mh71-red-eye", "eve-of-holiday", "los-angeles-patient", "set-of-3-14-days"] {
+    for ex in ["mh71-red-eye", "eve-of-holiday", "los-angeles-patient", "set-of-3-14-days", "los-angeles-via-narita", "sapporo-via-haneda"]
+    {
         let dir = base.join(ex);
         let plan = plan_with_ics(&root().join(format!("examples/{ex}.toml")), &dir, ex, NOW).unwrap_or_else(|| panic!("{ex} plans"));
         let request: toml::Value = toml::from_str(&std::fs::read_to_string(root().join(format!("examples/{ex}.toml"))).unwrap()).unwrap();
@@ -341,12 +342,27 @@ fn random_request(rng: &mut Rng) -> (String, String, String, String) {
         let (of, ofrom, odep, oarr, oplus) = *rng.pick(OUT);
         let (bf, bto, bdep, barr, bplus) = *rng.pick(BACK);
         let back = d + Duration::days(stays);
-        s.push_str(&format!(
-            "[[trips]]\noutbound = {{ flight = \"{of}\", from = \"{ofrom}\", depart = \"{d} {odep}\", to = \"KUL\", arrive = \"{} {oarr}\" }}\n\
-             return = {{ flight = \"{bf}\", from = \"KUL\", depart = \"{back} {bdep}\", to = \"{bto}\", arrive = \"{} {barr}\" }}\n",
-            d + Duration::days(oplus),
-            back + Duration::days(bplus)
-        ));
+        let mut out = format!(
+            "{{ flight = \"{of}\", from = \"{ofrom}\", depart = \"{d} {odep}\", to = \"KUL\", arrive = \"{} {oarr}\" }}",
+            d + Duration::days(oplus)
+        );
+        let home = back + Duration::days(bplus);
+        let mut ret =
+            format!("{{ flight = \"{bf}\", from = \"KUL\", depart = \"{back} {bdep}\", to = \"{bto}\", arrive = \"{home} {barr}\" }}");
+        // A third of the patients live in Sapporo and change planes in Tokyo: each flight of a
+        // connection is its own event, in its own airports' zones (issue 14).
+        if rng.below(3) == 0 && ofrom != "FUK" {
+            let (dep, arr) = if odep == "21:40" { ("16:00", "17:40") } else { ("06:30", "08:10") };
+            out = format!(
+                "[{{ flight = \"NH52\", from = \"CTS\", depart = \"{d} {dep}\", to = \"{ofrom}\", arrive = \"{d} {arr}\" }}, {out}]"
+            );
+            // From Haneda at 22:35 the last flight north has gone: the next morning's.
+            let (day, dep, arr) = if bto == "HND" { (home + Duration::days(1), "07:00", "08:35") } else { (home, "11:00", "12:45") };
+            ret = format!(
+                "[{ret}, {{ flight = \"NH53\", from = \"{bto}\", depart = \"{day} {dep}\", to = \"CTS\", arrive = \"{day} {arr}\" }}]"
+            );
+        }
+        s.push_str(&format!("[[trips]]\noutbound = {out}\nreturn = {ret}\n"));
     }
     let now = (first - Duration::days(20 + rng.below(60) as i64)).format("%Y-%m-%dT00:00:00Z").to_string();
     (s, name.to_owned(), email, now)
@@ -374,6 +390,8 @@ fn random_plans_are_read_at_the_instants_the_plan_says() {
         }
     }
     assert_eq!(planned.len(), 30, "too few of 80 random requests planned (seed {seed})");
+    let connecting = planned.iter().filter(|p| p.2.events.iter().any(|e| e.key.ends_with(".leg1"))).count();
+    assert!(connecting >= 3, "too few plans with connections drawn: {connecting}");
     let zones: std::collections::BTreeSet<_> = planned.iter().map(|p| p.2.patient_zone.name()).collect();
     assert!(zones.len() >= 6, "too few zones drawn: {zones:?}");
     let files: Vec<PathBuf> = planned.iter().flat_map(|(_, d, ..)| ics_files(d)).collect();

@@ -139,8 +139,10 @@ fn schemas() -> Value {
         "Capacity": object(json!({ "capacity": { "type": "integer", "minimum": 1, "maximum": 65535 } }), &["capacity"]),
         "Resource": object(json!({ "id": string(), "capacity": { "type": "integer" } }), &["id", "capacity"]),
         "Flight": flight,
+        "Legs": { "description": "One direction's flights in travel order: one flight, or an array of them when the patient changes planes (LAX→NRT, NRT→KUL). The last flight out lands in the clinic's country; the first flight home leaves it.",
+            "oneOf": [{ "$ref": "#/components/schemas/Flight" }, { "type": "array", "minItems": 1, "maxItems": 6, "items": { "$ref": "#/components/schemas/Flight" } }] },
         "Trip": object(
-            json!({ "outbound": { "$ref": "#/components/schemas/Flight" }, "return": { "$ref": "#/components/schemas/Flight" } }),
+            json!({ "outbound": { "$ref": "#/components/schemas/Legs" }, "return": { "$ref": "#/components/schemas/Legs" } }),
             &["outbound", "return"],
         ),
         "ItineraryRequest": object(

@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{Duration, NaiveDate, NaiveTime, Utc};
 use itinerary_core::FieldError;
 use itinerary_core::plan::{EventKind, When};
-use itinerary_core::request::RawTrip;
+use itinerary_core::request::{Legs, RawFlight, RawTrip};
 use itinerary_core::time::{at_local, date_en, date_ja};
 use itinerary_store::{BookError, IdempotencyKey, InputError, NewItinerary, PatientInput, StoreError};
 use minijinja::Value;
@@ -414,7 +414,9 @@ pub(crate) async fn create_patient(State(c): State<Console>, Extension(v): Exten
 fn field_errors(errors: &[FieldError]) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     for e in errors {
-        let key = e.field.trim_start_matches("patient.").to_owned();
+        // A direction's first flight is `outbound[0]` when it has connections: the form names it
+        // as the only one.
+        let key = e.field.trim_start_matches("patient.").replace("outbound[0].", "outbound.").replace("return[0].", "return.");
         let text = format!("`{}`: {}", e.value, e.problem);
         out.entry(key)
             .and_modify(|t| {
@@ -609,19 +611,38 @@ pub(crate) async fn plan_form(State(c): State<Console>, Extension(v): Extension<
     plan_page(&c, &v, StatusCode::OK, &p, None, &fields, minijinja::context! {})
 }
 
+/// Flights per direction the form offers: the first, and two connections.
+const LEGS: usize = 3;
+
+/// A flight's fields on the form: `trips[0].outbound` for the first flight of a direction (the
+/// name the request's problems use when it is the only one), `trips[0].outbound[1]` for the
+/// next.
+fn leg_field(trip: usize, dir: &str, leg: usize) -> String {
+    if leg == 0 { format!("trips[{trip}].{dir}") } else { format!("trips[{trip}].{dir}[{leg}]") }
+}
+
 /// The request a plan form describes. Trips whose fields are all empty are left out.
 fn request_of(patient_id: i32, f: &Fields) -> NewItinerary {
     let get = |k: &str| f.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
     let mut trips = Vec::new();
     for i in 0..3 {
-        let leg = |dir: &str| itinerary_core::request::RawFlight {
-            flight: get(&format!("trips[{i}].{dir}.flight")),
-            from: get(&format!("trips[{i}].{dir}.from")),
-            depart: get(&format!("trips[{i}].{dir}.depart")).replace('T', " "),
-            to: get(&format!("trips[{i}].{dir}.to")),
-            arrive: get(&format!("trips[{i}].{dir}.arrive")).replace('T', " "),
+        let leg = |dir: &str, j: usize| {
+            let name = leg_field(i, dir, j);
+            RawFlight {
+                flight: get(&format!("{name}.flight")),
+                from: get(&format!("{name}.from")),
+                depart: get(&format!("{name}.depart")).replace('T', " "),
+                to: get(&format!("{name}.to")),
+                arrive: get(&format!("{name}.arrive")).replace('T', " "),
+            }
         };
-        let trip = RawTrip { outbound: leg("outbound"), return_flight: leg("return") };
+        // The first flight of each direction always; connections when any of their fields is filled.
+        let legs = |dir: &str| {
+            Legs(
+                (0..LEGS).map(|j| leg(dir, j)).enumerate().filter(|(j, l)| *j == 0 || *l != RawFlight::default()).map(|(_, l)| l).collect(),
+            )
+        };
+        let trip = RawTrip { outbound: legs("outbound"), return_flight: legs("return") };
         let empty = trip == RawTrip::default();
         if !empty || i == 0 {
             trips.push(trip);
@@ -724,10 +745,13 @@ fn fields_of(req: &NewItinerary) -> Fields {
         f.insert("trip_mode".into(), m.clone());
     }
     for (i, t) in req.trips.iter().enumerate() {
-        for (dir, leg) in [("outbound", &t.outbound), ("return", &t.return_flight)] {
-            for (k, v) in [("flight", &leg.flight), ("from", &leg.from), ("depart", &leg.depart), ("to", &leg.to), ("arrive", &leg.arrive)]
-            {
-                f.insert(format!("trips[{i}].{dir}.{k}"), v.clone());
+        for (dir, legs) in [("outbound", &t.outbound), ("return", &t.return_flight)] {
+            for (j, leg) in legs.0.iter().enumerate() {
+                for (k, v) in
+                    [("flight", &leg.flight), ("from", &leg.from), ("depart", &leg.depart), ("to", &leg.to), ("arrive", &leg.arrive)]
+                {
+                    f.insert(format!("{}.{k}", leg_field(i, dir, j)), v.clone());
+                }
             }
         }
     }

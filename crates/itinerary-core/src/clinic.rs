@@ -2,6 +2,8 @@
 //! offers, its resources (escorts, infusion chairs, the lab), and the planning rules, each a
 //! setting whose default is the one in the design's domain table.
 
+use std::collections::BTreeMap;
+
 use chrono::{Datelike, NaiveDate, NaiveTime, Weekday};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -259,6 +261,9 @@ pub struct Rules {
     pub infusion_to_departure_hours: u32,
     pub airport_before_departure_minutes: u32,
     pub airport_before_departure_peak_minutes: u32,
+    /// When the journey begins with a domestic flight (Sapporo → Tokyo Haneda, then on to
+    /// Malaysia), how long before it the patient is at the airport.
+    pub airport_before_domestic_departure_minutes: u32,
     pub peak_seasons: Vec<Season>,
     pub hotel_to_airport_minutes: u32,
     pub single_trip_min_days: u32,
@@ -298,6 +303,18 @@ pub struct Rules {
     pub escort_group_size: u16,
     /// Appointments start on this grid; chairs and the lab are counted per slot.
     pub slot_minutes: u32,
+    /// The least time between landing and the next flight at an airport without its own entry
+    /// in `min_connection_by_airport`.
+    pub min_connection_minutes: u32,
+    /// The least time between landing and the next flight, by airport (IATA code), for the hubs
+    /// patients change planes at. Planning values, kept on the safe side of the airports'
+    /// published minimum connection times (which vary by terminal and airline): see the README.
+    pub min_connection_by_airport: BTreeMap<String, u32>,
+    /// A longer wait between two flights is a stay, not a connection (or a mistyped date).
+    pub max_connection_hours: u32,
+    /// A connection through the small hours (02:00 where the patient waits) this long or longer
+    /// needs a transit hotel; a shorter one is warned about as a night in the terminal.
+    pub connection_hotel_hours: u32,
 }
 
 fn hm(h: u32, m: u32) -> NaiveTime {
@@ -322,6 +339,7 @@ impl Default for Rules {
             infusion_to_departure_hours: 24,
             airport_before_departure_minutes: 180,
             airport_before_departure_peak_minutes: 240,
+            airport_before_domestic_departure_minutes: 60,
             peak_seasons: vec![
                 Season { name: "New Year".into(), from: "12-26".into(), to: "01-04".into() },
                 Season { name: "Golden Week".into(), from: "04-27".into(), to: "05-06".into() },
@@ -353,6 +371,24 @@ impl Default for Rules {
             escort_must_speak_patient_language: true,
             escort_group_size: 3,
             slot_minutes: 30,
+            min_connection_minutes: 90,
+            min_connection_by_airport: [
+                ("NRT", 90),
+                ("HND", 90),
+                ("KIX", 75),
+                ("TPE", 60),
+                ("SIN", 60),
+                ("HKG", 60),
+                ("ICN", 70),
+                ("BKK", 75),
+                ("LAX", 120),
+                ("SFO", 120),
+            ]
+            .into_iter()
+            .map(|(a, m)| (a.to_owned(), m))
+            .collect(),
+            max_connection_hours: 24,
+            connection_hotel_hours: 6,
         }
     }
 }
@@ -360,6 +396,11 @@ impl Default for Rules {
 impl Rules {
     pub fn is_peak(&self, date: NaiveDate) -> Option<&Season> {
         self.peak_seasons.iter().find(|s| s.contains(date))
+    }
+
+    /// The least time between landing at `iata` and the next flight from there.
+    pub fn min_connection(&self, iata: &str) -> u32 {
+        self.min_connection_by_airport.get(iata).copied().unwrap_or(self.min_connection_minutes)
     }
 
     /// Whether a wall-clock time is in the quiet hours (which may wrap midnight).
@@ -385,6 +426,14 @@ impl Rules {
         }
         if self.infusion_block_minutes == 0 || self.blood_test_minutes == 0 {
             out.push(("infusion_block_minutes", "appointments need a length".to_owned()));
+        }
+        for code in self.min_connection_by_airport.keys() {
+            if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+                out.push(("min_connection_by_airport", format!("`{code}` is not an IATA airport code in capitals")));
+            }
+        }
+        if self.max_connection_hours * 60 < self.min_connection_minutes {
+            out.push(("max_connection_hours", format!("{} hours is less than min_connection_minutes", self.max_connection_hours)));
         }
         for s in &self.peak_seasons {
             if parse_month_day(&s.from).is_none() || parse_month_day(&s.to).is_none() {

@@ -35,9 +35,17 @@ impl Whereabouts {
         let home = req.patient.home_zone;
         let mut legs = Vec::new();
         for t in &req.trips {
-            legs.push((t.outbound.departs.utc(), t.outbound.arrives.utc(), t.outbound.arrives.zone()));
-            // After the flight home the patient is at home, even when it lands elsewhere first.
-            legs.push((t.return_flight.departs.utc(), t.return_flight.arrives.utc(), home));
+            // Between flights the patient is where the plane landed: a connection at Narita is
+            // in Tokyo's zone, whatever zone home is.
+            for f in t.legs_out() {
+                legs.push((f.departs.utc(), f.arrives.utc(), f.arrives.zone()));
+            }
+            let home_legs: Vec<_> = t.legs_home().collect();
+            for (i, f) in home_legs.iter().enumerate() {
+                // After the last flight home the patient is at home, even when it lands elsewhere.
+                let after = if i + 1 == home_legs.len() { home } else { f.arrives.zone() };
+                legs.push((f.departs.utc(), f.arrives.utc(), after));
+            }
         }
         Self { home, legs }
     }
@@ -313,17 +321,19 @@ impl Scheduler<'_> {
             _ => Language::En,
         };
         let mut at = self.wake(at);
-        // Never while the patient is in the air: after landing if that is still in time, else
-        // three hours before take-off.
-        if recipient == Recipient::Patient
-            && let Some((dep, land)) = self.wb.leg_at(at.utc())
-        {
-            let after = self.wake(self.wb.at(land + Duration::hours(1)));
-            at = if before.is_none_or(|b| after.utc() < b.utc()) && self.wb.leg_at(after.utc()).is_none() {
-                after
-            } else {
-                self.wake(self.wb.at(dep - Duration::hours(3)))
-            };
+        // Never while the patient is in the air: after landing if that is still in time and on
+        // the ground, else three hours before take-off; with connections that may fall in an
+        // earlier flight, and then the same again from there (each step goes earlier, and there
+        // are few flights).
+        if recipient == Recipient::Patient {
+            while let Some((dep, land)) = self.wb.leg_at(at.utc()) {
+                let after = self.wake(self.wb.at(land + Duration::hours(1)));
+                at = if before.is_none_or(|b| after.utc() < b.utc()) && self.wb.leg_at(after.utc()).is_none() {
+                    after
+                } else {
+                    self.wake(self.wb.at(dep - Duration::hours(3)))
+                };
+            }
         }
         if let Some(b) = before
             && at.utc() >= b.utc()
@@ -389,7 +399,7 @@ pub(crate) fn schedule(
     );
 
     if let Some(first) = req.trips.first() {
-        let dep = first.outbound.departs;
+        let dep = first.first_flight().departs;
         let at = s.patient_local(dep, i64::from(r.passport_recheck_days_before_travel), r.morning_message_time);
         tasks.push(PatientTask {
             key: "passport_check".into(),
@@ -442,6 +452,8 @@ pub(crate) fn schedule(
         let t = f.trip + 1;
         let pre = format!("trip{t}");
         let out = &trip.outbound;
+        // Where the journey begins: the first flight, which may be a connection (`LAX→NRT`).
+        let (first_key, first) = trip.keyed_flights(&pre).into_iter().next().unwrap_or((format!("{pre}.outbound"), out));
         // MDAC: the `mdac_window_days` days up to arrival, arrival day included, in Malaysia's dates.
         let arrival_day = out.arrives.date();
         let opens = at_local(arrival_day - Duration::days(i64::from(r.mdac_window_days.max(1)) - 1), NaiveTime::MIN, out.arrives.zone());
@@ -459,15 +471,15 @@ pub(crate) fn schedule(
                 let guess = s.wb.at(opens.utc()).zone();
                 s.wb.local(|z| opens.in_zone(z).date() + Duration::days(k), r.morning_message_time, guess)
             })
-            .find(|at| at.utc() >= opens.utc() && at.utc() + Duration::hours(3) <= out.departs.utc())
-            .unwrap_or_else(|| s.wb.at(opens.utc().max(out.departs.utc() - Duration::hours(6))));
+            .find(|at| at.utc() >= opens.utc() && at.utc() + Duration::hours(3) <= first.departs.utc())
+            .unwrap_or_else(|| s.wb.at(opens.utc().max(first.departs.utc() - Duration::hours(6))));
         s.push(
             format!("{pre}.mdac.reminder"),
             MessageKind::MdacReminder,
             Recipient::Patient,
             first_morning,
             Some(&format!("{pre}.mdac")),
-            Some(out.departs),
+            Some(first.departs),
             format!(
                 "the first morning of the MDAC window (opens {} in Malaysia), before the flight",
                 opens.local().format("%Y-%m-%d %H:%M")
@@ -482,17 +494,17 @@ pub(crate) fn schedule(
                 "常用薬の準備(1か月分以内・元の包装・処方箋の写し・機内持ち込み)",
                 "Pack medication: up to one month's supply, original labelled packs, a copy of the prescription, in hand luggage",
             ),
-            opens: s.wb.at(out.departs.utc() - Duration::days(7)),
-            closes: out.departs,
+            opens: s.wb.at(first.departs.utc() - Duration::days(7)),
+            closes: first.departs,
         });
-        let at = s.patient_local(out.departs, i64::from(r.medication_reminder_days_before), r.evening_reminder_time);
+        let at = s.patient_local(first.departs, i64::from(r.medication_reminder_days_before), r.evening_reminder_time);
         s.push(
             format!("{pre}.medication.reminder"),
             MessageKind::MedicationReminder,
             Recipient::Patient,
             at,
             Some(&format!("{pre}.medication")),
-            Some(out.departs),
+            Some(first.departs),
             format!(
                 "{} days before the flight, {} where the patient is",
                 r.medication_reminder_days_before,
@@ -500,8 +512,10 @@ pub(crate) fn schedule(
             ),
             IfLate::SendNow,
         );
-        let peak = r.is_peak(out.departs.date()).is_some();
-        let airport_by = out.departs.add(-Duration::minutes(i64::from(if peak {
+        let peak = r.is_peak(first.departs.date()).is_some();
+        let airport_by = first.departs.add(-Duration::minutes(i64::from(if first.from.country == first.to.country {
+            r.airport_before_domestic_departure_minutes
+        } else if peak {
             r.airport_before_departure_peak_minutes
         } else {
             r.airport_before_departure_minutes
@@ -512,13 +526,13 @@ pub(crate) fn schedule(
             MessageKind::DepartureDay,
             Recipient::Patient,
             at,
-            Some(&format!("{pre}.outbound")),
+            Some(&first_key),
             Some(airport_by),
             format!(
                 "be at {} by {} for {}: that morning, or the evening before when the flight is early",
-                out.from.iata,
+                first.from.iata,
                 hm(&airport_by),
-                out.number
+                first.number
             ),
             IfLate::SendNow,
         );
@@ -558,7 +572,13 @@ pub(crate) fn schedule(
             ),
             IfLate::SendNow,
         );
-        if r.visit_japan_web_reminder && ret.to.country == "JP" {
+        // Visit Japan Web is for entering Japan: the patient flies home to Japan and clears
+        // customs where the first flight home lands in Japan (a Los Angeles patient changing
+        // planes at Narita does not).
+        let entry = trip.legs_home().find(|f| f.to.country == "JP").filter(|_| trip.last_flight().to.country == "JP");
+        if r.visit_japan_web_reminder
+            && let Some(entry) = entry
+        {
             let at = s.patient_local(ret.departs, 1, r.evening_reminder_time);
             tasks.push(PatientTask {
                 key: format!("{pre}.visit_japan_web"),
@@ -566,7 +586,7 @@ pub(crate) fn schedule(
                 trip: Some(t as u32),
                 title: Text::new("Visit Japan Web の登録(税関申告QRコード)", "Register on Visit Japan Web (customs QR code)"),
                 opens: at,
-                closes: ret.arrives,
+                closes: entry.arrives,
             });
             s.push(
                 format!("{pre}.visit_japan_web.reminder"),
@@ -575,7 +595,7 @@ pub(crate) fn schedule(
                 at,
                 Some(&format!("{pre}.visit_japan_web")),
                 Some(f.transfer.0),
-                format!("the evening before the flight home to {}, where the patient is", ret.to.iata),
+                format!("the evening before the flight home to {}, where the patient is", entry.to.iata),
                 IfLate::Skip,
             );
         }

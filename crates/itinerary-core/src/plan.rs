@@ -231,6 +231,8 @@ pub enum WarningKind {
     /// lives, or the clinic closed): the warning names both days and why.
     FollowUpMoved,
     EarlyCheckIn,
+    /// A change of plane through the night: a night in the terminal, or a transit hotel to book.
+    OvernightConnection,
     PeakSeason,
     EscortChange,
     HolidayTableEnds,

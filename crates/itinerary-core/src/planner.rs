@@ -367,6 +367,65 @@ fn trip_slots(proto: &Protocol, req: &PlanRequest, interval: u16, max_days: u32)
     }
 }
 
+/// What the coordinator should know of each change of plane: a connection through the small
+/// hours (02:00 where the patient waits) is a night at the airport, and from
+/// `connection_hotel_hours` on it needs a transit hotel booked.
+fn connection_warnings(setup: &ClinicSetup, t: u32, trip: &Trip) -> Vec<Warning> {
+    let rules = &setup.rules;
+    let legs: Vec<&crate::request::Flight> = trip.legs_out().chain(trip.legs_home()).collect();
+    let mut out = Vec::new();
+    for pair in legs.windows(2) {
+        let (landed, next) = (pair[0], pair[1]);
+        // Between the two directions the patient is in Malaysia, not changing planes.
+        if std::ptr::eq(landed, &trip.outbound) {
+            continue;
+        }
+        let (from, until) = (landed.arrives, next.departs);
+        let zone = landed.to.zone;
+        let small_hours = NaiveTime::from_hms_opt(2, 0, 0).unwrap_or_default();
+        let overnight = (0..=(until.utc() - from.utc()).num_days() + 1)
+            .map(|k| at_local(from.in_zone(zone).date() + Duration::days(k), small_hours, zone).utc())
+            .any(|night| from.utc() <= night && night < until.utc());
+        if !overnight {
+            continue;
+        }
+        let minutes = (until.utc() - from.utc()).num_minutes();
+        let (h, m) = (minutes / 60, minutes % 60);
+        let hotel = minutes >= i64::from(rules.connection_hotel_hours) * 60;
+        let place = landed.to.place();
+        let (ja_then, en_then) = if hotel {
+            ("トランジットホテルを手配してください。".to_owned(), "book a transit hotel.".to_owned())
+        } else {
+            (
+                format!("{}時間未満のため空港内での待機となります。患者さまにお伝えください。", rules.connection_hotel_hours),
+                format!("under {} hours, so the patient waits in the terminal: tell them.", rules.connection_hotel_hours),
+            )
+        };
+        out.push(Warning {
+            kind: WarningKind::OvernightConnection,
+            text: Text::new(
+                format!(
+                    "旅程{t}:{}で夜を越える乗り継ぎ({}着 {} → {}発 {}、{h}時間{m:02}分)。{ja_then}",
+                    place.ja,
+                    when_ja(&from),
+                    landed.number,
+                    when_ja(&until),
+                    next.number
+                ),
+                format!(
+                    "Trip {t}: overnight connection at {} ({} lands {}, {} leaves {}: {h} h {m:02} min); {en_then}",
+                    place.en,
+                    landed.number,
+                    when_en(&from),
+                    next.number,
+                    when_en(&until)
+                ),
+            ),
+        });
+    }
+    out
+}
+
 fn frame(setup: &ClinicSetup, i: usize, t: &Trip) -> Frame {
     let rules = &setup.rules;
     let zone = setup.clinic.zone;
@@ -799,7 +858,8 @@ fn build(
     for (k, (f, trip)) in frames.iter().zip(&req.trips).enumerate() {
         let t = k as u32 + 1;
         let pre = format!("trip{t}");
-        for (key, flight) in [(format!("{pre}.outbound"), &trip.outbound), (format!("{pre}.return"), &trip.return_flight)] {
+        warnings.extend(connection_warnings(setup, t, trip));
+        for (key, flight) in trip.keyed_flights(&pre) {
             events.push(Event {
                 key,
                 kind: EventKind::Flight,

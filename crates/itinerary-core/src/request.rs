@@ -43,9 +43,57 @@ pub struct RawPatient {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTrip {
-    pub outbound: RawFlight,
+    /// The flights to the clinic's country, in travel order; the last one lands there.
+    pub outbound: Legs,
+    /// The flights home, in travel order; the first one leaves the clinic's country.
     #[serde(rename = "return")]
-    pub return_flight: RawFlight,
+    pub return_flight: Legs,
+}
+
+/// The flights of one direction, in travel order: one flight written as an object (as every
+/// request was before connections), or several as an array (`LAX→NRT`, `NRT→KUL`). One flight
+/// is written back as an object, so stored requests read and print as they always did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Legs(pub Vec<RawFlight>);
+
+impl Default for Legs {
+    fn default() -> Self {
+        Legs(vec![RawFlight::default()])
+    }
+}
+
+impl From<RawFlight> for Legs {
+    fn from(f: RawFlight) -> Self {
+        Legs(vec![f])
+    }
+}
+
+impl Serialize for Legs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Legs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Legs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a flight, or an array of flights in travel order")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Legs, A::Error> {
+                RawFlight::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Legs::from)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Legs, A::Error> {
+                Vec::<RawFlight>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(Legs)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,10 +171,67 @@ pub struct Flight {
     pub arrives: Zoned,
 }
 
+/// One stay's flights. `outbound` lands in the clinic's country and `return_flight` leaves it:
+/// the flights the escort meets and takes the patient to. Connections before and after them
+/// are kept apart, so plans stored before connections read unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trip {
+    /// Flights before `outbound`, in travel order (`LAX→NRT` of `LAX→NRT→KUL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections_out: Vec<Flight>,
     pub outbound: Flight,
     pub return_flight: Flight,
+    /// Flights after `return_flight`, in travel order (`NRT→LAX` of `KUL→NRT→LAX`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections_home: Vec<Flight>,
+}
+
+impl Trip {
+    /// The flights to the clinic, in travel order.
+    pub fn legs_out(&self) -> impl Iterator<Item = &Flight> {
+        self.connections_out.iter().chain(std::iter::once(&self.outbound))
+    }
+
+    /// The flights home, in travel order.
+    pub fn legs_home(&self) -> impl Iterator<Item = &Flight> {
+        std::iter::once(&self.return_flight).chain(&self.connections_home)
+    }
+
+    /// The flight the trip begins with, where the patient leaves from.
+    pub fn first_flight(&self) -> &Flight {
+        self.connections_out.first().unwrap_or(&self.outbound)
+    }
+
+    /// The flight the trip ends with, the one that brings the patient home.
+    pub fn last_flight(&self) -> &Flight {
+        self.connections_home.last().unwrap_or(&self.return_flight)
+    }
+
+    /// The trip's flights in order, each with its event key: the flights the escort meets keep
+    /// the keys they always had (`trip1.outbound`, `trip1.return`), so their calendar UIDs do not
+    /// change; connections are `trip1.outbound.leg1`, `trip1.return.leg2`, by their place in
+    /// their direction.
+    pub fn keyed_flights(&self, pre: &str) -> Vec<(String, &Flight)> {
+        let mut out: Vec<(String, &Flight)> =
+            self.connections_out.iter().enumerate().map(|(i, f)| (format!("{pre}.outbound.leg{}", i + 1), f)).collect();
+        out.push((format!("{pre}.outbound"), &self.outbound));
+        out.push((format!("{pre}.return"), &self.return_flight));
+        out.extend(self.connections_home.iter().enumerate().map(|(i, f)| (format!("{pre}.return.leg{}", i + 2), f)));
+        out
+    }
+}
+
+/// A change of plane between two flights of one direction.
+#[derive(Clone, Copy, Debug)]
+pub struct Connection<'a> {
+    pub landed: &'a Flight,
+    pub next: &'a Flight,
+}
+
+impl Connection<'_> {
+    pub fn minutes(&self) -> i64 {
+        (self.next.departs.utc() - self.landed.arrives.utc()).num_minutes()
+    }
 }
 
 /// A checked request: every value exists and is consistent on its own.
@@ -284,6 +389,71 @@ fn parse_flight(p: &mut Problems, field: &str, raw: &RawFlight, setup: &ClinicSe
     Some(Flight { number: number.to_ascii_uppercase(), from: from.clone(), to: to.clone(), departs, arrives })
 }
 
+/// Flights one direction may have: more is a mistake, not a journey.
+pub const MAX_LEGS: usize = 6;
+
+/// The flights of one direction, each checked, and each change of plane: the next flight leaves
+/// from the airport the one before lands at, after at least the airport's minimum connection
+/// time and within `max_connection_hours` (a longer stop is a stay, or a mistyped date).
+fn parse_legs(p: &mut Problems, field: &str, legs: &Legs, setup: &ClinicSetup) -> Option<Vec<Flight>> {
+    if legs.0.is_empty() {
+        p.add(field, "[]", "at least one flight is needed");
+        return None;
+    }
+    if legs.0.len() > MAX_LEGS {
+        p.add(field, format!("{} flights", legs.0.len()), format!("at most {MAX_LEGS} flights in one direction"));
+        return None;
+    }
+    let named = |j: usize| if legs.0.len() == 1 { field.to_owned() } else { format!("{field}[{j}]") };
+    let flights: Vec<Option<Flight>> = legs.0.iter().enumerate().map(|(j, raw)| parse_flight(p, &named(j), raw, setup)).collect();
+    let flights: Vec<Flight> = flights.into_iter().collect::<Option<_>>()?;
+    let rules = &setup.rules;
+    let mut ok = true;
+    for (j, pair) in flights.windows(2).enumerate() {
+        let (landed, next) = (&pair[0], &pair[1]);
+        let (f, raw) = (named(j + 1), &legs.0[j + 1]);
+        let at = &landed.to.iata;
+        if next.from.iata != *at {
+            p.add(
+                format!("{f}.from"),
+                &raw.from,
+                format!("the flight before ({}) lands at {at}: a connection leaves from the airport it lands at", landed.number),
+            );
+            ok = false;
+            continue;
+        }
+        let minutes = Connection { landed, next }.minutes();
+        let min = i64::from(rules.min_connection(at));
+        let max = i64::from(rules.max_connection_hours) * 60;
+        let problem = if minutes < 0 {
+            Some(format!(
+                "departs before the flight before ({}) lands at {at} ({})",
+                landed.number,
+                landed.arrives.local().format("%Y-%m-%d %H:%M")
+            ))
+        } else if minutes < min {
+            Some(format!(
+                "leaves {minutes} min after the flight before ({}) lands at {at}; the minimum connection time there is {min} min",
+                landed.number
+            ))
+        } else if minutes > max {
+            Some(format!(
+                "leaves {:.1} hours after the flight before ({}) lands at {at}: a stop of more than {} hours is a stay, not a connection; check the dates",
+                minutes as f64 / 60.0,
+                landed.number,
+                rules.max_connection_hours
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            p.add(format!("{f}.depart"), &raw.depart, problem);
+            ok = false;
+        }
+    }
+    ok.then_some(flights)
+}
+
 impl PlanRequest {
     /// Checks a raw request against the clinic's airports and protocols.
     pub fn parse(raw: &RawPlanRequest, setup: &ClinicSetup) -> Result<PlanRequest, InvalidRequest> {
@@ -340,39 +510,58 @@ impl PlanRequest {
         if raw.trips.is_empty() {
             p.add("trips", "[]", "at least one trip (outbound and return flight) is needed");
         }
-        let mut trips = Vec::new();
+        let mut trips: Vec<Trip> = Vec::new();
         for (i, t) in raw.trips.iter().enumerate() {
-            let out = parse_flight(&mut p, &format!("trips[{i}].outbound"), &t.outbound, setup);
-            let ret = parse_flight(&mut p, &format!("trips[{i}].return"), &t.return_flight, setup);
-            if let (Some(out), Some(ret)) = (out, ret) {
-                let clinic_country = &setup.clinic.country;
-                if out.to.country != *clinic_country {
-                    p.add(
-                        format!("trips[{i}].outbound.to"),
-                        &out.to.iata,
-                        format!("lands in {}, not in {clinic_country} where the clinic is", out.to.country),
-                    );
-                }
-                if ret.from.country != *clinic_country {
-                    p.add(
-                        format!("trips[{i}].return.from"),
-                        &ret.from.iata,
-                        format!("departs from {}, not from {clinic_country} where the clinic is", ret.from.country),
-                    );
-                }
-                if ret.departs.utc() <= out.arrives.utc() {
-                    p.add(
-                        format!("trips[{i}].return.depart"),
-                        &t.return_flight.depart,
-                        format!("the flight home departs before the outbound flight lands ({})", t.outbound.arrive.trim()),
-                    );
-                } else if let Some(prev) = trips.last().map(|t: &Trip| t.return_flight.arrives)
-                    && out.departs.utc() < prev.utc()
-                {
-                    p.add(format!("trips[{i}].outbound.depart"), &t.outbound.depart, format!("departs before trip {} has returned", i));
-                } else {
-                    trips.push(Trip { outbound: out, return_flight: ret });
-                }
+            let field = |dir: &str, legs: &Legs, j: usize| {
+                if legs.0.len() == 1 { format!("trips[{i}].{dir}") } else { format!("trips[{i}].{dir}[{j}]") }
+            };
+            let out = parse_legs(&mut p, &format!("trips[{i}].outbound"), &t.outbound, setup);
+            let ret = parse_legs(&mut p, &format!("trips[{i}].return"), &t.return_flight, setup);
+            let (Some(mut out), Some(mut ret)) = (out, ret) else { continue };
+            let (last_out, raw_last_out) = (out.len() - 1, &t.outbound.0[out.len() - 1]);
+            let raw_first_ret = &t.return_flight.0[0];
+            let clinic_country = &setup.clinic.country;
+            let (arrival, departure) = (&out[last_out], &ret[0]);
+            let mut fits = true;
+            if arrival.to.country != *clinic_country {
+                let why = if out.len() == 1 { "lands" } else { "the last flight out lands" };
+                p.add(
+                    format!("{}.to", field("outbound", &t.outbound, last_out)),
+                    &arrival.to.iata,
+                    format!("{why} in {}, not in {clinic_country} where the clinic is", arrival.to.country),
+                );
+                fits = false;
+            }
+            if departure.from.country != *clinic_country {
+                let why = if ret.len() == 1 { "departs" } else { "the first flight home departs" };
+                p.add(
+                    format!("{}.from", field("return", &t.return_flight, 0)),
+                    &departure.from.iata,
+                    format!("{why} from {}, not from {clinic_country} where the clinic is", departure.from.country),
+                );
+                fits = false;
+            }
+            if !fits {
+                continue;
+            }
+            if departure.departs.utc() <= arrival.arrives.utc() {
+                p.add(
+                    format!("{}.depart", field("return", &t.return_flight, 0)),
+                    &raw_first_ret.depart,
+                    format!("the flight home departs before the outbound flight lands ({})", raw_last_out.arrive.trim()),
+                );
+            } else if let Some(prev) = trips.last().map(|t: &Trip| t.last_flight().arrives)
+                && out[0].departs.utc() < prev.utc()
+            {
+                p.add(
+                    format!("{}.depart", field("outbound", &t.outbound, 0)),
+                    &t.outbound.0[0].depart,
+                    format!("departs before trip {} has returned", i),
+                );
+            } else {
+                let outbound = out.remove(last_out);
+                let return_flight = ret.remove(0);
+                trips.push(Trip { connections_out: out, outbound, return_flight, connections_home: ret });
             }
         }
         let mut preferred_dates = Vec::new();
@@ -382,7 +571,7 @@ impl PlanRequest {
             }
         }
         if let (Some(b), Some(first)) = (birth_date, trips.first())
-            && b >= first.outbound.departs.date()
+            && b >= first.first_flight().departs.date()
         {
             p.add("patient.birth_date", &rp.birth_date, "is not before the first flight");
         }

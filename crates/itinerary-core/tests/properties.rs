@@ -78,8 +78,11 @@ fn check(setup: &ClinicSetup, raw: &RawPlanRequest, req: &PlanRequest, p: &Plan)
     }
     // Flights: the instants are the typed local times in the airports' zones.
     for (k, t) in raw.trips.iter().enumerate() {
-        for (key, f) in [("outbound", &t.outbound), ("return", &t.return_flight)] {
-            let e = p.event(&format!("trip{}.{key}", k + 1)).unwrap();
+        let keyed = req.trips[k].keyed_flights(&format!("trip{}", k + 1));
+        let typed: Vec<&RawFlight> = t.outbound.0.iter().chain(&t.return_flight.0).collect();
+        assert_eq!(keyed.len(), typed.len(), "one event per flight");
+        for ((key, _), f) in keyed.into_iter().zip(typed) {
+            let e = p.event(&key).unwrap();
             let (s, a) = (e.start().unwrap(), e.end().unwrap());
             assert_eq!(s.zone(), setup.airports.get(&f.from).unwrap().zone);
             assert_eq!(a.zone(), setup.airports.get(&f.to).unwrap().zone);
@@ -241,7 +244,7 @@ proptest! {
             protocol,
             interval_days: interval,
             trip_mode: mode,
-            trips: vec![RawTrip { outbound: f, return_flight: back }; trips],
+            trips: vec![RawTrip { outbound: f.into(), return_flight: back.into() }; trips],
             preferred_dates: preferred,
         };
         if let Ok(req) = PlanRequest::parse(&raw, &setup) {
@@ -260,8 +263,8 @@ proptest! {
         let arr = format!("{} 06:00", d + Duration::days(1));
         let back_d = d + Duration::days(1 + stay);
         let mut raw = red_eye("2026-12-01");
-        raw.trips[0].outbound = RawFlight { flight: "MH1".into(), from: zone_airport.into(), depart: dep, to: "KUL".into(), arrive: arr };
-        raw.trips[0].return_flight = RawFlight { flight: "MH2".into(), from: "KUL".into(), depart: format!("{back_d} 23:35"), to: zone_airport.into(), arrive: format!("{} 07:15", back_d + Duration::days(1)) };
+        raw.trips[0].outbound = RawFlight { flight: "MH1".into(), from: zone_airport.into(), depart: dep, to: "KUL".into(), arrive: arr }.into();
+        raw.trips[0].return_flight = RawFlight { flight: "MH2".into(), from: "KUL".into(), depart: format!("{back_d} 23:35"), to: zone_airport.into(), arrive: format!("{} 07:15", back_d + Duration::days(1)) }.into();
         match PlanRequest::parse(&raw, &setup) {
             Ok(req) => { let _ = plan(&setup, &req, now(), &Ledger::new(30)); }
             Err(e) => prop_assert!(e.errors.iter().all(|x| x.field.starts_with("trips[0]")), "{e}"),
@@ -288,4 +291,106 @@ fn a_message_is_never_planned_in_the_air_or_the_night_for_a_patient_in_sydney_in
     assert!(abbr.contains(&"AEDT".to_owned()) && abbr.contains(&"AEST".to_owned()), "{abbr:?}");
     let checkin = p.messages.iter().find(|m| m.kind == MessageKind::AdverseEventCheckin).unwrap();
     assert_eq!(checkin.at.local().format("%H:%M %Z").to_string(), "10:00 AEST");
+}
+
+/// Where patients live and the airport they leave from.
+const HOMES: &[(&str, &str)] = &[
+    ("Asia/Tokyo", "CTS"),
+    ("America/Los_Angeles", "LAX"),
+    ("Pacific/Honolulu", "HNL"),
+    ("Europe/London", "LHR"),
+    ("Australia/Sydney", "SYD"),
+];
+/// Where they change planes.
+const HUBS: &[&str] = &["NRT", "HND", "TPE", "SIN", "HKG", "ICN", "BKK"];
+
+/// A flight between two airports leaving at a UTC instant, written as its local times.
+fn leg(setup: &ClinicSetup, n: &str, from: &str, departs: chrono::DateTime<chrono::Utc>, to: &str, minutes: i64) -> RawFlight {
+    let local = |code: &str, t: chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&setup.airports.get(code).unwrap().zone).format("%Y-%m-%d %H:%M").to_string()
+    };
+    let lands = departs + Duration::minutes(minutes);
+    RawFlight { flight: n.into(), from: from.into(), depart: local(from, departs), to: to.into(), arrive: local(to, lands) }
+}
+
+/// A journey home → hub → KUL and back, with layovers that are sometimes too short, sometimes
+/// through the night and sometimes too long; the flights' length in minutes, and the layovers.
+fn journey_strategy() -> impl Strategy<Value = (usize, usize, i64, i64, [i64; 4], [i64; 2], i64)> {
+    (
+        0..HOMES.len(),
+        0..HUBS.len(),
+        0i64..330,
+        0i64..(24 * 12),
+        [60i64..840, 300i64..480, 300i64..480, 60i64..840],
+        [0i64..(30 * 12), 0i64..(30 * 12)],
+        3i64..5,
+    )
+        .prop_map(|(h, x, day, five, legs, lay, stay)| (h, x, day, five * 5, legs, lay.map(|l| l * 5), stay))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Multi-leg journeys from five zones: a request is refused exactly when a connection is
+    /// shorter than the airport's minimum or longer than a day, naming that flight's departure;
+    /// a plan has every flight as its own event in its own zones, puts the patient at the hub
+    /// between flights and at home before the first, sends nothing while any flight is in the
+    /// air, and sends the departure-day message where the first flight leaves.
+    #[test]
+    fn multi_leg_journeys_are_checked_and_followed((h, x, day, minute, legs, lay, stay) in journey_strategy()) {
+        let setup = setup();
+        let (zone, home) = HOMES[h];
+        let hub = HUBS[x];
+        let start = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap() + Duration::days(day);
+        let t0 = chrono::TimeZone::from_utc_datetime(&chrono::Utc, &start.and_hms_opt(0, 0, 0).unwrap()) + Duration::minutes(minute);
+        let a = leg(&setup, "XX1", home, t0, hub, legs[0]);
+        let t1 = t0 + Duration::minutes(legs[0] + lay[0]);
+        let b = leg(&setup, "MH2", hub, t1, "KUL", legs[1]);
+        let landed = t1 + Duration::minutes(legs[1]);
+        // Home in the evening (15:35 UTC is 23:35 in Kuala Lumpur), `stay` days after landing.
+        let kl_day = landed.with_timezone(&chrono_tz::Asia::Kuala_Lumpur).date_naive() + Duration::days(stay);
+        let t2 = chrono::TimeZone::from_utc_datetime(&chrono::Utc, &kl_day.and_hms_opt(15, 35, 0).unwrap());
+        let c = leg(&setup, "MH3", "KUL", t2, hub, legs[2]);
+        let t3 = t2 + Duration::minutes(legs[2] + lay[1]);
+        let d = leg(&setup, "XX4", hub, t3, home, legs[3]);
+        let mut raw = single(RawTrip { outbound: itinerary_core::request::Legs(vec![a, b]), return_flight: itinerary_core::request::Legs(vec![c, d]) });
+        raw.patient.home_zone = Some(zone.into());
+        let min = i64::from(setup.rules.min_connection(hub));
+        let max = i64::from(setup.rules.max_connection_hours) * 60;
+        let fits = |l: i64| (min..=max).contains(&l);
+        let req = match PlanRequest::parse(&raw, &setup) {
+            Ok(req) => {
+                prop_assert!(fits(lay[0]) && fits(lay[1]), "accepted a connection of {lay:?} min at {hub} (minimum {min})");
+                req
+            }
+            Err(e) => {
+                // A local time in a daylight-saving overlap is refused as ambiguous; otherwise
+                // only a connection outside its bounds, named by the next flight's departure.
+                let ambiguous = e.errors.iter().any(|x| x.problem.contains("daylight-saving"));
+                prop_assert!(ambiguous || !fits(lay[0]) || !fits(lay[1]), "refused {lay:?} at {hub}: {e}");
+                if !ambiguous {
+                    for (k, l) in lay.iter().enumerate() {
+                        let field = format!("trips[0].{}[1].depart", ["outbound", "return"][k]);
+                        prop_assert_eq!(fits(*l), !e.errors.iter().any(|x| x.field == field), "{}: {}", field, e);
+                    }
+                }
+                return Ok(());
+            }
+        };
+        let wb = Whereabouts::new(&req);
+        let hub_zone = setup.airports.get(hub).unwrap().zone;
+        let home_zone: Tz = zone.parse().unwrap();
+        prop_assert_eq!(wb.place(t0 - Duration::minutes(1)), Place::At(home_zone));
+        prop_assert_eq!(wb.place(t1 - Duration::minutes(lay[0] / 2 + 1)), if lay[0] > 1 { Place::At(hub_zone) } else { Place::InFlight });
+        prop_assert_eq!(wb.place(t3 - Duration::minutes(lay[1] / 2 + 1)), if lay[1] > 1 { Place::At(hub_zone) } else { Place::InFlight });
+        prop_assert_eq!(wb.place(t1 + Duration::minutes(1)), Place::InFlight);
+        prop_assert_eq!(wb.place(t3 + Duration::minutes(legs[3] + 1)), Place::At(home_zone));
+        if let Ok(p) = plan(&setup, &req, now(), &Ledger::new(30)) {
+            check(&setup, &raw, &req, &p);
+            let departure = p.messages.iter().find(|m| m.key == "trip1.departure_day").unwrap();
+            prop_assert!(departure.at.utc() < t0);
+            prop_assert_eq!(departure.about.as_deref(), Some("trip1.outbound.leg1"));
+            prop_assert_eq!(p.events.iter().filter(|e| e.kind == EventKind::Flight).count(), 4);
+        }
+    }
 }

@@ -188,7 +188,7 @@ fn one_long_stay_may_not_exceed_90_days_visa_free() {
     let mut r = red_eye("2027-01-04");
     r.protocol = "set-of-3".into();
     r.trip_mode = Some("one-stay".into());
-    r.trips[0].return_flight = flight(RETURN[0], date("2027-04-20"));
+    r.trips[0].return_flight = flight(RETURN[0], date("2027-04-20")).into();
     let e = run(&r).unwrap_err();
     assert!(rules_of(&e).contains(&Rule::VisaFree), "{e}");
 }
@@ -437,4 +437,149 @@ fn patients_in_london_and_sydney_get_their_own_local_hours() {
             assert!(!setup().rules.is_quiet(m.at.local().time()), "{} in the night: {:?}", m.key, m.at.local());
         }
     }
+}
+
+fn leg(n: &str, from: &str, depart: &str, to: &str, arrive: &str) -> itinerary_core::request::RawFlight {
+    itinerary_core::request::RawFlight { flight: n.into(), from: from.into(), depart: depart.into(), to: to.into(), arrive: arrive.into() }
+}
+
+/// LAX→NRT→KUL and back through Narita, for a patient living in Los Angeles.
+fn via_narita() -> RawPlanRequest {
+    use itinerary_core::request::{Legs, RawTrip};
+    let mut r = single(RawTrip {
+        outbound: Legs(vec![
+            leg("JL61", "LAX", "2026-12-07 11:50", "NRT", "2026-12-08 16:35"),
+            leg("MH71", "NRT", "2026-12-08 21:40", "KUL", "2026-12-09 04:30"),
+        ]),
+        return_flight: Legs(vec![
+            leg("MH88", "KUL", "2026-12-12 23:35", "NRT", "2026-12-13 07:15"),
+            leg("JL62", "NRT", "2026-12-13 17:10", "LAX", "2026-12-13 10:10"),
+        ]),
+    });
+    r.patient.home_zone = Some("America/Los_Angeles".into());
+    r
+}
+
+fn problems(raw: &RawPlanRequest) -> Vec<(String, String)> {
+    PlanRequest::parse(raw, &setup()).map(|_| Vec::new()).unwrap_or_else(|e| e.errors.into_iter().map(|x| (x.field, x.problem)).collect())
+}
+
+#[test]
+fn a_single_flight_request_reads_and_writes_as_it_always_did() {
+    let text = r#"{"outbound":{"flight":"MH71","from":"NRT","depart":"2026-12-01 21:40","to":"KUL","arrive":"2026-12-02 04:30"},"return":{"flight":"MH88","from":"KUL","depart":"2026-12-05 23:35","to":"NRT","arrive":"2026-12-06 07:15"}}"#;
+    let trip: itinerary_core::request::RawTrip = serde_json::from_str(text).unwrap();
+    assert_eq!(trip.outbound.0.len(), 1);
+    assert_eq!(serde_json::to_string(&trip).unwrap(), text);
+    let p = run(&red_eye("2026-12-01")).unwrap();
+    assert_eq!(p.events_of(EventKind::Flight).map(|e| e.key.as_str()).collect::<Vec<_>>(), ["trip1.outbound", "trip1.return"]);
+}
+
+#[test]
+fn every_flight_of_a_connection_is_its_own_event_and_the_escort_meets_the_last() {
+    let p = run(&via_narita()).unwrap();
+    let keys: Vec<_> = p.events_of(EventKind::Flight).map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["trip1.outbound.leg1", "trip1.outbound", "trip1.return", "trip1.return.leg2"]);
+    let first = p.event("trip1.outbound.leg1").unwrap();
+    assert_eq!((first.start().unwrap().zone(), first.end().unwrap().zone()), (Tz::America__Los_Angeles, Tz::Asia__Tokyo));
+    let pickup = p.event("trip1.pickup").unwrap().start().unwrap();
+    let mh71 = p.event("trip1.outbound").unwrap().end().unwrap();
+    assert!(pickup.utc() > mh71.utc(), "the escort meets MH71, the flight that lands in Malaysia");
+    // The departure-day message: before JL61, at Los Angeles time, about JL61.
+    let dep = p.messages.iter().find(|m| m.key == "trip1.departure_day").unwrap();
+    assert_eq!(dep.about.as_deref(), Some("trip1.outbound.leg1"));
+    assert_eq!(dep.at.zone(), Tz::America__Los_Angeles);
+    assert_eq!(dep.before.unwrap().local().format("%Y-%m-%d %H:%M").to_string(), "2026-12-07 08:50", "three hours before JL61");
+    // Changing planes at Narita is not entering Japan: no Visit Japan Web for her.
+    assert!(!p.tasks.iter().any(|t| t.kind == TaskKind::VisitJapanWeb));
+    // Nothing while any flight is in the air, nothing in the patient's night.
+    let wb = itinerary_core::messages::Whereabouts::new(&PlanRequest::parse(&via_narita(), &setup()).unwrap());
+    for m in p.messages.iter().filter(|m| m.recipient == Recipient::Patient) {
+        assert_ne!(wb.place(m.at.utc()), itinerary_core::messages::Place::InFlight, "{}", m.key);
+    }
+    // At Narita between MH88 and JL62 the patient is in Tokyo's zone.
+    let between = p.event("trip1.return").unwrap().end().unwrap().utc() + Duration::hours(2);
+    assert_eq!(wb.place(between), itinerary_core::messages::Place::At(Tz::Asia__Tokyo));
+    assert!(!p.warnings.iter().any(|w| w.kind == WarningKind::OvernightConnection), "a day at Narita is not a night");
+}
+
+#[test]
+fn connections_that_cannot_be_made_are_refused_naming_the_flight() {
+    let mut r = via_narita();
+    // 16:35 into Narita, out 17:20: 45 minutes, under Narita's 90.
+    r.trips[0].outbound.0[1].depart = "2026-12-08 17:20".into();
+    r.trips[0].outbound.0[1].arrive = "2026-12-09 00:10".into();
+    let p = problems(&r);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].0, "trips[0].outbound[1].depart");
+    assert!(p[0].1.contains("45 min") && p[0].1.contains("NRT") && p[0].1.contains("90 min"), "{}", p[0].1);
+    // Leaves before the flight before lands.
+    r.trips[0].outbound.0[1].depart = "2026-12-08 15:00".into();
+    r.trips[0].outbound.0[1].arrive = "2026-12-08 21:50".into();
+    assert!(problems(&r)[0].1.contains("departs before the flight before (JL61) lands"), "{:?}", problems(&r));
+    // From another airport than the one it landed at.
+    let mut r = via_narita();
+    r.trips[0].return_flight.0[1].from = "HND".into();
+    let p = problems(&r);
+    assert_eq!(p[0].0, "trips[0].return[1].from");
+    assert!(p[0].1.contains("lands at NRT"), "{}", p[0].1);
+    // Two days at Narita is a stay, or a mistyped date.
+    let mut r = via_narita();
+    r.trips[0].return_flight.0[1].depart = "2026-12-15 17:10".into();
+    r.trips[0].return_flight.0[1].arrive = "2026-12-15 10:10".into();
+    let p = problems(&r);
+    assert_eq!(p[0].0, "trips[0].return[1].depart");
+    assert!(p[0].1.contains("more than 24 hours"), "{}", p[0].1);
+    // The last flight out must land where the clinic is.
+    let mut r = via_narita();
+    r.trips[0].outbound.0.pop();
+    let p = problems(&r);
+    assert!(p.iter().any(|(f, why)| f == "trips[0].outbound.to" && why.contains("not in MY")), "{p:?}");
+    // No direction without a flight, and not more than six.
+    let mut r = via_narita();
+    r.trips[0].outbound.0.clear();
+    assert_eq!(problems(&r)[0].0, "trips[0].outbound");
+    let mut r = via_narita();
+    r.trips[0].return_flight.0 = vec![r.trips[0].return_flight.0[0].clone(); 7];
+    assert!(problems(&r)[0].1.contains("at most 6"), "{:?}", problems(&r));
+}
+
+#[test]
+fn an_overnight_connection_is_warned_with_a_transit_hotel_when_it_is_long() {
+    let mut r = via_narita();
+    // Home through Taipei instead: in at 22:10, out at 07:30 the next morning.
+    r.trips[0].return_flight.0 = vec![
+        leg("MH68", "KUL", "2026-12-12 17:15", "TPE", "2026-12-12 22:10"),
+        leg("BR12", "TPE", "2026-12-13 07:30", "LAX", "2026-12-13 03:30"),
+    ];
+    let p = run(&r).unwrap();
+    let w: Vec<_> = p.warnings.iter().filter(|w| w.kind == WarningKind::OvernightConnection).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].text.en.contains("9 h 20 min") && w[0].text.en.contains("book a transit hotel"), "{}", w[0].text.en);
+    assert!(w[0].text.ja.contains("トランジットホテル"), "{}", w[0].text.ja);
+    // Five hours through the night: in the terminal, and the patient is told.
+    r.trips[0].return_flight.0[1] = leg("BR12", "TPE", "2026-12-13 03:10", "LAX", "2026-12-12 23:10");
+    let p = run(&r).unwrap();
+    let w: Vec<_> = p.warnings.iter().filter(|w| w.kind == WarningKind::OvernightConnection).collect();
+    assert!(w.len() == 1 && w[0].text.en.contains("waits in the terminal"), "{w:?}");
+}
+
+#[test]
+fn a_sapporo_patient_is_at_the_airport_an_hour_before_the_domestic_flight() {
+    use itinerary_core::request::{Legs, RawTrip};
+    let r = single(RawTrip {
+        outbound: Legs(vec![
+            leg("NH64", "CTS", "2027-01-17 18:00", "HND", "2027-01-17 19:35"),
+            leg("NH885", "HND", "2027-01-18 00:05", "KUL", "2027-01-18 06:25"),
+        ]),
+        return_flight: Legs(vec![
+            leg("NH886", "KUL", "2027-01-22 14:55", "HND", "2027-01-22 22:55"),
+            leg("NH51", "HND", "2027-01-23 07:00", "CTS", "2027-01-23 08:35"),
+        ]),
+    });
+    let p = run(&r).unwrap();
+    let dep = p.messages.iter().find(|m| m.key == "trip1.departure_day").unwrap();
+    assert_eq!(dep.before.unwrap().local().format("%H:%M").to_string(), "17:00");
+    // Entering Japan at Haneda: Visit Japan Web closes when NH886 lands there.
+    let vjw = p.tasks.iter().find(|t| t.kind == TaskKind::VisitJapanWeb).unwrap();
+    assert_eq!(vjw.closes.local().format("%Y-%m-%d %H:%M").to_string(), "2027-01-22 22:55");
 }

@@ -124,6 +124,10 @@ pub struct Letter {
     pub meet: Option<String>,
     /// The escort who meets them there, by name.
     pub escort: Option<String>,
+    /// The day's flights in travel order, connections included (departure day: the flights
+    /// out; the advice before the flight home: the flights home), each leaving and landing in
+    /// its own airport's time.
+    pub flights: Vec<Line>,
     pub feed_url: Option<String>,
     pub follow_up_url: Option<String>,
 }
@@ -257,6 +261,14 @@ impl Clocks {
     /// An appointment of the plan in words, at the zone it happens in.
     pub fn event(&self, e: &Event) -> Line {
         self.line(e.title.get(self.language).to_owned(), &e.when, e.location_in(self.language).map(str::to_owned), e.online)
+    }
+
+    /// A flight: leaving in its airport's time, landing (`until`, date and zone written out) in
+    /// the other's.
+    fn flight(&self, e: &Event) -> Line {
+        let mut line = self.event(e);
+        line.until = e.end().map(|end| self.when(&end, end.zone()));
+        line
     }
 
     /// An escort's duty: from leaving to being free again, with the patient's appointment it is for.
@@ -404,6 +416,22 @@ impl Letter {
         // Where the meeting is (the airport the flight leaves from, the hotel), the reader's
         // zone beside it when that differs.
         .map(|t| clocks.when(&t, about.and_then(Event::start).map_or(reader, |start| start.zone())));
+        let direction = match s.kind {
+            "departure_day" => Some("outbound"),
+            "return_flight_advice" => Some("return"),
+            _ => None,
+        };
+        let flights = match (direction, about.and_then(|e| e.trip)) {
+            (Some(dir), Some(trip)) => {
+                let prefix = format!("trip{trip}.{dir}");
+                plan.events
+                    .iter()
+                    .filter(|e| e.kind == EventKind::Flight && (e.key == prefix || e.key.starts_with(&format!("{prefix}."))))
+                    .map(|e| clocks.flight(e))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         Letter {
             kind: s.kind.to_owned(),
             language: s.language,
@@ -415,6 +443,7 @@ impl Letter {
             timeline,
             meet,
             escort: meeting.map(|a| a.escort_name.clone()),
+            flights,
             feed_url,
             follow_up_url: follow_up_url.map(str::to_owned),
         }
@@ -513,6 +542,7 @@ mod tests {
                         timeline: vec![line.clone()],
                         meet: with_facts.then(|| "Tue 20 Apr 08:30 MYT".into()),
                         escort: with_facts.then(|| "Aisyah".into()),
+                        flights: if with_facts { vec![line.clone(), line.clone()] } else { Vec::new() },
                         feed_url: with_facts.then(|| "https://x/feed/itf_1".into()),
                         follow_up_url: None,
                     };

@@ -51,9 +51,10 @@ proptest! {
             reference: "it-1".into(),
             event: Some(line.clone()),
             task: Some(TaskLine { title: title.clone(), opens: "a".into(), closes: "b".into() }),
-            timeline: vec![line],
+            timeline: vec![line.clone()],
             meet: Some("Tue 20 Apr 08:30 MYT".into()),
             escort: Some(title.clone()),
+            flights: vec![line.clone(), line],
             feed_url: Some("https://x.example/feed/itf_1".into()),
             follow_up_url: None,
         };

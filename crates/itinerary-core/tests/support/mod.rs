@@ -43,7 +43,7 @@ pub fn flight(s: Schedule, day: NaiveDate) -> RawFlight {
 }
 
 pub fn trip(out: Schedule, out_day: NaiveDate, ret: Schedule, ret_day: NaiveDate) -> RawTrip {
-    RawTrip { outbound: flight(out, out_day), return_flight: flight(ret, ret_day) }
+    RawTrip { outbound: flight(out, out_day).into(), return_flight: flight(ret, ret_day).into() }
 }
 
 pub fn patient() -> RawPatient {
