@@ -91,11 +91,23 @@ pub fn write(dir: &Path, id: &str, plan: &Plan, req: &PlanRequest, setup: &Clini
 
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for (name, text) in &outputs {
-        std::fs::write(dir.join(name), text).with_context(|| format!("writing {}", dir.join(name).display()))?;
+        // A file that would differ only in its DTSTAMP is left as it is: a mailer watching DIR
+        // (or a person diffing it) sees only what changed.
+        let path = dir.join(name);
+        if std::fs::read_to_string(&path).is_ok_and(|old| same_but_dtstamp(&old, text)) {
+            continue;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     let summary = ChangesFile { itinerary: id, version: state.version, changes: records };
     std::fs::write(dir.join(CHANGES), serde_json::to_string_pretty(&summary)? + "\n")?;
     // Last: until the state is written, a rerun computes the same changes again.
     std::fs::write(&state_path, serde_json::to_string_pretty(&state)? + "\n")?;
     Ok(Written { files: outputs.len(), version: state.version })
+}
+
+/// Whether two calendar files say the same but for when they were made.
+fn same_but_dtstamp(a: &str, b: &str) -> bool {
+    let lines = |s: &str| s.split("\r\n").filter(|l| !l.starts_with("DTSTAMP:")).map(str::to_owned).collect::<Vec<_>>();
+    lines(a) == lines(b)
 }

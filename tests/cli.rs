@@ -361,6 +361,27 @@ fn golden_itinerary_ics() {
     assert!(got == want, "itinerary.ics differs from {}; run with UPDATE_GOLDEN=1 and review the diff", path.display());
 }
 
+/// An escort's invite for an airport duty says only what holds whoever else flies (issue 14,
+/// item 6): it claimed "Shared with other patients" when the patient flew alone.
+#[test]
+fn an_escort_invite_claims_no_fellow_passengers() {
+    let dir = ics_dir("escort-alone");
+    let out = itinerary(&["plan", "examples/mh71-red-eye.toml", "--now", NOW, "--ics", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut pickups = 0;
+    for f in std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if name.contains(".pickup.escort-") {
+            // Unfolded, as a client reads it.
+            let body = std::fs::read_to_string(&f).unwrap().replace("\r\n ", "");
+            assert!(!body.contains("Shared with other patients"), "{name}");
+            assert!(body.contains("comes with an invite of their own"), "{name}");
+            pickups += 1;
+        }
+    }
+    assert_eq!(pickups, 1, "one escort invite for the pick-up");
+}
+
 /// The same request and instant give the same bytes in every file, run after run.
 #[test]
 fn calendar_files_are_byte_identical_across_runs() {
@@ -420,6 +441,27 @@ fn a_second_run_on_the_same_dir_sends_only_the_changes() {
     assert!(ics.contains("METHOD:REQUEST\r\n") && ics.contains("SEQUENCE:1\r\n") && ics.contains("DTSTAMP:20261127T000000Z\r\n"), "{ics}");
     assert!(ics.contains(&format!("UID:{}\r\n", record["uid"].as_str().unwrap())), "{ics}");
     assert!(record["uid"].as_str().unwrap().starts_with("trip.trip1.return.patient-"), "{record}");
+}
+
+/// Rerunning on the same request rewrites nothing: every file would differ only in DTSTAMP
+/// (issue 14, item 6).
+#[test]
+fn a_rerun_without_changes_leaves_the_files_as_they_were() {
+    let dir = ics_dir("rerun");
+    let run = |now: &str| itinerary(&["plan", "examples/mh71-red-eye.toml", "--now", now, "--ics", dir.to_str().unwrap()]);
+    assert_eq!(run(NOW).status.code(), Some(0));
+    let read = || -> std::collections::BTreeMap<String, String> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "ics"))
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+            .collect()
+    };
+    let first = read();
+    assert!(first.len() > 10 && first.values().all(|t| t.contains("DTSTAMP:20261126T000000Z")));
+    assert_eq!(run("2026-11-27T00:00:00Z").status.code(), Some(0));
+    assert_eq!(read(), first, "unchanged files keep their bytes, the first DTSTAMP included");
 }
 
 /// A cancellation stays in DIR after later runs (a mailer that missed a run still finds it),

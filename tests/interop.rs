@@ -224,9 +224,10 @@ fn check_dir(dir: &Path, x: &Expect, reports: &[(&'static str, BTreeMap<PathBuf,
                     assert_eq!(a["rsvp"], "TRUE", "{judge}: {}", f.display());
                     if escort.is_none() {
                         assert_eq!(a["email"], x.patient_email, "{judge}: {}", f.display());
-                        if !x.patient_name.contains('"') {
-                            assert_eq!(a["cn"], x.patient_name, "{judge}: {}", f.display());
-                        }
+                        // A double quote goes as RFC 6868's `^'`: ical.js and Python icalendar
+                        // decode it; vobject shows it as written.
+                        let cn = if *judge == "vobject" { x.patient_name.replace('"', "^'") } else { x.patient_name.to_owned() };
+                        assert_eq!(a["cn"], cn, "{judge}: {}", f.display());
                     }
                 }
                 assert_eq!(ev["organizer"], "coordinators@klregen.example.my", "{judge}: {}", f.display());

@@ -191,8 +191,13 @@ impl Itinerary<'_> {
         if let Some(loc) = &event.location {
             let _ = writeln!(d, "Where: {loc}");
         }
+        // Whether anyone else is on that flight is not this plan's to know (another booking may
+        // join it later, or never): say only what holds either way.
         if duty.shared.is_some() {
-            let _ = writeln!(d, "Shared with other patients on the same flight: one car.");
+            let _ = writeln!(
+                d,
+                "Any other patient of the clinic on the same flight shares this duty and the car, and comes with an invite of their own."
+            );
         }
         d.push_str(self.clinic_name);
         let attendee = Attendee {

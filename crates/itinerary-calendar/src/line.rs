@@ -129,7 +129,10 @@ mod tests {
         w.simple("SUMMARY", Value::Text("Eve\r\nATTENDEE:mailto:x@y; a, b\\"));
         let out = w.finish();
         let lines: Vec<&str> = out.split("\r\n").filter(|l| !l.is_empty()).collect();
-        assert_eq!(lines, ["ATTENDEE;CN=\"Eve' ATTENDEE:mailto:x@y\":mailto:a@b.jpX:1", "SUMMARY:Eve\\nATTENDEE:mailto:x@y\\; a\\, b\\\\"]);
+        assert_eq!(
+            lines,
+            ["ATTENDEE;CN=\"Eve^' ATTENDEE:mailto:x@y\":mailto:a@b.jpX:1", "SUMMARY:Eve\\nATTENDEE:mailto:x@y\\; a\\, b\\\\"]
+        );
     }
 
     /// RFC 5545 unescaping, as a parser does it.

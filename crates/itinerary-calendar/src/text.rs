@@ -60,16 +60,17 @@ pub fn escape_into(s: &str, out: &mut String) {
     out.push_str(&s[start..]);
 }
 
-/// A parameter value (a CN): one line, no DQUOTE (RFC 5545 forbids it inside a quoted value, and
-/// RFC 6868's `^'` is not read by every client), no controls, and `^` written `^^` as RFC 6868
-/// asks (a parser that decodes it would otherwise turn `Ann^nBob` into two lines). The writer
-/// quotes the value when it holds `:`, `;` or `,`.
+/// A parameter value (a CN): one line, no controls, and RFC 6868's escapes: DQUOTE (which RFC
+/// 5545 forbids in a parameter value) as `^'`, so `Eve "the" O'Neil` survives in ical.js and
+/// Python icalendar (vobject shows `^'` as written), and `^` as `^^` (a parser that decodes would
+/// otherwise turn `Ann^nBob` into two lines). The writer quotes the value when it holds `:`, `;`
+/// or `,`.
 pub fn param(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in clean(s).trim().chars() {
         match c {
             '\n' => out.push(' '),
-            '"' => out.push('\''),
+            '"' => out.push_str("^'"),
             '^' => out.push_str("^^"),
             c => out.push(c),
         }
@@ -99,7 +100,7 @@ mod tests {
     fn line_breaks_and_controls_cannot_end_a_value() {
         assert_eq!(clean("Eve\r\nATTENDEE:mailto:x@y\rZ\u{0}\u{7}"), "Eve\nATTENDEE:mailto:x@y\nZ");
         assert_eq!(escape("a,b;c\\d\r\ne"), "a\\,b\\;c\\\\d\\ne");
-        assert_eq!(param("Eve \"the\"\r\nATTENDEE:x"), "Eve 'the' ATTENDEE:x");
+        assert_eq!(param("Eve \"the\"\r\nATTENDEE:x"), "Eve ^'the^' ATTENDEE:x", "RFC 6868: a double quote is ^'");
         assert_eq!(param("Ann^nBob"), "Ann^^nBob", "RFC 6868: a caret is written twice");
         assert_eq!(mailto("o'neil+jp@example.jp"), "mailto:o'neil+jp@example.jp");
         assert_eq!(mailto("a,b;c@x.jp"), "mailto:a%2Cb%3Bc@x.jp");

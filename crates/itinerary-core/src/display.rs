@@ -42,7 +42,11 @@ pub fn timeline(plan: &Plan, patient_name: &str) -> String {
             When::Timed { start, end } if start.zone() != end.zone() || (end.utc() - start.utc()).num_hours() >= 4 => {
                 format!("{} → {}", both_zones(start, c, p), both_zones(end, c, p))
             }
-            When::Timed { start, end } => format!("{} – {}", both_zones(start, c, p), end.in_zone(c).local().format("%H:%M")),
+            // The end in the clinic's zone, named: `09:00 MYT / 10:00 JST – 09:30 MYT`.
+            When::Timed { start, end } => {
+                let e = end.in_zone(c);
+                format!("{} – {} {}", both_zones(start, c, p), e.local().format("%H:%M"), zone_abbreviation(&e))
+            }
             When::Dates { start, end } => {
                 format!("{} – {} ({} nights)", date_ja(*start, None), date_ja(*end, None), (*end - *start).num_days())
             }
