@@ -598,6 +598,7 @@ fn plan_page(
         protocols => protocols(c),
         airports => airports(c),
         trips => [0, 1, 2],
+        legs => LEGS,
     };
     if let Some(changing) = changing {
         base = minijinja::context! { changing => changing, ..base };
@@ -611,8 +612,9 @@ pub(crate) async fn plan_form(State(c): State<Console>, Extension(v): Extension<
     plan_page(&c, &v, StatusCode::OK, &p, None, &fields, minijinja::context! {})
 }
 
-/// Flights per direction the form offers: the first, and two connections.
-const LEGS: usize = 3;
+/// Flights per direction the form offers: as many as a request may have, so that a change made
+/// here keeps every flight of one booked through the API.
+const LEGS: usize = itinerary_core::request::MAX_LEGS;
 
 /// A flight's fields on the form: `trips[0].outbound` for the first flight of a direction (the
 /// name the request's problems use when it is the only one), `trips[0].outbound[1]` for the
