@@ -1163,6 +1163,8 @@ async fn a_new_address_gets_the_calendar_and_the_old_one_its_cancellation() {
     assert!(m.iter().any(|m| !m["kind"].as_str().unwrap().starts_with("calendar_") && m["status"] == "pending"), "reminders still to come");
     let ics =
         s.http.get(s.url(&format!("/itineraries/{id}/calendar.ics"))).bearer_auth(&s.token).send().await.unwrap().text().await.unwrap();
+    // Unfolded, as a parser reads it: a long UID is folded across lines.
+    let ics = ics.replace("\r\n ", "");
     assert!(moved.iter().all(|uid| ics.contains(uid.as_str())), "the published calendar holds the new UIDs");
     assert!(first.iter().all(|uid| !ics.contains(uid.as_str())), "and not the cancelled ones");
     // Once the cancellations are out, the old address is nowhere in the database (issue 12,

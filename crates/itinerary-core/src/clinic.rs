@@ -111,6 +111,23 @@ pub struct Clinic {
     pub home_regions: Vec<HomeRegion>,
     #[serde(with = "hhmm", default = "default_hotel_check_in")]
     pub hotel_check_in: NaiveTime,
+    /// The hotel's check-out time: a car to the airport that leaves later needs the room kept.
+    #[serde(with = "hhmm", default = "default_hotel_check_out")]
+    pub hotel_check_out: NaiveTime,
+    /// What the clinic books then: the room kept (`late-check-out`) or a `day-use-room`.
+    #[serde(default)]
+    pub late_departure: LateDeparture,
+}
+
+/// Where a patient whose car leaves after check-out rests on the last day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LateDeparture {
+    /// The room is kept until the car leaves.
+    #[default]
+    LateCheckOut,
+    /// A room booked for the day (hotels near the airport, or when late check-out is refused).
+    DayUseRoom,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +151,9 @@ fn default_closes() -> NaiveTime {
 }
 fn default_hotel_check_in() -> NaiveTime {
     NaiveTime::from_hms_opt(15, 0, 0).unwrap_or_default()
+}
+fn default_hotel_check_out() -> NaiveTime {
+    NaiveTime::from_hms_opt(12, 0, 0).unwrap_or_default()
 }
 fn default_holiday_regions() -> Vec<String> {
     vec!["MY-KUL".to_owned()]

@@ -231,6 +231,9 @@ pub enum WarningKind {
     /// lives, or the clinic closed): the warning names both days and why.
     FollowUpMoved,
     EarlyCheckIn,
+    /// The car to the airport leaves after the hotel's check-out: a late check-out or a day-use
+    /// room to book.
+    LateCheckOut,
     /// A change of plane through the night: a night in the terminal, or a transit hotel to book.
     OvernightConnection,
     PeakSeason,

@@ -426,6 +426,53 @@ fn connection_warnings(setup: &ClinicSetup, t: u32, trip: &Trip) -> Vec<Warning>
     out
 }
 
+/// The last day: when the car to the airport leaves after the hotel's check-out time, the room
+/// is kept (or a day-use room booked, as the clinic's `late_departure` says) until it leaves, so
+/// the patient, a day after an infusion, has somewhere to rest. An event, and a warning for the
+/// coordinator to book it.
+fn last_day(setup: &ClinicSetup, t: u32, f: &Frame, check_out: NaiveDate) -> Option<(Event, Warning)> {
+    use crate::clinic::LateDeparture;
+    let zone = setup.clinic.zone;
+    let leaves = f.transfer.0.in_zone(zone);
+    let check_out_time = setup.clinic.hotel_check_out;
+    if leaves.date() != check_out || leaves.time() <= check_out_time {
+        return None;
+    }
+    let from = at_local(check_out, check_out_time, zone);
+    let (key, ja, en) = match setup.clinic.late_departure {
+        LateDeparture::LateCheckOut => ("late_check_out", "レイトチェックアウト", "Late check-out"),
+        LateDeparture::DayUseRoom => ("day_use_room", "デイユースルーム", "Day-use room"),
+    };
+    let until = hm(&leaves);
+    let event = Event {
+        key: format!("trip{t}.{key}"),
+        kind: EventKind::Hotel,
+        trip: Some(t),
+        title: Text::new(ja, en),
+        location: None,
+        location_ja: None,
+        when: When::Timed { start: from, end: f.transfer.0 },
+        escort: None,
+        online: false,
+    };
+    let warning = Warning {
+        kind: WarningKind::LateCheckOut,
+        text: Text::new(
+            format!(
+                "旅程{t}:{} {until}にホテルを出発します(チェックアウトは{})。{ja}({until}まで)を手配してください。",
+                date_ja(check_out, None),
+                check_out_time.format("%H:%M")
+            ),
+            format!(
+                "Trip {t}: the car leaves the hotel at {until} on {check_out}, after the {} check-out: book a {} until {until}.",
+                check_out_time.format("%H:%M"),
+                en.to_lowercase()
+            ),
+        ),
+    };
+    Some((event, warning))
+}
+
 fn frame(setup: &ClinicSetup, i: usize, t: &Trip) -> Frame {
     let rules = &setup.rules;
     let zone = setup.clinic.zone;
@@ -893,6 +940,10 @@ fn build(
             escort: None,
             online: false,
         });
+        if let Some((event, warning)) = last_day(setup, t, f, check_out) {
+            events.push(event);
+            warnings.push(warning);
+        }
         for (_, what, a) in duties.iter().filter(|d| d.0 == f.trip) {
             let (key, kind, title, duty) = if *what == "pickup" {
                 (

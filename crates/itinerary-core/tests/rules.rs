@@ -583,3 +583,30 @@ fn a_sapporo_patient_is_at_the_airport_an_hour_before_the_domestic_flight() {
     let vjw = p.tasks.iter().find(|t| t.kind == TaskKind::VisitJapanWeb).unwrap();
     assert_eq!(vjw.closes.local().format("%Y-%m-%d %H:%M").to_string(), "2027-01-22 22:55");
 }
+
+/// The red-eye home leaves the hotel at 19:35, the day after the infusion: the room is kept
+/// until then (or a day-use room booked, as the clinic chooses), shown as an event and warned.
+/// A car that leaves before check-out needs nothing.
+#[test]
+fn the_last_day_keeps_a_room_until_the_car_leaves() {
+    let p = run(&red_eye("2026-12-01")).unwrap();
+    let stay = p.event("trip1.late_check_out").unwrap();
+    assert_eq!(stay.kind, EventKind::Hotel);
+    let (from, until) = (stay.start().unwrap(), stay.end().unwrap());
+    assert_eq!(from.local().format("%Y-%m-%d %H:%M").to_string(), "2026-12-05 12:00");
+    assert_eq!(until.utc(), p.event("trip1.transfer").unwrap().start().unwrap().utc());
+    let w: Vec<_> = p.warnings.iter().filter(|w| w.kind == WarningKind::LateCheckOut).collect();
+    assert!(w.len() == 1 && w[0].text.en.contains("19:35") && w[0].text.ja.contains("レイトチェックアウト"), "{w:?}");
+
+    let mut setup = setup();
+    setup.clinic.late_departure = itinerary_core::clinic::LateDeparture::DayUseRoom;
+    let p = run_with(&setup, &red_eye("2026-12-01")).unwrap();
+    assert!(p.event("trip1.late_check_out").is_none());
+    assert_eq!(p.event("trip1.day_use_room").unwrap().title.ja, "デイユースルーム");
+
+    // MH36 home at 15:00: the car leaves at 11:00, before the 12:00 check-out.
+    let d = date("2026-12-01");
+    let p = run(&single(trip(OUTBOUND[1], d, RETURN[1], d + Duration::days(4)))).unwrap();
+    assert!(p.events.iter().all(|e| !e.key.ends_with("late_check_out")), "{:?}", p.event("trip1.transfer"));
+    assert!(!p.warnings.iter().any(|w| w.kind == WarningKind::LateCheckOut));
+}

@@ -128,6 +128,9 @@ pub struct Letter {
     /// out; the advice before the flight home: the flights home), each leaving and landing in
     /// its own airport's time.
     pub flights: Vec<Line>,
+    /// On the last day, where the patient rests until the car leaves (a late check-out or a
+    /// day-use room), when the plan books one.
+    pub stay: Option<Line>,
     pub feed_url: Option<String>,
     pub follow_up_url: Option<String>,
 }
@@ -432,6 +435,18 @@ impl Letter {
             }
             _ => Vec::new(),
         };
+        let stay = match (s.kind, about.and_then(|e| e.trip)) {
+            ("return_flight_advice", Some(trip)) => {
+                plan.events.iter().find(|e| e.trip == Some(trip) && e.kind == EventKind::Hotel && matches!(e.when, When::Timed { .. })).map(
+                    |e| {
+                        let mut line = clocks.event(e);
+                        line.until = e.end().map(|end| clocks.time(&end, end.zone()));
+                        line
+                    },
+                )
+            }
+            _ => None,
+        };
         Letter {
             kind: s.kind.to_owned(),
             language: s.language,
@@ -444,6 +459,7 @@ impl Letter {
             meet,
             escort: meeting.map(|a| a.escort_name.clone()),
             flights,
+            stay,
             feed_url,
             follow_up_url: follow_up_url.map(str::to_owned),
         }
@@ -543,6 +559,7 @@ mod tests {
                         meet: with_facts.then(|| "Tue 20 Apr 08:30 MYT".into()),
                         escort: with_facts.then(|| "Aisyah".into()),
                         flights: if with_facts { vec![line.clone(), line.clone()] } else { Vec::new() },
+                        stay: with_facts.then(|| line.clone()),
                         feed_url: with_facts.then(|| "https://x/feed/itf_1".into()),
                         follow_up_url: None,
                     };

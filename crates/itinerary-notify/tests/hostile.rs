@@ -54,7 +54,8 @@ proptest! {
             timeline: vec![line.clone()],
             meet: Some("Tue 20 Apr 08:30 MYT".into()),
             escort: Some(title.clone()),
-            flights: vec![line.clone(), line],
+            flights: vec![line.clone(), line.clone()],
+            stay: Some(line),
             feed_url: Some("https://x.example/feed/itf_1".into()),
             follow_up_url: None,
         };
