@@ -197,6 +197,10 @@ async fn itinerary_lifecycle(db: Db) {
     let (st, e) = s.call("POST", "/itineraries", Some(short.clone())).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert!(e["error"]["violations"].as_array().unwrap().iter().any(|v| v["text"]["ja"].is_string() && v["text"]["en"].is_string()), "{e}");
+    // With the warnings a plan of it would carry (issue 14, item 4): the room until the 19:35 car.
+    let warned: Vec<&str> =
+        e["error"]["warnings"].as_array().map(|w| w.iter().filter_map(|x| x["kind"].as_str()).collect()).unwrap_or_default();
+    assert!(warned.contains(&"late_check_out"), "{e}");
     // The preview says the same and stores nothing; a feasible one answers the plan booking
     // would make, and still stores nothing (issue 13, item 4).
     let (st, pe) = s.call("POST", "/itineraries/preview", Some(short)).await;

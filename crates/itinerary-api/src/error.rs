@@ -16,7 +16,7 @@ pub struct ApiError {
     pub message: String,
     pub fields: Vec<FieldError>,
     /// For 422 from the planner: every broken rule, in Japanese and English.
-    pub violations: Option<Infeasible>,
+    pub violations: Option<Box<Infeasible>>,
     /// Seconds to wait before sending it again (`Retry-After`), for a refusal that did nothing.
     pub retry_after: Option<u64>,
     /// The stored answer of a request already done under its idempotency key.
@@ -54,6 +54,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(v) = self.violations {
             body["violations"] = json!(v.violations);
+            if !v.warnings.is_empty() {
+                body["warnings"] = json!(v.warnings);
+            }
         }
         let mut res = (self.status, Json(json!({ "error": body }))).into_response();
         if let Some(v) = self.retry_after.and_then(|s| axum::http::HeaderValue::from_str(&s.to_string()).ok()) {
@@ -145,7 +148,7 @@ impl From<BookError> for ApiError {
                         v.field.as_ref().map(|f| FieldError { field: f.clone(), value: field_value(v), problem: v.text.en.clone() })
                     })
                     .collect();
-                out.violations = Some(inf);
+                out.violations = Some(Box::new(inf));
                 out
             }
             BookError::Conflict(inf) => {
@@ -159,7 +162,7 @@ impl From<BookError> for ApiError {
                         problem: v.text.en.clone(),
                     })
                     .collect();
-                out.violations = Some(inf);
+                out.violations = Some(Box::new(inf));
                 out
             }
             BookError::Cancelled(id) => {

@@ -439,7 +439,9 @@ pub fn document() -> Value {
                 "items": { "type": "object", "properties": {
                     "rule": { "type": "string" }, "field": { "type": "string" },
                     "values": { "type": "object", "additionalProperties": { "type": "string" } },
-                    "text": { "$ref": "#/components/schemas/Text" } } } } } } }
+                    "text": { "$ref": "#/components/schemas/Text" } } } },
+            "warnings": { "type": "array", "description": "on 422 from planning: what a plan of this request would also warn about (connections, early check-in, peak season, the last day, tentative holidays)",
+                "items": { "type": "object", "properties": { "kind": { "type": "string" }, "text": { "$ref": "#/components/schemas/Text" } } } } } } }
     });
     json!({
         "openapi": "3.1.0",

@@ -723,9 +723,10 @@ fn refused(lang: Lang, e: BookError, fields: &Fields, page: impl Fn(StatusCode, 
                     errors.entry(name.clone()).or_default();
                 }
             }
+            let notes: Vec<String> = inf.warnings.iter().map(|w| w.text.get(view::language(lang)).to_owned()).collect();
             page(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                minijinja::context! { reasons => Value::from(minijinja::value::Serde(&reasons)), errors => errors },
+                minijinja::context! { reasons => Value::from(minijinja::value::Serde(&reasons)), errors => errors, notes => notes },
             )
         }
         BookError::Conflict(inf) => {

@@ -94,5 +94,11 @@ pub fn infeasible(inf: &Infeasible) -> String {
         let field = v.field.as_deref().map(|f| format!(" [{f}]")).unwrap_or_default();
         let _ = writeln!(s, "  - {}{field}\n    {}", v.text.ja, v.text.en);
     }
+    if !inf.warnings.is_empty() {
+        let _ = writeln!(s, "\n注意 / Warnings");
+        for w in &inf.warnings {
+            let _ = writeln!(s, "  - {}\n    {}", w.text.ja, w.text.en);
+        }
+    }
     s
 }

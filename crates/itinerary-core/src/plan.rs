@@ -327,4 +327,9 @@ pub struct Violation {
 #[error("no plan fits: {}", violations.iter().map(|v| v.text.en.as_str()).collect::<Vec<_>>().join(" "))]
 pub struct Infeasible {
     pub violations: Vec<Violation>,
+    /// What a plan of this request would also warn about (connections, early check-in, peak
+    /// season, the last day, tentative holidays, the holiday table's end); answers stored
+    /// before it existed have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
 }

@@ -124,26 +124,29 @@ struct Search<'s> {
     deepest_placed: Vec<Placed>,
 }
 
-/// Plans one request. Pure: the same arguments give the same result.
+/// Plans one request. Pure: the same arguments give the same result. An infeasible answer
+/// carries the warnings about the request itself that a plan would (`request_warnings`).
 pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: &Ledger) -> Result<Plan, Infeasible> {
+    plan_or_why(setup, req, now, ledger).map_err(|violations| Infeasible { violations, warnings: request_warnings(setup, req) })
+}
+
+fn plan_or_why(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: &Ledger) -> Result<Plan, Vec<Violation>> {
     let rules = &setup.rules;
     let zone = setup.clinic.zone;
     let mut violations = Vec::new();
     let Some(proto) = setup.protocol(&req.protocol) else {
-        return Err(Infeasible {
-            violations: vec![violation(
-                Rule::TripMode,
-                Some("protocol"),
-                [("protocol", req.protocol.clone())],
-                format!("プロトコル「{}」は登録されていません。", req.protocol),
-                format!("The protocol `{}` is not configured.", req.protocol),
-            )],
-        });
+        return Err(vec![violation(
+            Rule::TripMode,
+            Some("protocol"),
+            [("protocol", req.protocol.clone())],
+            format!("プロトコル「{}」は登録されていません。", req.protocol),
+            format!("The protocol `{}` is not configured.", req.protocol),
+        )]);
     };
     let interval = req.interval_days.unwrap_or(proto.interval_days);
     let slots = match trip_slots(proto, req, interval, rules.single_trip_max_days) {
         Ok(s) => s,
-        Err(v) => return Err(Infeasible { violations: vec![v] }),
+        Err(v) => return Err(vec![v]),
     };
     let frames: Vec<Frame> = req.trips.iter().enumerate().map(|(i, t)| frame(setup, i, t)).collect();
 
@@ -296,7 +299,7 @@ pub fn plan(setup: &ClinicSetup, req: &PlanRequest, now: DateTime<Utc>, ledger: 
 
     if !violations.is_empty() {
         violations.sort_by_key(|v| v.rule);
-        return Err(Infeasible { violations });
+        return Err(violations);
     }
     Ok(build(setup, req, proto, interval, now, &frames, &duties, &placed))
 }
@@ -471,6 +474,92 @@ fn last_day(setup: &ClinicSetup, t: u32, f: &Frame, check_out: NaiveDate) -> Opt
         ),
     };
     Some((event, warning))
+}
+
+/// The hotel's first night and check-out date: from the night before a red-eye landing (when
+/// the rule says so) to the day the car leaves for the airport.
+fn hotel_nights(setup: &ClinicSetup, f: &Frame) -> (NaiveDate, NaiveDate) {
+    let arrival = f.arrives.in_zone(setup.clinic.zone).date();
+    let check_in = if f.red_eye && setup.rules.red_eye_books_previous_night { arrival - Duration::days(1) } else { arrival };
+    (check_in, f.transfer.0.date().max(check_in + Duration::days(1)))
+}
+
+/// A landing before the room is ready: booked from the night before (red-eye), or an early check-in.
+fn arrival_warning(setup: &ClinicSetup, t: u32, f: &Frame) -> Option<Warning> {
+    let local_arrival = f.arrives.in_zone(setup.clinic.zone);
+    let (check_in, _) = hotel_nights(setup, f);
+    let text = if f.red_eye && setup.rules.red_eye_books_previous_night {
+        Text::new(
+            format!("旅程{t}:{}着の深夜便のため、ホテルは前夜({})から予約してください。", hm(&local_arrival), date_ja(check_in, None)),
+            format!(
+                "Trip {t}: red-eye landing at {}; the hotel is booked from the night before ({check_in}) so the room is ready.",
+                hm(&local_arrival)
+            ),
+        )
+    } else if local_arrival.time() < setup.clinic.hotel_check_in {
+        Text::new(
+            format!(
+                "旅程{t}:{}着、ホテルのチェックインは{}です。アーリーチェックインを手配してください。",
+                hm(&local_arrival),
+                setup.clinic.hotel_check_in.format("%H:%M")
+            ),
+            format!(
+                "Trip {t}: lands {}, hotel check-in is {}: arrange an early check-in.",
+                hm(&local_arrival),
+                setup.clinic.hotel_check_in.format("%H:%M")
+            ),
+        )
+    } else {
+        return None;
+    };
+    Some(Warning { kind: WarningKind::EarlyCheckIn, text })
+}
+
+/// A flight home in a peak season: the plan is at the airport earlier.
+fn peak_warning(setup: &ClinicSetup, t: u32, f: &Frame) -> Option<Warning> {
+    let season = f.peak.as_ref()?;
+    let minutes = setup.rules.airport_before_departure_peak_minutes;
+    Some(Warning {
+        kind: WarningKind::PeakSeason,
+        text: Text::new(
+            format!("旅程{t}:帰国日は繁忙期({season})のため、空港には{minutes}分前に到着する計画です。"),
+            format!(
+                "Trip {t}: the flight home is in a peak season ({season}); the plan is at the airport {minutes} minutes before departure."
+            ),
+        ),
+    })
+}
+
+/// What a coordinator should know of the request whatever the planner finds: its connections,
+/// landings before check-in, peak seasons, last days, tentative holidays during the stays, and
+/// stays past the holiday table. An infeasible answer carries them too, so fixing the reasons
+/// does not hide a surprise that only a feasible plan would have shown.
+fn request_warnings(setup: &ClinicSetup, req: &PlanRequest) -> Vec<Warning> {
+    let frames: Vec<Frame> = req.trips.iter().enumerate().map(|(i, t)| frame(setup, i, t)).collect();
+    let mut out = Vec::new();
+    for (f, trip) in frames.iter().zip(&req.trips) {
+        let t = f.trip as u32 + 1;
+        out.extend(connection_warnings(setup, t, trip));
+        out.extend(arrival_warning(setup, t, f));
+        out.extend(peak_warning(setup, t, f));
+        out.extend(last_day(setup, t, f, hotel_nights(setup, f).1).map(|(_, w)| w));
+    }
+    messages::tentative_holidays(setup, &frames, &[], &mut out);
+    let last_stay = frames.iter().map(|f| f.departs.in_zone(setup.clinic.zone).date()).max();
+    if let Some(last) = last_stay {
+        for region in &setup.clinic.holiday_regions {
+            if setup.holidays.coverage(region).is_none_or(|(_, end)| last > end) {
+                out.push(Warning {
+                    kind: WarningKind::HolidayTableEnds,
+                    text: Text::new(
+                        format!("祝日表({region})が{}までの滞在をカバーしていません。祝日を確認してください。", date_ja(last, None)),
+                        format!("The holiday table for {region} does not reach {last}: check the stay's holidays by hand."),
+                    ),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn frame(setup: &ClinicSetup, i: usize, t: &Trip) -> Frame {
@@ -922,10 +1011,7 @@ fn build(
                 online: false,
             });
         }
-        let local_arrival = f.arrives.in_zone(zone);
-        let check_in =
-            if f.red_eye && rules.red_eye_books_previous_night { local_arrival.date() - Duration::days(1) } else { local_arrival.date() };
-        let check_out = f.transfer.0.date().max(check_in + Duration::days(1));
+        let (check_in, check_out) = hotel_nights(setup, f);
         events.push(Event {
             key: format!("{pre}.hotel"),
             kind: EventKind::Hotel,
@@ -983,53 +1069,8 @@ fn build(
                 online: false,
             });
         }
-        if f.red_eye && rules.red_eye_books_previous_night {
-            warnings.push(Warning {
-                kind: WarningKind::EarlyCheckIn,
-                text: Text::new(
-                    format!(
-                        "旅程{t}:{}着の深夜便のため、ホテルは前夜({})から予約してください。",
-                        hm(&local_arrival),
-                        date_ja(check_in, None)
-                    ),
-                    format!(
-                        "Trip {t}: red-eye landing at {}; the hotel is booked from the night before ({check_in}) so the room is ready.",
-                        hm(&local_arrival)
-                    ),
-                ),
-            });
-        } else if local_arrival.time() < setup.clinic.hotel_check_in {
-            warnings.push(Warning {
-                kind: WarningKind::EarlyCheckIn,
-                text: Text::new(
-                    format!(
-                        "旅程{t}:{}着、ホテルのチェックインは{}です。アーリーチェックインを手配してください。",
-                        hm(&local_arrival),
-                        setup.clinic.hotel_check_in.format("%H:%M")
-                    ),
-                    format!(
-                        "Trip {t}: lands {}, hotel check-in is {}: arrange an early check-in.",
-                        hm(&local_arrival),
-                        setup.clinic.hotel_check_in.format("%H:%M")
-                    ),
-                ),
-            });
-        }
-        if let Some(season) = &f.peak {
-            warnings.push(Warning {
-                kind: WarningKind::PeakSeason,
-                text: Text::new(
-                    format!(
-                        "旅程{t}:帰国日は繁忙期({season})のため、空港には{}分前に到着する計画です。",
-                        rules.airport_before_departure_peak_minutes
-                    ),
-                    format!(
-                        "Trip {t}: the flight home is in a peak season ({season}); the plan is at the airport {} minutes before departure.",
-                        rules.airport_before_departure_peak_minutes
-                    ),
-                ),
-            });
-        }
+        warnings.extend(arrival_warning(setup, t, f));
+        warnings.extend(peak_warning(setup, t, f));
     }
     for (j, p) in placed.iter().enumerate() {
         let t = p.trip as u32 + 1;

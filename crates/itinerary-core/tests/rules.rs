@@ -92,6 +92,15 @@ fn reasons_name_each_holiday_in_both_languages_and_say_when_it_is_tentative() {
     assert!(en.contains("within 180 min of landing at 17:05 MYT"), "{en}");
     assert!(!en.contains("previous infusion"), "{en}");
     assert!(ja.contains("到着(17:05 MYT)から180分以内"), "{ja}");
+    // The answer also carries what a plan would warn about: the tentative holidays of the stay,
+    // the early check-in of a 17:05 landing is not one (check-in is 15:00), the last day's room.
+    let kinds: Vec<WarningKind> = e.warnings.iter().map(|w| w.kind).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == WarningKind::TentativeHoliday).count(), 2, "{:?}", e.warnings);
+    assert!(kinds.contains(&WarningKind::LateCheckOut) && !kinds.contains(&WarningKind::EarlyCheckIn), "{kinds:?}");
+    assert!(e.warnings.iter().any(|w| w.text.ja.contains("暫定の祝日")), "{:?}", e.warnings);
+    // And JSON written before warnings existed still reads.
+    let old: Infeasible = serde_json::from_value(serde_json::json!({ "violations": [] })).unwrap();
+    assert!(old.warnings.is_empty());
 }
 
 /// A follow-up moved off the day its interval gives says so, and why (issue 14).
