@@ -264,7 +264,7 @@ async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     use sea_orm::ConnectionTrait;
     conn.execute_unprepared(
         "UPDATE scheduled_message SET status = 'failed', last_error = '550 mailbox unavailable', payload = NULL \
-         WHERE key IN ('trip1.departure_day', 'trip1.outbound.calendar_invite')",
+         WHERE key IN ('trip1.departure_day', 'trip1.infusion1.calendar_invite')",
     )
     .await
     .unwrap();
@@ -276,7 +276,7 @@ async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     let page = text(&b).await;
     let departure = page.lines().skip_while(|l| !l.contains("ご出発のご案内")).take(2).collect::<Vec<_>>().join(" ");
     assert!(departure.contains("送信待ち"), "the reminder waits to be sent again: {departure}\n{page}");
-    click_xpath(&b, "//tr[contains(., 'trip1.outbound.calendar_invite')]//button[@class='resend']").await;
+    click_xpath(&b, "//tr[contains(., 'trip1.infusion1.calendar_invite')]//button[@class='resend']").await;
     assert!(text(&b).await.contains("旅程を変更すると、カレンダーが改めて送信されます"), "{}", text(&b).await);
     b.goto(&s.url("/console/audit?action=resend")).await.unwrap();
     let page = text(&b).await;

@@ -357,7 +357,12 @@ async fn grace_night_updates_and_late_rules() {
     assert_eq!(sent_v, BTreeSet::from([3]), "only the last version's reminders go out: {m:?}");
     let mail = smtp.received();
     let to_patient: Vec<&Value> = mail.iter().filter(|e| e["to"].as_str().unwrap().contains("taro.yamada")).collect();
-    assert_eq!(to_patient.iter().filter(|e| e["calendar"]["method"] == "PUBLISH").count(), 1, "one confirmation");
+    // The confirmation's overview is a file only (issue 14, item 7): inline, a client would meet
+    // each UID published there and invited beside it at the same SEQUENCE.
+    let overviews: Vec<&&Value> = to_patient.iter().filter(|e| e["attachment"]["calendar"]["method"] == "PUBLISH").collect();
+    assert_eq!(overviews.len(), 1, "one confirmation");
+    assert!(overviews[0]["calendar"].is_null(), "no inline calendar in the confirmation: {}", overviews[0]);
+    assert!(to_patient.iter().all(|e| e["calendar"]["method"] != "PUBLISH"), "no inline PUBLISH anywhere");
     assert!(to_patient.iter().all(|e| e["calendar"]["method"] != "CANCEL"), "nothing cancelled that was never sent");
     let uids: BTreeSet<&str> = to_patient
         .iter()
@@ -1178,4 +1183,77 @@ async fn a_new_address_gets_the_calendar_and_the_old_one_its_cancellation() {
         }
     }
     assert!(holding.is_empty(), "the corrected address lives on in {holding:?}");
+}
+
+/// The patient's choice of invites (issue 14, item 7): a new patient gets the clinic's
+/// appointments only, with the whole itinerary as a file in the confirmation; choosing every
+/// appointment sends the rest; choosing none cancels what was sent; a bad value is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_chooses_which_invites_come() {
+    let db = Db::sqlite("delivery-invites");
+    let smtp = Smtp::start("invites");
+    let s = start(&db, &quick(smtp.settings()));
+    set_clock(&s, "2027-03-01T01:00:00Z").await;
+    let mut p = patient("山田 太郎");
+    p.as_object_mut().unwrap().remove("invites");
+    let (id, it) = book(&s, p, README_TRIP).await;
+    let pid = it["patient_id"].as_i64().unwrap();
+    let (_, mut stored) = s.call("GET", &format!("/patients/{pid}"), None).await;
+    assert_eq!(stored["invites"], "clinic", "the quiet default: {stored}");
+    let events = it["plan"]["events"].as_array().unwrap();
+    let clinic: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "blood_test" || e["kind"] == "infusion" || e["online"] == true)
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert!(clinic.len() >= 6 && clinic.len() < events.len(), "{clinic:?}");
+    set_clock(&s, "2027-03-01T01:10:00Z").await;
+    until(&s, id, 30, "the booking's messages", |m| m.iter().filter(at_booking).all(|m| m["status"] == "sent")).await;
+    let to_patient = |from: usize, method: &str| -> BTreeSet<String> {
+        smtp.received()[from..]
+            .iter()
+            .filter(|e| e["to"].as_str().unwrap().contains("taro.yamada") && e["calendar"]["method"] == method)
+            .map(|e| e["calendar"]["events"][0]["uid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let key_of = |uid: &str| -> String {
+        let k = uid.split_once('.').unwrap().1;
+        k[..k.find(".patient-").unwrap()].to_owned()
+    };
+    let invited: BTreeSet<String> = to_patient(0, "REQUEST").iter().map(|u| key_of(u)).collect();
+    assert_eq!(invited, clinic.iter().map(|k| k.to_string()).collect(), "invites for the clinic's appointments only");
+    let confirmation = smtp.received().into_iter().find(|e| e["attachment"]["calendar"]["method"] == "PUBLISH").unwrap();
+    assert_eq!(confirmation["attachment"]["calendar"]["events"].as_array().unwrap().len(), events.len(), "the file has them all");
+
+    // Every appointment: the rest are invited, nothing twice.
+    let before = smtp.received().len();
+    stored["invites"] = "every".into();
+    let mut change = stored.clone();
+    change.as_object_mut().unwrap().retain(|k, _| !["id", "line_user_id"].contains(&k.as_str()));
+    let (st, body) = s.call("PUT", &format!("/patients/{pid}"), Some(change.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    set_clock(&s, "2027-03-01T01:20:00Z").await;
+    until(&s, id, 30, "the new invites", |m| m.iter().filter(at_booking).all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))).await;
+    let more: BTreeSet<String> = to_patient(before, "REQUEST").iter().map(|u| key_of(u)).collect();
+    let all: BTreeSet<String> = events.iter().map(|e| e["key"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(more, all.difference(&invited).cloned().collect(), "the appointments not invited before, once each");
+
+    // None: every invited appointment is cancelled in their calendar; the feed keeps them all.
+    let before = smtp.received().len();
+    change["invites"] = "feed".into();
+    let (st, body) = s.call("PUT", &format!("/patients/{pid}"), Some(change.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    set_clock(&s, "2027-03-01T01:30:00Z").await;
+    until(&s, id, 30, "the cancellations", |m| m.iter().filter(at_booking).all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))).await;
+    let cancelled: BTreeSet<String> = to_patient(before, "CANCEL").iter().map(|u| key_of(u)).collect();
+    assert_eq!(cancelled, all, "a cancellation for each appointment invited");
+    let ics =
+        s.http.get(s.url(&format!("/itineraries/{id}/calendar.ics"))).bearer_auth(&s.token).send().await.unwrap().text().await.unwrap();
+    assert_eq!(ics.matches("BEGIN:VEVENT").count(), events.len(), "the published calendar still holds every appointment");
+
+    // A value that is not a choice: refused, naming the field.
+    change["invites"] = "some".into();
+    let (st, body) = s.call("PUT", &format!("/patients/{pid}"), Some(change)).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "invites", "{body}");
 }

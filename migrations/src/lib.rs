@@ -12,6 +12,7 @@ mod m20261130_000005_token_lifetimes;
 mod m20261130_000006_settled_payloads;
 mod m20261130_000007_console_sessions;
 mod m20261130_000008_idempotency_keys;
+mod m20261130_000009_invite_choice;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000006_settled_payloads::Migration),
             Box::new(m20261130_000007_console_sessions::Migration),
             Box::new(m20261130_000008_idempotency_keys::Migration),
+            Box::new(m20261130_000009_invite_choice::Migration),
         ]
     }
 }

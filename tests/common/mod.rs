@@ -185,8 +185,11 @@ impl Drop for Server {
     }
 }
 
+/// A patient who receives an invite for every appointment (the tests of calendar messages count
+/// them); a new patient's default is the clinic's appointments only (`tests/delivery.rs`).
 pub fn patient(name: &str) -> Value {
-    json!({ "name": name, "email": "taro.yamada@example.jp", "birth_date": "1978-05-14", "home_zone": "Asia/Tokyo", "language": "ja", "passport_expiry": "2031-03-31" })
+    json!({ "name": name, "email": "taro.yamada@example.jp", "birth_date": "1978-05-14", "home_zone": "Asia/Tokyo", "language": "ja",
+        "passport_expiry": "2031-03-31", "invites": "every" })
 }
 
 pub fn trip(depart: &str, arrive: &str, back: &str, home: &str) -> Value {

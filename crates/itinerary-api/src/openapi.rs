@@ -113,13 +113,14 @@ fn schemas() -> Value {
                 "home_zone": { "type": "string", "description": "IANA zone; Asia/Tokyo when absent" },
                 "language": { "enum": ["ja", "en"] },
                 "passport_expiry": { "type": "string", "format": "date", "description": "a year from 1900 to 2100" },
-                "line_user_id": { "type": "string", "pattern": "^[A-Za-z0-9]{1,64}$" } }),
+                "line_user_id": { "type": "string", "pattern": "^[A-Za-z0-9]{1,64}$" },
+                "invites": { "enum": ["every", "clinic", "feed"], "description": "which calendar invites the patient receives by email: every appointment, the clinic's only (blood tests, infusions, online follow-ups; the default for a new patient), or none (the confirmation's calendar file and the feed); left out of a change, it stays" } }),
             &["name", "email", "birth_date", "passport_expiry"],
         ),
         "Patient": object(
             json!({ "id": { "type": "integer" }, "name": string(), "email": string(), "birth_date": date(), "home_zone": string(),
-                "language": string(), "passport_expiry": date(), "line_user_id": string() }),
-            &["id", "name", "email", "birth_date", "home_zone", "language", "passport_expiry"],
+                "language": string(), "passport_expiry": date(), "line_user_id": string(), "invites": { "enum": ["every", "clinic", "feed"] } }),
+            &["id", "name", "email", "birth_date", "home_zone", "language", "passport_expiry", "invites"],
         ),
         "PatientPage": object(
             json!({ "patients": { "type": "array", "items": { "$ref": "#/components/schemas/Patient" } },

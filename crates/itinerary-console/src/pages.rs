@@ -363,6 +363,8 @@ pub(crate) struct PatientForm {
     home_zone: String,
     language: String,
     passport_expiry: String,
+    #[serde(default)]
+    invites: String,
 }
 
 pub(crate) async fn create_patient(State(c): State<Console>, Extension(v): Extension<Visit>, Form(f): Form<PatientForm>) -> Response {
@@ -377,6 +379,7 @@ pub(crate) async fn create_patient(State(c): State<Console>, Extension(v): Exten
         language: Some(f.language.clone()).filter(|l| !l.trim().is_empty()),
         passport_expiry: f.passport_expiry.clone(),
         line_user_id: None,
+        invites: Some(f.invites.clone()).filter(|i| !i.trim().is_empty()),
     };
     let key = form_key(&v, f.once.as_deref(), "/console/patients", &input);
     if let Some(done) = sent_before(&c, &v, key.as_ref(), None, "patients").await {
@@ -396,6 +399,7 @@ pub(crate) async fn create_patient(State(c): State<Console>, Extension(v): Exten
                 ("home_zone", f.home_zone),
                 ("language", f.language),
                 ("passport_expiry", f.passport_expiry),
+                ("invites", f.invites),
             ]);
             let found = c.store.search_patients("", 200).await.unwrap_or_default();
             render(
@@ -451,6 +455,7 @@ async fn patient_page(c: &Console, v: &Visit, id: i32, status: StatusCode, extra
         ("home_zone", p.home_zone.clone()),
         ("language", p.language.clone()),
         ("passport_expiry", p.passport_expiry.to_string()),
+        ("invites", p.invites.as_str().to_owned()),
     ]);
     render(
         v.lang,
@@ -490,6 +495,7 @@ pub(crate) async fn update_patient(
         passport_expiry: f.passport_expiry.clone(),
         // Set by LINE's account link, not typed here.
         line_user_id: old.line_user_id.clone(),
+        invites: Some(f.invites.clone()).filter(|i| !i.trim().is_empty()),
     };
     let now = or_page!(c.clock.now().await, v.lang);
     match c.store.update_patient(v.session.coordinator_id, &c.setup, id, &input, now).await {
@@ -502,6 +508,7 @@ pub(crate) async fn update_patient(
                 ("home_zone", f.home_zone),
                 ("language", f.language),
                 ("passport_expiry", f.passport_expiry),
+                ("invites", f.invites),
             ]);
             patient_page(
                 &c,

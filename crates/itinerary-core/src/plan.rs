@@ -33,6 +33,60 @@ impl Text {
     }
 }
 
+/// Which appointments a patient receives calendar invites for, by email. The booking
+/// confirmation (with the whole itinerary as a file) and the feed carry every appointment
+/// whatever the choice; reminders are not affected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Invites {
+    /// An invite for every appointment: flights, pick-up, hotel, clinic, follow-ups.
+    Every,
+    /// Invites for the clinic's appointments only (blood tests, infusions, online follow-ups
+    /// and the re-evaluation): the quiet default.
+    #[default]
+    Clinic,
+    /// No invites: the calendar comes from the confirmation's file or the subscribed feed.
+    Feed,
+}
+
+impl Invites {
+    pub const ALL: [Invites; 3] = [Invites::Every, Invites::Clinic, Invites::Feed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Invites::Every => "every",
+            Invites::Clinic => "clinic",
+            Invites::Feed => "feed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Invites> {
+        Invites::ALL.into_iter().find(|i| i.as_str() == s)
+    }
+
+    /// Whether the patient receives an invite for `e`.
+    pub fn wants(self, e: &Event) -> bool {
+        match self {
+            Invites::Every => true,
+            Invites::Clinic => e.kind.at_clinic() || e.online,
+            Invites::Feed => false,
+        }
+    }
+
+    /// The same by the event's stable key alone (`trip1.infusion1`, `followup_3m`), for an
+    /// appointment no longer in the plan (its cancellation goes where its invite went).
+    pub fn wants_key(self, key: &str) -> bool {
+        let last = key.rsplit('.').next().unwrap_or(key);
+        match self {
+            Invites::Every => true,
+            Invites::Clinic => {
+                last.starts_with("blood_test") || last.starts_with("infusion") || key.starts_with("followup_") || key == "reevaluation"
+            }
+            Invites::Feed => false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {

@@ -619,3 +619,24 @@ fn the_last_day_keeps_a_room_until_the_car_leaves() {
     assert!(p.events.iter().all(|e| !e.key.ends_with("late_check_out")), "{:?}", p.event("trip1.transfer"));
     assert!(!p.warnings.iter().any(|w| w.kind == WarningKind::LateCheckOut));
 }
+
+/// A cancellation goes where its invite went, judged by the event's key alone once the event is
+/// gone from the plan: the key rule must agree with the kinds for every event there is.
+#[test]
+fn the_invite_choice_reads_the_same_from_a_key_as_from_an_event() {
+    use itinerary_core::plan::Invites;
+    let d = date("2027-01-11");
+    let mut set = single(trip(OUTBOUND[1], d, RETURN[0], d + Duration::days(18)));
+    set.protocol = "set-of-3".into();
+    set.interval_days = Some(7);
+    set.trip_mode = Some("one-stay".into());
+    for raw in [red_eye("2026-12-01"), via_narita(), set] {
+        let p = run(&raw).unwrap();
+        for e in &p.events {
+            for i in Invites::ALL {
+                assert_eq!(i.wants(e), i.wants_key(&e.key), "{i:?} {}", e.key);
+            }
+        }
+        assert!(p.events.iter().any(|e| Invites::Clinic.wants(e)) && p.events.iter().any(|e| !Invites::Clinic.wants(e)));
+    }
+}

@@ -1,7 +1,12 @@
 //! Email as calendar clients expect it (iMIP, RFC 6047): a multipart/alternative of text/plain,
 //! text/html and `text/calendar; method=…` (the parameter equal to the METHOD inside, base64);
 //! with a calendar, that part sits in a multipart/mixed beside the same calendar attached as a
-//! file, for clients that only show attachments.
+//! file, for clients that only show attachments. A `PUBLISH` overview (the booking
+//! confirmation's whole itinerary) goes as the attachment only: inline, clients treat it as an
+//! iTIP message and meet each UID first published there, then invited at the same SEQUENCE in
+//! the invite beside it (RFC 5546 2.1.4 wants SEQUENCE to rise when METHOD changes). As a file
+//! it is something the patient may import, with the invites' UIDs, so an import updates the
+//! invited events instead of doubling them.
 
 use lettre::Message;
 use lettre::message::header::{ContentDisposition, ContentTransferEncoding, ContentType};
@@ -64,7 +69,8 @@ pub fn email(env: &Envelope, words: &Composed, calendar: Option<&CalendarPart>) 
                 .header(ContentDisposition::attachment(&cal.file_name))
                 .header(ContentTransferEncoding::Base64)
                 .body(cal.ics.clone());
-            builder.multipart(MultiPart::mixed().multipart(alternative.singlepart(inline)).singlepart(attachment))
+            let body = if cal.method == "PUBLISH" { alternative } else { alternative.singlepart(inline) };
+            builder.multipart(MultiPart::mixed().multipart(body).singlepart(attachment))
         }
     };
     message.map_err(|e| NotifyError::Template(format!("email: {e}")))
@@ -93,5 +99,20 @@ mod tests {
         assert!(raw.matches("Content-Transfer-Encoding: base64").count() >= 2, "{raw}");
         assert!(raw.contains("Message-ID: <it-1.m1@example.my>"), "{raw}");
         assert!(mailbox("to", "x", "not an address").is_err());
+    }
+
+    #[test]
+    fn an_overview_goes_as_a_file_only() {
+        let env = Envelope {
+            from: mailbox("from", "Clinic", "clinic@example.my").unwrap(),
+            to: mailbox("to", "山田 太郎", "taro@example.jp").unwrap(),
+            message_id: "<it-1.m1@example.my>".into(),
+        };
+        let words = Composed { subject: "件名".into(), text: "本文\n".into(), html: "<p>本文</p>".into() };
+        let ics = "BEGIN:VCALENDAR\r\nMETHOD:PUBLISH\r\nEND:VCALENDAR\r\n".to_owned();
+        let cal = CalendarPart { method: "PUBLISH", ics, file_name: "itinerary.ics".into() };
+        let raw = String::from_utf8(email(&env, &words, Some(&cal)).unwrap().formatted()).unwrap();
+        assert!(!raw.to_lowercase().contains("text/calendar"), "no inline calendar: {raw}");
+        assert!(raw.contains("Content-Disposition: attachment; filename=\"itinerary.ics\""), "{raw}");
     }
 }

@@ -90,6 +90,8 @@ pub mod patient {
         pub line_user_id: Option<String>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// `every`, `clinic` or `feed`: which calendar invites the patient receives.
+        pub invites: String,
     }
     no_relations!();
 }

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use itinerary_calendar::{Appointment, Audience, CalendarState, Change, ChangeKind, Issued, Itinerary, Person};
-use itinerary_core::plan::When;
+use itinerary_core::plan::{Invites, When};
 use itinerary_core::plan::{MessageDue, MessageKind, Recipient};
 use itinerary_core::request::{RawPlanRequest, RawTrip};
 use itinerary_core::{Booking, ClinicSetup, Infeasible, InvalidRequest, Ledger, Plan, PlanRequest};
@@ -563,8 +563,8 @@ impl Store {
             };
             stored::execute(&txn, stored::inserts(vec![summary])).await?;
         }
-        insert_calendar_messages(&txn, (id, version), &changes, now + self.update_grace, &patient.home_zone, base.clinic.zone.name())
-            .await?;
+        let to = (patient.home_zone.as_str(), patient.invites);
+        insert_calendar_messages(&txn, (id, version), &changes, now + self.update_grace, to, base.clinic.zone.name()).await?;
         itinerary_version::ActiveModel {
             itinerary_id: Set(id),
             version: Set(version),
@@ -642,7 +642,54 @@ impl Store {
             supersede_calendar(txn, it.id, changed).await?;
             save_calendar_state(txn, it.id, &next).await?;
             let due = now + self.update_grace;
-            insert_calendar_messages(txn, (it.id, it.current_version), &changes, due, &patient.home_zone, setup.clinic.zone.name()).await?;
+            let to = (patient.home_zone.as_str(), patient.invites);
+            insert_calendar_messages(txn, (it.id, it.current_version), &changes, due, to, setup.clinic.zone.name()).await?;
+        }
+        Ok(())
+    }
+
+    /// After the patient chose other invites: an invite for each standing appointment now
+    /// covered that was not, and a cancellation for each no longer covered, so that their
+    /// calendar holds what the choice says and no invited event is left to go stale. The
+    /// calendar state (the feed's SEQUENCEs) does not change.
+    pub(crate) async fn offer_invites(
+        &self,
+        txn: &DatabaseTransaction,
+        base: &ClinicSetup,
+        patient: &PatientView,
+        before: Invites,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        lock(txn).await?;
+        let standing = itinerary::Entity::find()
+            .filter(itinerary::Column::PatientId.eq(patient.id))
+            .filter(itinerary::Column::Status.eq("active"))
+            .all(txn)
+            .await?;
+        for it in standing {
+            let state = calendar_state(txn, it.id).await?;
+            let changes: Vec<Change> = state
+                .issued
+                .into_values()
+                .filter(|i| !i.cancelled && i.appointment.attendee.audience == Audience::Patient)
+                .filter_map(|i| {
+                    let key = &i.appointment.event;
+                    let kind = match (before.wants_key(key), patient.invites.wants_key(key)) {
+                        (false, true) => ChangeKind::Invite,
+                        (true, false) => ChangeKind::Cancel,
+                        _ => return None,
+                    };
+                    Some(Change { kind, sequence: i.sequence, appointment: i.appointment })
+                })
+                .collect();
+            if changes.is_empty() {
+                continue;
+            }
+            supersede_calendar(txn, it.id, changes.iter().map(|c| c.appointment.uid.clone()).collect()).await?;
+            // Every change here is the patient's own: the clinic's zone (escorts') is not used.
+            let to = (patient.home_zone.as_str(), Invites::Every);
+            insert_calendar_messages(txn, (it.id, it.current_version), &changes, now + self.update_grace, to, base.clinic.zone.name())
+                .await?;
         }
         Ok(())
     }
@@ -1089,7 +1136,9 @@ fn version_rows(
         .iter()
         .find(|m| m.kind == MessageKind::BookingConfirmation)
         .map_or(patient.home_zone.as_str(), |m| m.at.zone().name());
-    rows.extend(calendar_rows(&changes, settled, home_zone, setup.clinic.zone.name()).map_err(corrupt("calendar change"))?);
+    rows.extend(
+        calendar_rows(&changes, settled, (home_zone, patient.invites), setup.clinic.zone.name()).map_err(corrupt("calendar change"))?,
+    );
     let views = rows.iter().map(|r| r.view(version)).collect();
     let messages = rows.into_iter().map(|r| r.stored(version)).collect::<Result<_, _>>().map_err(corrupt("message"))?;
     // JSON goes to the database as text, serialized once, here, outside the booking lock.
@@ -1214,15 +1263,17 @@ impl MessageRow {
 }
 
 /// One message per appointment that changed: an invite, an update or a cancellation, to its
-/// attendee, due once the grace period is over.
+/// attendee, due once the grace period is over; to the patient only for the appointments their
+/// choice of invites covers (the feed and the confirmation's file carry them all).
 fn calendar_rows(
     changes: &[Change],
     due: DateTime<Utc>,
-    patient_zone: &str,
+    (patient_zone, invites): (&str, Invites),
     clinic_zone: &str,
 ) -> Result<Vec<MessageRow>, serde_json::Error> {
     let mut rows = Vec::new();
-    for c in changes.iter().filter(|c| c.kind != ChangeKind::Unchanged) {
+    let sent = |c: &&Change| c.appointment.attendee.audience != Audience::Patient || invites.wants_key(&c.appointment.event);
+    for c in changes.iter().filter(|c| c.kind != ChangeKind::Unchanged).filter(sent) {
         let (recipient, zone) = match &c.appointment.attendee.audience {
             Audience::Patient => (Recipient::Patient, patient_zone),
             Audience::Escort { id } => (Recipient::Escort { id: id.clone() }, clinic_zone),
@@ -1257,10 +1308,10 @@ async fn insert_calendar_messages(
     (itinerary_id, version): (i32, i32),
     changes: &[Change],
     due: DateTime<Utc>,
-    patient_zone: &str,
+    patient: (&str, Invites),
     clinic_zone: &str,
 ) -> Result<(), StoreError> {
-    let rows = calendar_rows(changes, due, patient_zone, clinic_zone)
+    let rows = calendar_rows(changes, due, patient, clinic_zone)
         .and_then(|rows| {
             rows.into_iter().map(|r| r.stored(version).map(|m| stored::Message { itinerary_id, ..m })).collect::<Result<Vec<_>, _>>()
         })

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
+use itinerary_core::plan::Invites;
 use itinerary_core::request::{FieldError, RawPatient, check_email, civil_date};
 use itinerary_core::{ClinicSetup, Escort, InvalidRequest};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -30,6 +31,10 @@ pub struct PatientInput {
     /// Set when the patient linked LINE.
     #[serde(default)]
     pub line_user_id: Option<String>,
+    /// Which calendar invites they receive: `every`, `clinic` (the default for a new patient) or
+    /// `feed`. Left out of a change, it stays as it was.
+    #[serde(default)]
+    pub invites: Option<String>,
 }
 
 /// A stored patient.
@@ -44,6 +49,7 @@ pub struct PatientView {
     pub passport_expiry: NaiveDate,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line_user_id: Option<String>,
+    pub invites: Invites,
 }
 
 impl From<patient::Model> for PatientView {
@@ -57,6 +63,8 @@ impl From<patient::Model> for PatientView {
             language: m.language,
             passport_expiry: m.passport_expiry,
             line_user_id: m.line_user_id,
+            // A value this program did not write reads as what patients had before the choice.
+            invites: Invites::parse(&m.invites).unwrap_or(Invites::Every),
         }
     }
 }
@@ -83,6 +91,7 @@ struct CheckedPatient {
     language: String,
     passport_expiry: NaiveDate,
     line_user_id: Option<String>,
+    invites: Option<Invites>,
 }
 
 fn check_patient(p: &PatientInput) -> Result<CheckedPatient, InvalidRequest> {
@@ -123,6 +132,16 @@ fn check_patient(p: &PatientInput) -> Result<CheckedPatient, InvalidRequest> {
     {
         bad("line_user_id", l, "not a LINE user id (letters and digits)");
     }
+    let invites = match p.invites.as_deref().map(str::trim) {
+        None => None,
+        Some(v) => {
+            let parsed = Invites::parse(v);
+            if parsed.is_none() {
+                bad("invites", v, "must be `every`, `clinic` or `feed`");
+            }
+            parsed
+        }
+    };
     match (birth_date, passport_expiry, home_zone) {
         (Some(birth_date), Some(passport_expiry), Some(home_zone)) if errors.is_empty() => Ok(CheckedPatient {
             name: name.to_owned(),
@@ -132,6 +151,7 @@ fn check_patient(p: &PatientInput) -> Result<CheckedPatient, InvalidRequest> {
             language,
             passport_expiry,
             line_user_id: p.line_user_id.clone(),
+            invites,
         }),
         _ => Err(InvalidRequest { errors }),
     }
@@ -261,6 +281,7 @@ impl Store {
             language: Set(c.language),
             passport_expiry: Set(c.passport_expiry),
             line_user_id: Set(c.line_user_id),
+            invites: Set(c.invites.unwrap_or_default().as_str().to_owned()),
             created_at: Set(now),
             updated_at: Set(now),
             ..Default::default()
@@ -298,10 +319,12 @@ impl Store {
             ("language", old.language != c.language),
             ("passport_expiry", old.passport_expiry != c.passport_expiry),
             ("line_user_id", old.line_user_id != c.line_user_id),
+            ("invites", c.invites.is_some_and(|i| i.as_str() != old.invites)),
         ]
         .into_iter()
         .filter_map(|(f, d)| d.then_some(f))
         .collect();
+        let before = Invites::parse(&old.invites).unwrap_or(Invites::Every);
         let mut m: patient::ActiveModel = old.into();
         m.name = Set(c.name);
         m.email = Set(c.email);
@@ -310,11 +333,17 @@ impl Store {
         m.language = Set(c.language);
         m.passport_expiry = Set(c.passport_expiry);
         m.line_user_id = Set(c.line_user_id);
+        if let Some(i) = c.invites {
+            m.invites = Set(i.as_str().to_owned());
+        }
         m.updated_at = Set(Utc::now());
         let m = m.update(&txn).await?;
         let patient: PatientView = m.into();
         if changed.contains(&"name") || changed.contains(&"email") {
             self.reissue_calendars(&txn, base, &patient, now).await?;
+        }
+        if changed.contains(&"invites") {
+            self.offer_invites(&txn, base, &patient, before, now).await?;
         }
         // Field names only: the values are personal data.
         audit(&txn, Some(by), "update", "patient", &id.to_string(), json!({ "fields": changed })).await?;

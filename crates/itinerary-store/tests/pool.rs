@@ -33,6 +33,7 @@ fn patient(n: usize) -> PatientInput {
         language: None,
         passport_expiry: "2035-01-01".into(),
         line_user_id: None,
+        invites: None,
     }
 }
 
