@@ -274,6 +274,23 @@ impl Clocks {
         line
     }
 
+    /// The wait between two flights: `羽田空港(HND)で乗り継ぎ:8時間05分(夜をまたぎます)`.
+    fn connection(&self, landed: &Event, next: &Event) -> Option<String> {
+        let (from, until) = (landed.end()?, next.start()?);
+        let minutes = (until.utc() - from.utc()).num_minutes();
+        let (h, m) = (minutes / 60, minutes % 60);
+        let zone = from.zone();
+        let small_hours = chrono::NaiveTime::from_hms_opt(2, 0, 0)?;
+        let overnight = (0..=(until.utc() - from.utc()).num_days() + 1)
+            .map(|k| itinerary_core::time::at_local(from.in_zone(zone).date() + chrono::Duration::days(k), small_hours, zone).utc())
+            .any(|night| from.utc() <= night && night < until.utc());
+        let place = next.location_in(self.language).unwrap_or_default();
+        Some(match self.language {
+            Language::Ja => format!("{place}で乗り継ぎ:{h}時間{m:02}分{}", if overnight { "(夜をまたぎます)" } else { "" }),
+            Language::En => format!("Change of plane at {place}: {h} h {m:02} min{}", if overnight { ", overnight" } else { "" }),
+        })
+    }
+
     /// An escort's duty: from leaving to being free again, with the patient's appointment it is for.
     pub fn duty(&self, plan: &Plan, a: &EscortAssignment) -> Line {
         let zone = plan.clinic_zone;
@@ -427,10 +444,20 @@ impl Letter {
         let flights = match (direction, about.and_then(|e| e.trip)) {
             (Some(dir), Some(trip)) => {
                 let prefix = format!("trip{trip}.{dir}");
-                plan.events
+                let legs: Vec<&Event> = plan
+                    .events
                     .iter()
                     .filter(|e| e.kind == EventKind::Flight && (e.key == prefix || e.key.starts_with(&format!("{prefix}."))))
-                    .map(|e| clocks.flight(e))
+                    .collect();
+                legs.iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let mut line = clocks.flight(e);
+                        // Before a connecting flight: where and how long the wait is, and whether
+                        // it goes through the night.
+                        line.note = i.checked_sub(1).and_then(|p| clocks.connection(legs[p], e));
+                        line
+                    })
                     .collect()
             }
             _ => Vec::new(),
