@@ -93,6 +93,9 @@ struct Line {
     api: String,
     token: String,
     monthly_budget: u64,
+    /// Signs LINE's webhook bodies; empty: `POST /line/webhook` refuses everything.
+    #[serde(default)]
+    channel_secret: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -347,6 +350,7 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
         worker: status,
         failed,
         in_flight: Default::default(),
+        line_secret: Some(settings.file.line.channel_secret.as_str()).filter(|s| !s.is_empty()).map(Arc::from),
     };
     let srv = &settings.file.server;
     let limits = itinerary_api::serve::Limits {

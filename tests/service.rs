@@ -24,6 +24,9 @@ async fn health_auth_and_bad_input(db: Db) {
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} without a token");
             let r = s.http.request(method.to_uppercase().parse().unwrap(), s.url(&path)).bearer_auth("itc_wrong").send().await.unwrap();
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} with a wrong token");
+        } else if path == "/line/webhook" {
+            // Not a coordinator's route: LINE's signature is its credential (tests/line.rs).
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} without LINE's signature");
         } else {
             assert_ne!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} is public");
         }

@@ -13,6 +13,7 @@ mod m20261130_000006_settled_payloads;
 mod m20261130_000007_console_sessions;
 mod m20261130_000008_idempotency_keys;
 mod m20261130_000009_invite_choice;
+mod m20261130_000010_line_webhook;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000007_console_sessions::Migration),
             Box::new(m20261130_000008_idempotency_keys::Migration),
             Box::new(m20261130_000009_invite_choice::Migration),
+            Box::new(m20261130_000010_line_webhook::Migration),
         ]
     }
 }

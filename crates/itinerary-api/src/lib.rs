@@ -5,6 +5,7 @@
 mod error;
 pub mod guard;
 mod idempotency;
+pub mod line;
 pub mod openapi;
 mod routes;
 pub mod serve;
@@ -33,6 +34,9 @@ pub struct AppState {
     pub failed: Arc<guard::FailedAttempts>,
     /// Idempotency keys whose request is running in this process.
     pub in_flight: Arc<InFlight>,
+    /// LINE's channel secret, which signs its webhook bodies; without it every webhook call
+    /// is refused.
+    pub line_secret: Option<Arc<str>>,
 }
 
 /// Whether this process's worker is delivering (false makes `/health` answer 503), and its

@@ -22,6 +22,13 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/patients/{id}/feed", "The patient's live feed URLs: ids, who was given each, when (the secrets are not kept)", true),
     ("post", "/patients/{id}/feed", "Issue (or rotate) the patient's feed URL; every earlier URL stops working, confirmations' too", true),
     ("delete", "/patients/{id}/feed", "Revoke every feed URL of the patient", true),
+    ("get", "/patients/{id}/messages", "What the patient sent by LINE (texts and button answers), newest first; the read is audited", true),
+    (
+        "post",
+        "/line/webhook",
+        "LINE's webhook: a body signed by x-line-signature (base64 HMAC-SHA256 with the channel secret), else 401; each event applied once by webhookEventId",
+        false,
+    ),
     ("get", "/escorts", "List the escorts who take new duties", true),
     ("get", "/escorts/{id}", "Read an escort", true),
     ("put", "/escorts/{id}", "Create or replace an escort (and take them back if deactivated)", true),
@@ -79,6 +86,8 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
     ("get", "/trips", None, Some("Trips")),
     ("get", "/audit", None, Some("AuditPage")),
     ("get", "/messages/failed", None, Some("FailedMessages")),
+    ("get", "/patients/{id}/messages", None, Some("PatientMessages")),
+    ("post", "/line/webhook", Some("LineWebhook"), Some("LineAccepted")),
 ];
 
 fn string() -> Value {
@@ -430,6 +439,20 @@ pub fn document() -> Value {
     if let (Some(all), Value::Object(plan)) = (schemas.as_object_mut(), plan_schemas()) {
         all.extend(plan);
     }
+    schemas["PatientMessages"] = object(
+        json!({ "messages": { "type": "array", "items": object(
+            json!({ "id": { "type": "integer" }, "channel": string(), "kind": { "enum": ["text", "postback"] }, "body": string(), "received_at": instant() }),
+            &["id", "channel", "kind", "body", "received_at"]) } }),
+        &["messages"],
+    );
+    schemas["LineWebhook"] = json!({ "type": "object", "description": "As LINE's Messaging API sends it", "properties": {
+        "destination": string(), "events": { "type": "array", "items": { "type": "object", "properties": {
+            "type": string(), "webhookEventId": string(), "timestamp": { "type": "integer" },
+            "source": { "type": "object", "properties": { "type": string(), "userId": string() } },
+            "message": { "type": "object", "properties": { "type": string(), "text": string() } },
+            "postback": { "type": "object", "properties": { "data": string() } } },
+            "required": ["type", "webhookEventId"] } } }, "required": ["events"] });
+    schemas["LineAccepted"] = object(json!({ "events": { "type": "integer" } }), &["events"]);
     schemas["Error"] = json!({
         "type": "object",
         "properties": { "error": { "type": "object", "properties": {

@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/patients", post(create_patient).get(list_patients))
         .route("/patients/{id}", get(get_patient).put(update_patient))
         .route("/patients/{id}/feed", get(list_feeds).post(rotate_feed).delete(revoke_feed))
+        .route("/patients/{id}/messages", get(patient_messages))
         .route("/escorts", get(list_escorts))
         .route("/escorts/{id}", get(get_escort).put(put_escort).delete(deactivate_escort))
         .route("/resources", get(list_resources))
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/feed/{token}", get(feed))
+        .route("/line/webhook", post(crate::line::webhook))
         .merge(coordinators)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route; see /openapi.json") })
         .layer(middleware::from_fn(refuse_control_characters_in_path))
@@ -237,6 +239,18 @@ async fn get_patient(
     let patient = s.store.patient(id(p)?).await?;
     s.store.audit_read(c.0, "patient", &patient.id.to_string(), json!({})).await?;
     Ok(Json(patient).into_response())
+}
+
+/// What the patient sent (LINE texts and button answers), newest first; the read is audited.
+async fn patient_messages(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    let patient = id(p)?;
+    let messages = s.store.patient_messages(patient).await?;
+    s.store.audit_read(c.0, "patient_messages", &patient.to_string(), json!({ "count": messages.len() })).await?;
+    Ok(Json(json!({ "messages": messages })).into_response())
 }
 
 async fn list_feeds(

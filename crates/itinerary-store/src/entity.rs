@@ -317,3 +317,47 @@ pub mod clock {
     }
     no_relations!();
 }
+
+pub mod line_event {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "line_event")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub webhook_event_id: String,
+        pub kind: String,
+        pub received_at: DateTimeUtc,
+        pub outcome: String,
+    }
+    no_relations!();
+}
+
+pub mod line_contact {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "line_contact")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub line_user_id: String,
+        pub followed_at: DateTimeUtc,
+        pub unfollowed_at: Option<DateTimeUtc>,
+    }
+    no_relations!();
+}
+
+pub mod patient_message {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "patient_message")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub patient_id: i32,
+        pub channel: String,
+        pub kind: String,
+        pub body: String,
+        pub webhook_event_id: Option<String>,
+        pub received_at: DateTimeUtc,
+    }
+    no_relations!();
+}

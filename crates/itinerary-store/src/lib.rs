@@ -16,6 +16,7 @@ pub mod entity;
 mod group;
 mod idempotency;
 mod itineraries;
+mod line;
 mod lists;
 mod people;
 mod pool;
@@ -34,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use itinerary_core::ClinicSetup;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
+pub use line::{LineEvent, PatientMessageView};
 pub use lists::{CurrentPlan, ItinerarySummary};
 pub use people::{CoordinatorView, EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
 pub use sessions::{Opened, Session};
