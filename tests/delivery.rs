@@ -1247,6 +1247,16 @@ async fn a_patient_chooses_which_invites_come() {
     until(&s, id, 30, "the cancellations", |m| m.iter().filter(at_booking).all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))).await;
     let cancelled: BTreeSet<String> = to_patient(before, "CANCEL").iter().map(|u| key_of(u)).collect();
     assert_eq!(cancelled, all, "a cancellation for each appointment invited");
+    // Each later message of a UID carries a higher SEQUENCE than the one before it, so no client
+    // takes a cancellation or a new invite for one already seen.
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for e in smtp.received().iter().filter(|e| e["to"].as_str().unwrap().contains("taro.yamada") && e["calendar"].is_object()) {
+        let ev = &e["calendar"]["events"][0];
+        let (uid, seq) = (ev["uid"].as_str().unwrap().to_owned(), ev["sequence"].as_i64().unwrap());
+        if let Some(before) = last.insert(uid.clone(), seq) {
+            assert!(seq > before, "{uid}: SEQUENCE {seq} after {before}");
+        }
+    }
     let ics =
         s.http.get(s.url(&format!("/itineraries/{id}/calendar.ics"))).bearer_auth(&s.token).send().await.unwrap().text().await.unwrap();
     assert_eq!(ics.matches("BEGIN:VEVENT").count(), events.len(), "the published calendar still holds every appointment");
@@ -1256,4 +1266,47 @@ async fn a_patient_chooses_which_invites_come() {
     let (st, body) = s.call("PUT", &format!("/patients/{pid}"), Some(change)).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["fields"][0]["field"], "invites", "{body}");
+}
+
+/// A new address and a new choice of invites in one change: the old address's invites are
+/// cancelled where they went (the choice before), the new address invited as now chosen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_address_and_a_new_choice_at_once() {
+    let db = Db::sqlite("delivery-invites-address");
+    let smtp = Smtp::start("invites-address");
+    let s = start(&db, &quick(smtp.settings()));
+    set_clock(&s, "2027-03-01T01:00:00Z").await;
+    let mut p = patient("山田 太郎");
+    p["invites"] = "clinic".into();
+    let (id, it) = book(&s, p, README_TRIP).await;
+    let pid = it["patient_id"].as_i64().unwrap();
+    set_clock(&s, "2027-03-01T01:10:00Z").await;
+    until(&s, id, 30, "the booking's messages", |m| m.iter().filter(at_booking).all(|m| m["status"] == "sent")).await;
+    let keys = |to: &str, method: &str| -> BTreeSet<String> {
+        smtp.received()
+            .iter()
+            .filter(|e| e["to"].as_str().unwrap().contains(to) && e["calendar"]["method"] == method)
+            .map(|e| {
+                let uid = e["calendar"]["events"][0]["uid"].as_str().unwrap();
+                let k = uid.split_once('.').unwrap().1;
+                k[..k.find(".patient-").unwrap()].to_owned()
+            })
+            .collect()
+    };
+    let invited = keys("taro.yamada@", "REQUEST");
+    let events: BTreeSet<String> = it["plan"]["events"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_owned()).collect();
+    assert!(!invited.is_empty() && invited.len() < events.len());
+    let (_, mut change) = s.call("GET", &format!("/patients/{pid}"), None).await;
+    change.as_object_mut().unwrap().retain(|k, _| !["id", "line_user_id"].contains(&k.as_str()));
+    change["email"] = "taro.new@example.jp".into();
+    change["invites"] = "every".into();
+    let (st, body) = s.call("PUT", &format!("/patients/{pid}"), Some(change)).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    set_clock(&s, "2027-03-01T01:20:00Z").await;
+    until(&s, id, 30, "the cancellations and invites", |m| {
+        m.iter().filter(at_booking).all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))
+    })
+    .await;
+    assert_eq!(keys("taro.yamada@", "CANCEL"), invited, "the old address: a cancellation for each invite it had, no more");
+    assert_eq!(keys("taro.new@", "REQUEST"), events, "the new address: every appointment");
 }

@@ -452,7 +452,11 @@ pub fn document() -> Value {
             "message": { "type": "object", "properties": { "type": string(), "text": string() } },
             "postback": { "type": "object", "properties": { "data": string() } } },
             "required": ["type", "webhookEventId"] } } }, "required": ["events"] });
-    schemas["LineAccepted"] = object(json!({ "events": { "type": "integer" } }), &["events"]);
+    schemas["LineAccepted"] = object(
+        json!({ "events": { "type": "integer" },
+            "skipped": { "type": "integer", "description": "events of a shape LINE never sends (an id or user id that is not one), not applied" } }),
+        &["events", "skipped"],
+    );
     schemas["Error"] = json!({
         "type": "object",
         "properties": { "error": { "type": "object", "properties": {

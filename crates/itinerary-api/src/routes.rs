@@ -47,7 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/feed/{token}", get(feed))
-        .route("/line/webhook", post(crate::line::webhook))
+        .route("/line/webhook", post(crate::line::webhook).layer(DefaultBodyLimit::max(crate::line::LINE_BODY_LIMIT)))
         .merge(coordinators)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route; see /openapi.json") })
         .layer(middleware::from_fn(refuse_control_characters_in_path))

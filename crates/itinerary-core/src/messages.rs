@@ -89,6 +89,16 @@ impl Whereabouts {
         None
     }
 
+    /// Three hours before `dep`, or before the flight the patient is on then, and so on back:
+    /// an instant on the ground.
+    fn grounded_before(&self, dep: DateTime<Utc>) -> DateTime<Utc> {
+        let mut t = dep - Duration::hours(3);
+        while let Some((d, _)) = self.leg_at(t) {
+            t = d - Duration::hours(3);
+        }
+        t
+    }
+
     /// The flight the patient is on at `t`, if any: (departs, lands).
     fn leg_at(&self, t: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         self.legs.iter().find(|(d, a, _)| *d <= t && t < *a).map(|l| (l.0, l.1))
@@ -262,6 +272,23 @@ pub(crate) fn holiday_coverage(setup: &ClinicSetup, events: &[crate::plan::Event
     }
 }
 
+/// `at`, or when it falls in the recipient's quiet hours, the hour before those hours began: never
+/// later than `at` (a quiet window that starts at midnight once gave 23:00 of the same day, and
+/// a message moved out of a long flight that way landed back in it, for ever).
+pub(crate) fn wake(r: &crate::clinic::Rules, at: Zoned) -> Zoned {
+    let local = at.local();
+    if !r.is_quiet(local.time()) {
+        return at;
+    }
+    let evening = r.quiet_hours_start - Duration::hours(1);
+    let day = if local.time() >= r.quiet_hours_start { local.date_naive() } else { local.date_naive() - Duration::days(1) };
+    let mut moved = at_local(day, evening, at.zone());
+    if moved.utc() > at.utc() {
+        moved = at_local(day - Duration::days(1), evening, at.zone());
+    }
+    Zoned::new(moved.utc(), at.zone())
+}
+
 struct Scheduler<'a> {
     setup: &'a ClinicSetup,
     wb: Whereabouts,
@@ -274,15 +301,7 @@ struct Scheduler<'a> {
 impl Scheduler<'_> {
     /// Moves a message out of the recipient's night, earlier: to the evening before the night.
     fn wake(&self, at: Zoned) -> Zoned {
-        let r = &self.setup.rules;
-        let local = at.local();
-        if !r.is_quiet(local.time()) {
-            return at;
-        }
-        let evening = r.quiet_hours_start - Duration::hours(1);
-        let day = if local.time() >= r.quiet_hours_start { local.date_naive() } else { local.date_naive() - Duration::days(1) };
-        let moved = at_local(day, evening, at.zone());
-        Zoned::new(moved.utc(), at.zone())
+        wake(&self.setup.rules, at)
     }
 
     /// `time` on the day `days` before `anchor`'s date, where the patient is then. If that moment
@@ -326,7 +345,15 @@ impl Scheduler<'_> {
         // earlier flight, and then the same again from there (each step goes earlier, and there
         // are few flights).
         if recipient == Recipient::Patient {
+            // One step per flight at most; should the night rules keep it in the air beyond
+            // that, three hours before the journey's first flight on the ground, whatever the hour.
+            let mut steps = self.wb.legs.len() + 1;
             while let Some((dep, land)) = self.wb.leg_at(at.utc()) {
+                if steps == 0 {
+                    at = self.wb.at(self.wb.grounded_before(dep));
+                    break;
+                }
+                steps -= 1;
                 let after = self.wake(self.wb.at(land + Duration::hours(1)));
                 at = if before.is_none_or(|b| after.utc() < b.utc()) && self.wb.leg_at(after.utc()).is_none() {
                     after
@@ -667,4 +694,27 @@ pub(crate) fn schedule(
     plan.messages = s.messages;
     plan.tasks = tasks;
     plan.warnings.extend(s.warnings);
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn waking_never_moves_a_message_later() {
+        let la = chrono_tz::America::Los_Angeles;
+        let hm = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap_or_default();
+        for (start, end) in [(hm(0, 0), hm(7, 0)), (hm(21, 0), hm(8, 0)), (hm(0, 30), hm(6, 0)), (hm(23, 0), hm(5, 0))] {
+            let r = crate::clinic::Rules { quiet_hours_start: start, quiet_hours_end: end, ..Default::default() };
+            for minute in (0..24 * 60).step_by(10) {
+                let t = la.with_ymd_and_hms(2027, 1, 15, 0, 0, 0).unwrap().with_timezone(&Utc) + Duration::minutes(minute);
+                let at = Zoned::new(t, la);
+                let woke = wake(&r, at);
+                assert!(woke.utc() <= at.utc(), "{start}-{end}: {} moved later to {}", at.local(), woke.local());
+                assert!(!r.is_quiet(woke.local().time()), "{start}-{end}: {} still quiet at {}", at.local(), woke.local());
+            }
+        }
+    }
 }

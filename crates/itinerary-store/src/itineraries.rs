@@ -563,7 +563,7 @@ impl Store {
             };
             stored::execute(&txn, stored::inserts(vec![summary])).await?;
         }
-        let to = (patient.home_zone.as_str(), patient.invites);
+        let to = (patient.home_zone.as_str(), Choice::of(&patient));
         insert_calendar_messages(&txn, (id, version), &changes, now + self.update_grace, to, base.clinic.zone.name()).await?;
         itinerary_version::ActiveModel {
             itinerary_id: Set(id),
@@ -599,6 +599,7 @@ impl Store {
         txn: &DatabaseTransaction,
         base: &ClinicSetup,
         patient: &PatientView,
+        choice: Choice,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         // Under the booking lock, like every change of an itinerary's calendar: a version
@@ -642,7 +643,7 @@ impl Store {
             supersede_calendar(txn, it.id, changed).await?;
             save_calendar_state(txn, it.id, &next).await?;
             let due = now + self.update_grace;
-            let to = (patient.home_zone.as_str(), patient.invites);
+            let to = (patient.home_zone.as_str(), choice);
             insert_calendar_messages(txn, (it.id, it.current_version), &changes, due, to, setup.clinic.zone.name()).await?;
         }
         Ok(())
@@ -667,27 +668,28 @@ impl Store {
             .all(txn)
             .await?;
         for it in standing {
-            let state = calendar_state(txn, it.id).await?;
-            let changes: Vec<Change> = state
-                .issued
-                .into_values()
-                .filter(|i| !i.cancelled && i.appointment.attendee.audience == Audience::Patient)
-                .filter_map(|i| {
-                    let key = &i.appointment.event;
-                    let kind = match (before.wants_key(key), patient.invites.wants_key(key)) {
-                        (false, true) => ChangeKind::Invite,
-                        (true, false) => ChangeKind::Cancel,
-                        _ => return None,
-                    };
-                    Some(Change { kind, sequence: i.sequence, appointment: i.appointment })
-                })
-                .collect();
+            let mut state = calendar_state(txn, it.id).await?;
+            // Each at a higher SEQUENCE (RFC 5546: a client orders what it receives by it, and a
+            // cancellation or a new invite at the last one's may be taken as already seen); the
+            // feed's copy rises with it, which changes nothing for a subscriber.
+            let mut changes = Vec::new();
+            for i in state.issued.values_mut().filter(|i| !i.cancelled && i.appointment.attendee.audience == Audience::Patient) {
+                let key = &i.appointment.event;
+                let kind = match (before.wants_key(key), patient.invites.wants_key(key)) {
+                    (false, true) => ChangeKind::Invite,
+                    (true, false) => ChangeKind::Cancel,
+                    _ => continue,
+                };
+                i.sequence += 1;
+                changes.push(Change { kind, sequence: i.sequence, appointment: i.appointment.clone() });
+            }
             if changes.is_empty() {
                 continue;
             }
+            save_calendar_state(txn, it.id, &state).await?;
             supersede_calendar(txn, it.id, changes.iter().map(|c| c.appointment.uid.clone()).collect()).await?;
             // Every change here is the patient's own: the clinic's zone (escorts') is not used.
-            let to = (patient.home_zone.as_str(), Invites::Every);
+            let to = (patient.home_zone.as_str(), Choice { now: Invites::Every, sent_under: Invites::Every });
             insert_calendar_messages(txn, (it.id, it.current_version), &changes, now + self.update_grace, to, base.clinic.zone.name())
                 .await?;
         }
@@ -1137,7 +1139,7 @@ fn version_rows(
         .find(|m| m.kind == MessageKind::BookingConfirmation)
         .map_or(patient.home_zone.as_str(), |m| m.at.zone().name());
     rows.extend(
-        calendar_rows(&changes, settled, (home_zone, patient.invites), setup.clinic.zone.name()).map_err(corrupt("calendar change"))?,
+        calendar_rows(&changes, settled, (home_zone, Choice::of(patient)), setup.clinic.zone.name()).map_err(corrupt("calendar change"))?,
     );
     let views = rows.iter().map(|r| r.view(version)).collect();
     let messages = rows.into_iter().map(|r| r.stored(version)).collect::<Result<_, _>>().map_err(corrupt("message"))?;
@@ -1262,17 +1264,37 @@ impl MessageRow {
     }
 }
 
+/// The patient's choice of invites for a set of calendar changes: `now` decides who is invited,
+/// `sent_under` who gets updates and cancellations (the choice their invite went out under:
+/// they differ only while a patient's new choice and new address are applied together).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Choice {
+    pub(crate) now: Invites,
+    pub(crate) sent_under: Invites,
+}
+
+impl Choice {
+    pub(crate) fn of(patient: &PatientView) -> Choice {
+        Choice { now: patient.invites, sent_under: patient.invites }
+    }
+
+    fn covers(self, c: &Change) -> bool {
+        let choice = if c.kind == ChangeKind::Invite { self.now } else { self.sent_under };
+        c.appointment.attendee.audience != Audience::Patient || choice.wants_key(&c.appointment.event)
+    }
+}
+
 /// One message per appointment that changed: an invite, an update or a cancellation, to its
 /// attendee, due once the grace period is over; to the patient only for the appointments their
 /// choice of invites covers (the feed and the confirmation's file carry them all).
 fn calendar_rows(
     changes: &[Change],
     due: DateTime<Utc>,
-    (patient_zone, invites): (&str, Invites),
+    (patient_zone, choice): (&str, Choice),
     clinic_zone: &str,
 ) -> Result<Vec<MessageRow>, serde_json::Error> {
     let mut rows = Vec::new();
-    let sent = |c: &&Change| c.appointment.attendee.audience != Audience::Patient || invites.wants_key(&c.appointment.event);
+    let sent = |c: &&Change| choice.covers(c);
     for c in changes.iter().filter(|c| c.kind != ChangeKind::Unchanged).filter(sent) {
         let (recipient, zone) = match &c.appointment.attendee.audience {
             Audience::Patient => (Recipient::Patient, patient_zone),
@@ -1308,7 +1330,7 @@ async fn insert_calendar_messages(
     (itinerary_id, version): (i32, i32),
     changes: &[Change],
     due: DateTime<Utc>,
-    patient: (&str, Invites),
+    patient: (&str, Choice),
     clinic_zone: &str,
 ) -> Result<(), StoreError> {
     let rows = calendar_rows(changes, due, patient, clinic_zone)

@@ -6,7 +6,7 @@
 //! is not kept (there is no one to file it under, and it may hold health details).
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
 use serde::Serialize;
 use serde_json::json;
 
@@ -44,16 +44,35 @@ impl Store {
         let txn = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(events.len());
         for e in events {
-            if line_event::Entity::find_by_id(e.webhook_event_id.clone()).unique(&txn).await?.is_some() {
+            // The event's id first, in a savepoint: on PostgreSQL a second delivery arriving at
+            // once waits for the first to commit, then finds the id taken and does nothing.
+            let seen = {
+                let sp = TransactionTrait::begin(&txn).await?;
+                let row = line_event::ActiveModel {
+                    webhook_event_id: Set(e.webhook_event_id.clone()),
+                    kind: Set(e.kind.clone()),
+                    received_at: Set(now),
+                    outcome: Set(String::new()),
+                };
+                match row.insert(&sp).await {
+                    Ok(_) => {
+                        sp.commit().await?;
+                        false
+                    }
+                    Err(err) if matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+                        sp.rollback().await?;
+                        true
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            };
+            if seen {
                 outcomes.push("already seen".to_owned());
                 continue;
             }
             let outcome = match (e.kind.as_str(), e.user_id.as_deref()) {
                 ("follow", Some(user)) => {
-                    line_contact::Entity::delete_by_id(user.to_owned()).exec(&txn).await?;
-                    line_contact::ActiveModel { line_user_id: Set(user.to_owned()), followed_at: Set(now), unfollowed_at: Set(None) }
-                        .insert(&txn)
-                        .await?;
+                    follow(&txn, user, now).await?;
                     "followed".to_owned()
                 }
                 ("unfollow", Some(user)) => {
@@ -101,20 +120,45 @@ impl Store {
                 }
                 (kind, _) => format!("{kind}: not handled"),
             };
-            line_event::ActiveModel {
-                webhook_event_id: Set(e.webhook_event_id.clone()),
-                kind: Set(e.kind.clone()),
-                received_at: Set(now),
-                outcome: Set(outcome.clone()),
-            }
-            .insert(&txn)
-            .await?;
+            line_event::Entity::update_many()
+                .col_expr(line_event::Column::Outcome, sea_orm::sea_query::Expr::value(outcome.clone()))
+                .filter(line_event::Column::WebhookEventId.eq(e.webhook_event_id.clone()))
+                .exec(&txn)
+                .await?;
             outcomes.push(outcome);
         }
         txn.commit().await.map_err(StoreError::CommitUnknown)?;
         Ok(outcomes)
     }
+}
 
+/// The LINE user follows the clinic's account (again): one row per user, whoever writes first.
+async fn follow(txn: &sea_orm::DatabaseTransaction, user: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    use sea_orm::sea_query::Expr;
+    let again = || {
+        line_contact::Entity::update_many()
+            .col_expr(line_contact::Column::FollowedAt, Expr::value(now))
+            .col_expr(line_contact::Column::UnfollowedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(line_contact::Column::LineUserId.eq(user))
+            .exec(txn)
+    };
+    if again().await?.rows_affected > 0 {
+        return Ok(());
+    }
+    let sp = TransactionTrait::begin(txn).await?;
+    let row = line_contact::ActiveModel { line_user_id: Set(user.to_owned()), followed_at: Set(now), unfollowed_at: Set(None) };
+    match row.insert(&sp).await {
+        Ok(_) => sp.commit().await?,
+        Err(err) if matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+            sp.rollback().await?;
+            again().await?;
+        }
+        Err(err) => return Err(err.into()),
+    }
+    Ok(())
+}
+
+impl Store {
     /// What the patient sent, newest first.
     pub async fn patient_messages(&self, patient_id: i32) -> Result<Vec<PatientMessageView>, StoreError> {
         self.patient(patient_id).await?;

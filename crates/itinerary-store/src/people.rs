@@ -339,11 +339,20 @@ impl Store {
         m.updated_at = Set(Utc::now());
         let m = m.update(&txn).await?;
         let patient: PatientView = m.into();
-        if changed.contains(&"name") || changed.contains(&"email") {
-            self.reissue_calendars(&txn, base, &patient, now).await?;
-        }
-        if changed.contains(&"invites") {
-            self.offer_invites(&txn, base, &patient, before, now).await?;
+        // A new address means new UIDs: the old ones are cancelled where their invites went
+        // (the choice before), the new ones invited as the patient now chooses. Otherwise a new
+        // name updates what was sent, and a new choice sends what it adds and takes away.
+        if changed.contains(&"email") {
+            let choice = crate::itineraries::Choice { now: patient.invites, sent_under: before };
+            self.reissue_calendars(&txn, base, &patient, choice, now).await?;
+        } else {
+            if changed.contains(&"name") {
+                let choice = crate::itineraries::Choice { now: before, sent_under: before };
+                self.reissue_calendars(&txn, base, &patient, choice, now).await?;
+            }
+            if changed.contains(&"invites") {
+                self.offer_invites(&txn, base, &patient, before, now).await?;
+            }
         }
         // Field names only: the values are personal data.
         audit(&txn, Some(by), "update", "patient", &id.to_string(), json!({ "fields": changed })).await?;
