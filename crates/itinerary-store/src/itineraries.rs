@@ -605,11 +605,7 @@ impl Store {
         // Under the booking lock, like every change of an itinerary's calendar: a version
         // stored meanwhile (another process, PostgreSQL) would otherwise be overwritten.
         lock(txn).await?;
-        let standing = itinerary::Entity::find()
-            .filter(itinerary::Column::PatientId.eq(patient.id))
-            .filter(itinerary::Column::Status.eq("active"))
-            .all(txn)
-            .await?;
+        let standing = standing_itineraries(txn, patient.id).await?;
         if standing.is_empty() {
             return Ok(());
         }
@@ -651,8 +647,8 @@ impl Store {
 
     /// After the patient chose other invites: an invite for each standing appointment now
     /// covered that was not, and a cancellation for each no longer covered, so that their
-    /// calendar holds what the choice says and no invited event is left to go stale. The
-    /// calendar state (the feed's SEQUENCEs) does not change.
+    /// calendar holds what the choice says and no invited event is left to go stale. Each goes
+    /// at a SEQUENCE one higher, kept in the calendar state (the feed shows it too).
     pub(crate) async fn offer_invites(
         &self,
         txn: &DatabaseTransaction,
@@ -662,11 +658,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         lock(txn).await?;
-        let standing = itinerary::Entity::find()
-            .filter(itinerary::Column::PatientId.eq(patient.id))
-            .filter(itinerary::Column::Status.eq("active"))
-            .all(txn)
-            .await?;
+        let standing = standing_itineraries(txn, patient.id).await?;
         for it in standing {
             let mut state = calendar_state(txn, it.id).await?;
             // Each at a higher SEQUENCE (RFC 5546: a client orders what it receives by it, and a
@@ -699,6 +691,15 @@ impl Store {
     pub async fn itinerary(&self, id: i32) -> Result<ItineraryView, StoreError> {
         itinerary_on(&self.db, id).await
     }
+}
+
+/// The patient's itineraries that are not cancelled.
+async fn standing_itineraries(txn: &DatabaseTransaction, patient_id: i32) -> Result<Vec<itinerary::Model>, sea_orm::DbErr> {
+    itinerary::Entity::find()
+        .filter(itinerary::Column::PatientId.eq(patient_id))
+        .filter(itinerary::Column::Status.eq("active"))
+        .all(txn)
+        .await
 }
 
 /// The itinerary as stored, read through `db`: a write reads its answer inside its own
