@@ -948,7 +948,7 @@ async fn bookings_between(
 }
 
 /// Takes the booking lock: every booking transaction updates this one row first.
-async fn lock(txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
+pub(crate) async fn lock(txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
     txn.execute_unprepared("UPDATE booking_lock SET bookings = bookings + 1 WHERE id = 1").await?;
     Ok(())
 }

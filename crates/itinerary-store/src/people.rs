@@ -309,6 +309,10 @@ impl Store {
     ) -> Result<PatientView, InputError> {
         let c = check_patient(p)?;
         let txn = self.begin_write().await?;
+        // The booking lock before reading what the patient had: two changes of one patient at
+        // once (PostgreSQL) would otherwise both start from the same old choice of invites and
+        // address, and the calendar messages of one would be computed from a stale state.
+        crate::itineraries::lock(&txn).await?;
         let old =
             patient::Entity::find_by_id(id).unique(&txn).await?.ok_or(StoreError::NotFound { entity: "patient", id: id.to_string() })?;
         let changed: Vec<&str> = [
