@@ -384,12 +384,7 @@ fn connection_warnings(setup: &ClinicSetup, t: u32, trip: &Trip) -> Vec<Warning>
             continue;
         }
         let (from, until) = (landed.arrives, next.departs);
-        let zone = landed.to.zone;
-        let small_hours = NaiveTime::from_hms_opt(2, 0, 0).unwrap_or_default();
-        let overnight = (0..=(until.utc() - from.utc()).num_days() + 1)
-            .map(|k| at_local(from.in_zone(zone).date() + Duration::days(k), small_hours, zone).utc())
-            .any(|night| from.utc() <= night && night < until.utc());
-        if !overnight {
+        if !crate::time::through_small_hours(from, until, landed.to.zone) {
             continue;
         }
         let minutes = (until.utc() - from.utc()).num_minutes();

@@ -139,6 +139,16 @@ pub fn resolve_compatible(local: NaiveDateTime, zone: Tz) -> DateTime<Tz> {
     }
 }
 
+/// Whether the wait from `from` to `until`, at a place in `zone`, goes through the small hours
+/// (02:00 there): a night at the airport. The one rule for an overnight connection, for the
+/// coordinator's warning and the patient's message alike.
+pub fn through_small_hours(from: Zoned, until: Zoned, zone: Tz) -> bool {
+    let small_hours = NaiveTime::from_hms_opt(2, 0, 0).unwrap_or_default();
+    (0..=(until.utc() - from.utc()).num_days() + 1)
+        .map(|k| at_local(from.in_zone(zone).date() + Duration::days(k), small_hours, zone).utc())
+        .any(|night| from.utc() <= night && night < until.utc())
+}
+
 /// The instant at `time` on `date` in `zone`, by the compatible policy.
 pub fn at_local(date: NaiveDate, time: NaiveTime, zone: Tz) -> Zoned {
     Zoned::from_local(resolve_compatible(date.and_time(time), zone))

@@ -279,11 +279,7 @@ impl Clocks {
         let (from, until) = (landed.end()?, next.start()?);
         let minutes = (until.utc() - from.utc()).num_minutes();
         let (h, m) = (minutes / 60, minutes % 60);
-        let zone = from.zone();
-        let small_hours = chrono::NaiveTime::from_hms_opt(2, 0, 0)?;
-        let overnight = (0..=(until.utc() - from.utc()).num_days() + 1)
-            .map(|k| itinerary_core::time::at_local(from.in_zone(zone).date() + chrono::Duration::days(k), small_hours, zone).utc())
-            .any(|night| from.utc() <= night && night < until.utc());
+        let overnight = itinerary_core::time::through_small_hours(from, until, from.zone());
         let place = next.location_in(self.language).unwrap_or_default();
         Some(match self.language {
             Language::Ja => format!("{place}で乗り継ぎ:{h}時間{m:02}分{}", if overnight { "(夜をまたぎます)" } else { "" }),
