@@ -96,6 +96,14 @@ struct Line {
     /// Signs LINE's webhook bodies; empty: `POST /line/webhook` refuses everything.
     #[serde(default)]
     channel_secret: String,
+    /// LINE's account-link endpoint, where the linking page sends the patient with the link
+    /// token and our nonce.
+    #[serde(default = "account_link_url")]
+    account_link_url: String,
+}
+
+fn account_link_url() -> String {
+    "https://access.line.me/dialog/bot/accountLink".to_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,6 +349,7 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
         secure: settings.public_url.starts_with("https://"),
         public_url: settings.public_url.trim_end_matches('/').to_owned(),
         failed: failed.clone(),
+        line_account_link: settings.file.line.account_link_url.clone(),
     };
     let state = itinerary_api::AppState {
         store: store.clone(),

@@ -48,13 +48,27 @@ impl Driver {
 
     /// A headless Chromium window the size of a laptop, asking for `lang` pages.
     async fn browser(&self, lang: &str) -> Client {
-        let caps = serde_json::json!({
+        self.session(lang, None).await
+    }
+
+    /// A headless Chromium as a phone shows pages (390 × 844 CSS pixels, touch), asking for
+    /// `lang` pages.
+    async fn phone(&self, lang: &str) -> Client {
+        self.session(lang, Some(serde_json::json!({ "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 2.0, "touch": true } })))
+            .await
+    }
+
+    async fn session(&self, lang: &str, mobile: Option<serde_json::Value>) -> Client {
+        let mut caps = serde_json::json!({
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000", format!("--lang={lang}")],
                 "prefs": { "intl.accept_languages": lang }
             }
         });
+        if let Some(m) = mobile {
+            caps["goog:chromeOptions"]["mobileEmulation"] = m;
+        }
         let caps = caps.as_object().unwrap().clone().into_iter().collect();
         ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
@@ -144,6 +158,68 @@ async fn fill_trip(b: &Client, back_depart: &str, back_arrive: &str) {
         ("f-trips-0-return-arrive", back_arrive),
     ] {
         type_into(b, id, v).await;
+    }
+}
+
+/// Issue 16, item 2, in a real browser at a phone's width: a patient arrives from LINE's chat on
+/// the linking page, makes a mistake (told in their language, beside the fields), proves who
+/// they are with the keyboard alone (the reference, then Tab, the birth date typed with a
+/// Japanese keyboard's full-width digits, Enter), and the browser goes on to LINE's
+/// account-link endpoint (the page's Content-Security-Policy lets the form end there), which
+/// links them. In Japanese and in English.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_links_line_on_a_phone_in_a_real_browser() {
+    const SECRET: &str = "console-line-secret";
+    let db = Db::sqlite("console-line-link");
+    let platform = line_platform::Shared::default();
+    let base = line_platform::start(platform.clone()).await;
+    let settings = line_platform::settings(&base, SECRET);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let s = Server::start_with(&db, &settings);
+    platform.lock().unwrap().webhook = Some((s.url("/line/webhook"), SECRET.to_owned()));
+    let driver = Driver::start();
+    for (k, (lang, user, mistake, typed_birth)) in [
+        ("ja", "U1111111111111111111111111111aaaa", "一致しません", "１９７８０５１４"),
+        ("en", "U2222222222222222222222222222bbbb", "does not match", "1978-05-14"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (st, p) = s.call("POST", "/patients", Some(patient("山田 太郎"))).await;
+        assert_eq!(st, StatusCode::CREATED, "{p}");
+        let pid = p["id"].as_i64().unwrap();
+        let (st, it) = s.call("POST", "/itineraries", Some(request(pid, k as i64))).await;
+        assert_eq!(st, StatusCode::CREATED, "{it}");
+        let reference = it["reference"].as_str().unwrap().to_owned();
+        let token = line_platform::http_link_token(&base, user).await;
+
+        let b = driver.phone(lang).await;
+        b.goto(&s.url(&format!("/line/link?linkToken={token}"))).await.unwrap();
+        let width: i64 = b.execute("return window.innerWidth", vec![]).await.unwrap().as_i64().unwrap();
+        assert!(width <= 400, "a phone's width: {width}");
+        // The reference field has the focus: type it, a wrong birth date, Enter.
+        assert_eq!(b.active_element().await.unwrap().attr("id").await.unwrap().as_deref(), Some("reference"));
+        type_into(&b, "reference", &reference).await;
+        type_into(&b, "birth_date", "19780515").await;
+        press_enter_in(&b, "birth_date").await;
+        assert!(text(&b).await.contains(mistake), "{}", text(&b).await);
+        assert_eq!(b.find(Locator::Id("birth_date")).await.unwrap().attr("aria-invalid").await.unwrap().as_deref(), Some("true"));
+        shot(&b, &format!("line-link-mistake-{lang}")).await;
+        // Keyboard only: the reference is kept; Tab from it reaches the birth date.
+        let field = b.find(Locator::Id("reference")).await.unwrap();
+        assert_eq!(field.prop("value").await.unwrap().as_deref(), Some(reference.as_str()));
+        field.send_keys(&char::from(Key::Tab).to_string()).await.unwrap();
+        assert_eq!(b.active_element().await.unwrap().attr("id").await.unwrap().as_deref(), Some("birth_date"));
+        b.active_element().await.unwrap().send_keys(typed_birth).await.unwrap();
+        shot(&b, &format!("line-link-{lang}")).await;
+        press_enter_in(&b, "birth_date").await;
+        // The browser went on to LINE's endpoint, which linked the patient.
+        let at = b.current_url().await.unwrap();
+        assert!(at.as_str().starts_with(&format!("{base}/dialog/bot/accountLink")), "{at}");
+        assert!(text(&b).await.contains("Linked"), "{}", text(&b).await);
+        let (_, p) = s.call("GET", &format!("/patients/{pid}"), None).await;
+        assert_eq!(p["line_user_id"], user, "{p}");
+        b.close().await.unwrap();
     }
 }
 

@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
@@ -861,95 +860,37 @@ async fn a_confirmations_feed_url_is_listed_and_rotation_ends_it() {
     assert!(audit["audit"].as_array().unwrap().iter().any(|a| a["action"] == "issue" && a["entity"] == "feed"), "{audit}");
 }
 
-/// What the LINE stand-in saw.
-#[derive(Default)]
-struct LineLog {
-    accepted: Vec<Value>,
-    keys: BTreeSet<String>,
-    refused_429: usize,
-}
-
-/// A local server that follows the Messaging API push contract: bearer token, X-Line-Retry-Key
-/// (a UUID; a key already accepted gets 409 with x-line-accepted-request-id), `{to, messages}`
-/// with 1–5 text messages, and 429 with Retry-After for the first push (the rate limit).
-async fn line_stand_in(log: Arc<Mutex<LineLog>>) -> String {
-    use axum::http::HeaderMap;
-    use axum::response::IntoResponse;
-    let app = axum::Router::new().route(
-        "/v2/bot/message/push",
-        axum::routing::post(move |headers: HeaderMap, body: axum::Json<Value>| {
-            let log = log.clone();
-            async move {
-                let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                if h("authorization") != "Bearer line-test-token" {
-                    return (StatusCode::UNAUTHORIZED, axum::Json(json!({ "message": "Authentication failed" }))).into_response();
-                }
-                let key = h("x-line-retry-key");
-                let uuid = key.len() == 36 && key.split('-').map(str::len).collect::<Vec<_>>() == [8, 4, 4, 4, 12];
-                let msgs = body["messages"].as_array().cloned().unwrap_or_default();
-                if !uuid
-                    || !body["to"].is_string()
-                    || msgs.is_empty()
-                    || msgs.len() > 5
-                    || msgs.iter().any(|m| m["type"] != "text" || m["text"].as_str().is_none_or(|t| t.chars().count() > 5000))
-                {
-                    return (StatusCode::BAD_REQUEST, axum::Json(json!({ "message": "The request body has 1 error(s)" }))).into_response();
-                }
-                let mut l = log.lock().unwrap();
-                if l.refused_429 == 0 {
-                    l.refused_429 += 1;
-                    return (
-                        StatusCode::TOO_MANY_REQUESTS,
-                        [("retry-after", "1")],
-                        axum::Json(json!({ "message": "The API rate limit has been exceeded. Try again later." })),
-                    )
-                        .into_response();
-                }
-                if l.keys.contains(&key) {
-                    return (
-                        StatusCode::CONFLICT,
-                        [("x-line-accepted-request-id", "earlier")],
-                        axum::Json(json!({ "message": "The retry key is already accepted" })),
-                    )
-                        .into_response();
-                }
-                l.keys.insert(key);
-                l.accepted.push(body.0);
-                let n = l.accepted.len();
-                (
-                    StatusCode::OK,
-                    [("x-line-request-id", format!("req-{n}"))],
-                    axum::Json(json!({ "sentMessages": [{ "id": n.to_string(), "quoteToken": "q" }] })),
-                )
-                    .into_response()
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
-}
-
 /// A patient who linked LINE gets reminders there, within the month's budget, and by email
 /// after it; calendars always go by email. A 429 waits for Retry-After and sends once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn line_reminders_honour_429_and_the_monthly_budget() {
     let db = Db::sqlite("delivery-line");
-    let log = Arc::new(Mutex::new(LineLog::default()));
-    let api = line_stand_in(log.clone()).await;
-    let s = start(
-        &db,
-        &quick(vec![
-            ("ITINERARY_LINE_API", api),
-            ("ITINERARY_LINE_TOKEN", "line-test-token".into()),
-            ("ITINERARY_LINE_MONTHLY_BUDGET", "3".into()),
-        ]),
-    );
+    let platform = line_platform::Shared::default();
+    platform.lock().unwrap().first_push_429 = true;
+    let api = line_platform::start(platform.clone()).await;
+    let mut settings = line_platform::settings(&api, "delivery-line-secret");
+    settings.push(("ITINERARY_LINE_MONTHLY_BUDGET", "3".into()));
+    let s = start(&db, &quick(settings));
+    platform.lock().unwrap().webhook = Some((s.url("/line/webhook"), "delivery-line-secret".into()));
     set_clock(&s, "2027-03-01T01:00:00Z").await;
-    let mut p = patient("山田 太郎");
-    p["line_user_id"] = json!("U4af4980629a0b3c6e5f1e2d3c4b5a6f7");
-    let (id, it) = book(&s, p, README_TRIP).await;
+    let (id, it) = book(&s, patient("山田 太郎"), README_TRIP).await;
+    // The patient links LINE through LINE's account link, with their birth date (`patient`'s).
+    let user = "U4af4980629a0b3c6e5f1e2d3c4b5a6f7";
+    assert_eq!(line_platform::link(&s, &platform, &api, user, it["reference"].as_str().unwrap(), "1978-05-14").await, 200);
+    // The word that the link is made meets the rate limit first, and goes after Retry-After.
+    let confirmed = || {
+        platform
+            .lock()
+            .unwrap()
+            .accepted
+            .iter()
+            .any(|b| b["to"] == user && b["messages"][0]["text"].as_str().unwrap().contains("連携が完了しました"))
+    };
+    let t = Instant::now();
+    while !confirmed() {
+        assert!(t.elapsed() < Duration::from_secs(30), "the linked notice did not go");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Up to the day before the flight home.
     let end: DateTime<Utc> = "2027-04-22T01:00:00Z".parse().unwrap();
     let dues: BTreeSet<DateTime<Utc>> = it["messages"].as_array().unwrap().iter().map(due).filter(|d| *d <= end).collect();
@@ -961,27 +902,83 @@ async fn line_reminders_honour_429_and_the_monthly_budget() {
     }
     let m = messages(&s, id).await;
     let by_line: Vec<&Value> = m.iter().filter(|m| m["channel"] == "line").collect();
-    let l = log.lock().unwrap();
-    assert_eq!(l.refused_429, 1);
-    assert_eq!(l.accepted.len(), by_line.len(), "each LINE message accepted once");
-    assert!(by_line.iter().all(|m| m["recipient"]["role"] == "patient" && !m["kind"].as_str().unwrap().starts_with("calendar_")));
-    // March holds the passport reminder; April's budget of 3 is used, then email takes over.
-    let april: Vec<&&Value> = by_line.iter().filter(|m| m["sent_at"].as_str().unwrap().starts_with("2027-04")).collect();
-    assert_eq!(april.len(), 3, "{by_line:?}");
-    let april_email = m.iter().filter(|m| {
-        m["channel"] == "outbox" && m["recipient"]["role"] == "patient" && m["sent_at"].as_str().is_some_and(|t| t.starts_with("2027-04"))
-    });
-    assert!(april_email.count() >= 1, "after the budget, reminders go by email");
-    assert!(
-        l.accepted
-            .iter()
-            .all(|b| b["to"] == "U4af4980629a0b3c6e5f1e2d3c4b5a6f7" && b["messages"][0]["text"].as_str().unwrap().contains("山田 太郎 様"))
-    );
-    assert!(
-        m.iter()
-            .filter(|m| m["kind"].as_str().unwrap().starts_with("calendar_") && m["status"] == "sent")
-            .all(|m| m["channel"] == "outbox")
-    );
+    {
+        let l = platform.lock().unwrap();
+        assert_eq!(l.refused_429, 1);
+        // The word that the link is made, then the reminders.
+        let text = |b: &Value| b["messages"][0]["text"].as_str().unwrap().to_owned();
+        assert_eq!(l.accepted.iter().filter(|b| text(b).contains("連携が完了しました")).count(), 1);
+        let reminders: Vec<&Value> = l.accepted.iter().filter(|b| !text(b).contains("連携が完了しました")).collect();
+        assert_eq!(reminders.len(), by_line.len(), "each LINE message accepted once");
+        assert!(by_line.iter().all(|m| m["recipient"]["role"] == "patient" && !m["kind"].as_str().unwrap().starts_with("calendar_")));
+        // March holds the passport reminder; April's budget of 3 is used, then email takes over.
+        let april: Vec<&&Value> = by_line.iter().filter(|m| m["sent_at"].as_str().unwrap().starts_with("2027-04")).collect();
+        assert_eq!(april.len(), 3, "{by_line:?}");
+        let april_email = m.iter().filter(|m| {
+            m["channel"] == "outbox"
+                && m["recipient"]["role"] == "patient"
+                && m["sent_at"].as_str().is_some_and(|t| t.starts_with("2027-04"))
+        });
+        assert!(april_email.count() >= 1, "after the budget, reminders go by email");
+        assert!(reminders.iter().all(|b| b["to"] == user && text(b).contains("山田 太郎 様")));
+        assert!(
+            m.iter()
+                .filter(|m| m["kind"].as_str().unwrap().starts_with("calendar_") && m["status"] == "sent")
+                .all(|m| m["channel"] == "outbox")
+        );
+    }
+
+    // Each reminder on LINE carries the two answers; the patient presses "please call me" under
+    // one: the answer is kept against that message and shown with it. A button naming a message
+    // that is not theirs is kept as a plain postback, answering nothing.
+    let (data, answered) = {
+        let l = platform.lock().unwrap();
+        let last = l.accepted.last().unwrap().clone();
+        let items = last["messages"][0]["quickReply"]["items"].as_array().unwrap().clone();
+        let labels: Vec<&str> = items.iter().map(|i| i["action"]["label"].as_str().unwrap()).collect();
+        assert_eq!(labels, ["承知しました", "連絡してほしい"], "{last}");
+        assert!(items.iter().all(|i| i["action"]["type"] == "postback"));
+        let data = items[1]["action"]["data"].as_str().unwrap().to_owned();
+        let answered: i64 = data.split("m=").nth(1).unwrap().parse().unwrap();
+        (data, answered)
+    };
+    for (id, d) in [("01HWANSWER0000000000000001", data.clone()), ("01HWANSWER0000000000000002", "a=call&m=999999".to_owned())] {
+        let answer = line_platform::event(id, "postback", user, json!({ "postback": { "data": d } }));
+        assert_eq!(line_platform::send_events(&s, "delivery-line-secret", vec![answer]).await.0, StatusCode::OK);
+    }
+    let pid = it["patient_id"].as_i64().unwrap();
+    let (_, sent) = s.call("GET", &format!("/patients/{pid}/messages"), None).await;
+    let sent = sent["messages"].as_array().unwrap();
+    let answers: Vec<&Value> = sent.iter().filter(|m| m["kind"] == "answer").collect();
+    assert_eq!(answers.len(), 1, "{sent:?}");
+    assert_eq!((answers[0]["answer"].as_str(), answers[0]["message_id"].as_i64()), (Some("call"), Some(answered)));
+    assert!(sent.iter().any(|m| m["kind"] == "postback" && m["body"] == "a=call&m=999999" && m.get("answer").is_none()));
+    let shown = messages(&s, id).await;
+    let m = shown.iter().find(|m| m["id"].as_i64() == Some(answered)).unwrap();
+    assert_eq!(m["answer"], "call", "{m}");
+
+    // The patient blocks the account (unfollow): the link is gone, and the first reminder of
+    // the next month (a fresh allowance, which LINE would carry) goes by email.
+    let unfollow = line_platform::event("01HWUNFOLLOW00000000000000", "unfollow", user, json!({}));
+    assert_eq!(line_platform::send_events(&s, "delivery-line-secret", vec![unfollow]).await.0, StatusCode::OK);
+    let may = it["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["recipient"]["role"] == "patient" && !m["kind"].as_str().unwrap().starts_with("calendar_"))
+        .map(due)
+        .filter(|d| d.format("%Y-%m").to_string() == "2027-05")
+        .min()
+        .expect("a reminder in May");
+    let at = may + chrono::Duration::seconds(1);
+    set_clock(&s, &at.to_rfc3339()).await;
+    until(&s, id, 30, "May's first reminder", |m| {
+        m.iter().filter(|m| due(m) <= at).all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))
+    })
+    .await;
+    let m = messages(&s, id).await;
+    let first_may = m.iter().find(|m| due(m) == may && m["recipient"]["role"] == "patient" && m["status"] == "sent").expect("sent");
+    assert_eq!(first_may["channel"], "outbox", "by email once LINE is unlinked: {first_may}");
 }
 
 /// The test clock is for tests and demos: production refuses it at start, and a service on

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::line_platform::event;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -14,21 +15,6 @@ use serde_json::{Value, json};
 const SECRET: &str = "8c1fe0d4d2e6a7b3c9f0e1d2c3b4a5f6";
 const USER: &str = "U4af4980629a1b2c3d4e5f60718293a4b";
 const STRANGER: &str = "U0000000000000000000000000000dead";
-
-fn event(id: &str, kind: &str, user: &str, extra: Value) -> Value {
-    let mut e = json!({
-        "type": kind, "mode": "active", "timestamp": 1_797_000_000_000_i64,
-        "source": { "type": "user", "userId": user },
-        "webhookEventId": id, "deliveryContext": { "isRedelivery": false }
-    });
-    if kind != "unfollow" {
-        e["replyToken"] = "b60d432864f44d079f6d8efe86cf404b".into();
-    }
-    for (k, v) in extra.as_object().unwrap() {
-        e[k] = v.clone();
-    }
-    e
-}
 
 async fn deliver(s: &Server, body: &[u8], signature: Option<&str>) -> (StatusCode, Value) {
     let mut r = s.http.post(s.url("/line/webhook")).header("content-type", "application/json").body(body.to_vec());
@@ -41,15 +27,20 @@ async fn deliver(s: &Server, body: &[u8], signature: Option<&str>) -> (StatusCod
 }
 
 async fn signed(s: &Server, events: Vec<Value>) -> (StatusCode, Value) {
-    let body = serde_json::to_vec(&json!({ "destination": "Uc0ffee0000000000000000000000000", "events": events })).unwrap();
-    deliver(s, &body, Some(&itinerary_api::line::signature(SECRET, &body))).await
+    line_platform::send_events(s, SECRET, events).await
 }
 
 async fn webhook_follows_line_contract(db: Db, name: &str) {
     let log = std::env::temp_dir().join(format!("itinerary-line-{name}-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
     let file = std::fs::File::create(&log).unwrap();
-    let s = Server::start_logging(&db, &[("ITINERARY_LINE_CHANNEL_SECRET", SECRET), ("RUST_LOG", "info")], file.into());
+    let platform = line_platform::Shared::default();
+    let base = line_platform::start(platform.clone()).await;
+    let mut settings = line_platform::settings(&base, SECRET);
+    settings.push(("RUST_LOG", "info".into()));
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let s = Server::start_logging(&db, &settings, file.into());
+    platform.lock().unwrap().webhook = Some((s.url("/line/webhook"), SECRET.to_owned()));
     let text = "明日の集合時間をもう一度教えてください";
 
     // The verification LINE sends when the URL is set: no events, signed.
@@ -68,12 +59,14 @@ async fn webhook_follows_line_contract(db: Db, name: &str) {
     }
     assert_eq!(count(&db, "SELECT count(*) FROM line_event").await, 0, "nothing recorded from an unsigned body");
 
-    // A patient whose LINE is linked (typed for now: the account-link flow is not built yet).
-    let mut p = patient("山田 太郎");
-    p["line_user_id"] = USER.into();
-    let (st, p) = s.call("POST", "/patients", Some(p)).await;
+    // A patient who linked LINE through LINE's account link.
+    let (st, p) = s.call("POST", "/patients", Some(patient("山田 太郎"))).await;
     assert_eq!(st, StatusCode::CREATED, "{p}");
     let pid = p["id"].as_i64().unwrap();
+    let (st, it) = s.call("POST", "/itineraries", Some(request(pid, 0))).await;
+    assert_eq!(st, StatusCode::CREATED, "{it}");
+    let reference = it["reference"].as_str().unwrap();
+    assert_eq!(line_platform::link(&s, &platform, &base, USER, reference, "1978-05-14").await, 200);
 
     // Follow, a text, a button answer: each applied once, however often redelivered.
     let msg = event(
@@ -135,13 +128,13 @@ async fn webhook_follows_line_contract(db: Db, name: &str) {
     assert_eq!(signed(&s, vec![unfollow]).await.0, StatusCode::OK);
     let (_, p) = s.call("GET", &format!("/patients/{pid}"), None).await;
     assert!(p.get("line_user_id").is_none(), "unlinked: {p}");
-    assert_eq!(count(&db, "SELECT count(*) FROM line_event").await, 11, "eleven distinct events, each recorded once");
+    assert_eq!(count(&db, "SELECT count(*) FROM line_event").await, 12, "twelve distinct events, each recorded once");
     assert_eq!(count(&db, "SELECT count(*) FROM audit_log WHERE action = 'unlink_line'").await, 1, "the unlinking is audited");
 
     // The log names kinds and counts, never who or what was written.
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("LINE webhook"), "the webhook is logged: {logged}");
-    for secret in [text, USER, STRANGER, "予約したいです", "山田"] {
+    for secret in [text, USER, STRANGER, "予約したいです", "山田", reference] {
         assert!(!logged.contains(secret), "{secret} in the log");
     }
     let _ = std::fs::remove_file(&log);
@@ -167,4 +160,196 @@ async fn without_a_channel_secret_the_webhook_refuses_everything() {
     let body = br#"{"events": []}"#;
     let (st, e) = deliver(&s, body, Some(&itinerary_api::line::signature("", body))).await;
     assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("line_not_configured")), "{e}");
+}
+
+/// The text of the pushes the platform accepted for `user`.
+fn pushed_to(platform: &line_platform::Shared, user: &str) -> Vec<String> {
+    let l = platform.lock().unwrap();
+    l.accepted.iter().filter(|b| b["to"] == user).filter_map(|b| b["messages"][0]["text"].as_str().map(str::to_owned)).collect()
+}
+
+async fn until_pushed(platform: &line_platform::Shared, user: &str, what: &str) -> String {
+    for _ in 0..300 {
+        if let Some(t) = pushed_to(platform, user).into_iter().find(|t| t.contains(what)) {
+            return t;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("nothing with {what:?} pushed to {user}: {:?}", pushed_to(platform, user));
+}
+
+/// Issue 16, item 2: a patient links their LINE account with LINE's own account-link flow. The
+/// follow brings them the linking URL (a fresh link token from LINE); on our page they prove
+/// who they are with their itinerary's reference and their birth date; LINE's accountLink event
+/// with our nonce links them; the nonce works once; a coordinator can no longer type an id.
+async fn patients_link_line_through_account_link(db: Db, name: &str) {
+    let log = std::env::temp_dir().join(format!("itinerary-line-link-{name}-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let platform = line_platform::Shared::default();
+    let base = line_platform::start(platform.clone()).await;
+    let mut settings = line_platform::settings(&base, SECRET);
+    settings.extend([("ITINERARY_WORKER_POLL_MS", "100".to_owned()), ("RUST_LOG", "info".to_owned())]);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let s = Server::start_logging(&db, &settings, std::fs::File::create(&log).unwrap().into());
+    platform.lock().unwrap().webhook = Some((s.url("/line/webhook"), SECRET.to_owned()));
+
+    // Two patients with a booking each.
+    let mut refs = Vec::new();
+    let mut ids = Vec::new();
+    for (k, (who, birth)) in [("山田 太郎", "1978-05-14"), ("佐藤 花子", "1985-11-02")].into_iter().enumerate() {
+        let mut p = patient(who);
+        p["birth_date"] = birth.into();
+        let (st, p) = s.call("POST", "/patients", Some(p)).await;
+        assert_eq!(st, StatusCode::CREATED, "{p}");
+        let (st, it) = s.call("POST", "/itineraries", Some(request(p["id"].as_i64().unwrap(), k as i64))).await;
+        assert_eq!(st, StatusCode::CREATED, "{it}");
+        ids.push(p["id"].as_i64().unwrap());
+        refs.push(it["reference"].as_str().unwrap().to_owned());
+    }
+    let (taro, hanako) = (ids[0], ids[1]);
+
+    // A coordinator cannot type a LINE user id: not on a new patient, not changed on an old one.
+    let mut typed = patient("鈴木 一郎");
+    typed["line_user_id"] = USER.into();
+    let (st, e) = s.call("POST", "/patients", Some(typed)).await;
+    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("line_user_id")), "{e}");
+
+    // The patient adds the clinic's account: the worker fetches a link token and pushes the URL.
+    let follow = event("01HWFOLLOW0000000000000000", "follow", USER, json!({}));
+    assert_eq!(signed(&s, vec![follow]).await.0, StatusCode::OK);
+    let offer = until_pushed(&platform, USER, "/line/link?linkToken=").await;
+    assert!(offer.contains("友だち追加") && offer.contains("10分") && offer.contains("10 minutes"), "{offer}");
+    let token = offer.split("linkToken=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    assert!(platform.lock().unwrap().link_tokens.contains_key(&token), "the token LINE issued: {token}");
+
+    // The page: Japanese unless the browser asks for English; its form may end at LINE.
+    let browser = line_platform::browser();
+    let r = browser.get(s.url(&format!("/line/link?linkToken={token}"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains(&format!("form-action 'self' {base}")) && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("旅程番号") && html.contains(&format!("value=\"{token}\"")) && html.contains("lang=\"ja\""), "{html}");
+    let r = browser.get(s.url(&format!("/line/link?linkToken={token}"))).header("accept-language", "en-US,en;q=0.9").send().await.unwrap();
+    assert!(r.text().await.unwrap().contains("Itinerary reference"));
+    let r = browser.get(s.url("/line/link")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(!r.text().await.unwrap().contains("<form method=\"post\" action=\"/line/link\""), "no form without a link token");
+
+    // Wrong proofs: a wrong birth date, another patient's reference with one's own birth date,
+    // a malformed date, an empty reference. 422, the same words for each, nothing linked.
+    for (reference, birth) in
+        [(refs[0].as_str(), "1978-05-15"), (refs[1].as_str(), "1978-05-14"), (refs[0].as_str(), "14/05/1978"), ("", "1978-05-14")]
+    {
+        let r = browser
+            .post(s.url("/line/link"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(line_platform::form(&[("link_token", token.as_str()), ("reference", reference), ("birth_date", birth)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{reference} {birth}");
+        assert!(r.text().await.unwrap().contains("一致しません"));
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM line_link_nonce").await, 0, "no nonce for a wrong proof");
+
+    // The right proof (the reference as printed, in capitals with spaces, still matches): 303
+    // to LINE with the link token and a nonce; LINE's accountLink event links the patient.
+    let r = browser
+        .post(s.url("/line/link"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(line_platform::form(&[
+            ("link_token", token.as_str()),
+            ("reference", &format!(" {} ", refs[0].to_uppercase())),
+            ("birth_date", "1978-05-14"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    let nonce = to.split("nonce=").nth(1).unwrap().to_owned();
+    assert!(nonce.len() >= 43, "a nonce of 256 bits: {nonce}");
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM line_link_nonce WHERE nonce_hash = '{nonce}'")).await, 0, "stored hashed");
+    let (_, p) = s.call("GET", &format!("/patients/{taro}"), None).await;
+    assert!(p.get("line_user_id").is_none(), "not linked before LINE says so: {p}");
+    http().get(&to).send().await.unwrap();
+    assert_eq!(platform.lock().unwrap().link_events.last().unwrap().1, 200);
+    let (_, p) = s.call("GET", &format!("/patients/{taro}"), None).await;
+    assert_eq!(p["line_user_id"], USER, "{p}");
+    assert!(p["line_linked_at"].is_string(), "{p}");
+    let linked = until_pushed(&platform, USER, "連携が完了しました").await;
+    assert!(!linked.contains("山田") && !linked.contains(&refs[0]), "nothing personal in the notice: {linked}");
+
+    // The same link again (a replay): LINE reports it failed, the nonce is spent anyway.
+    http().get(&to).send().await.unwrap();
+    assert_eq!(platform.lock().unwrap().link_events.last().unwrap().0["link"]["result"], "failed");
+    // A forged event with the spent nonce for someone else links nobody, and an unknown nonce neither.
+    for (id, n) in
+        [("01HWFORGED0000000000000001", nonce.as_str()), ("01HWFORGED0000000000000002", "0000000000000000000000000000000000000000000")]
+    {
+        let forged = event(id, "accountLink", STRANGER, json!({ "link": { "result": "ok", "nonce": n } }));
+        assert_eq!(signed(&s, vec![forged]).await.0, StatusCode::OK);
+    }
+    let (_, p) = s.call("GET", &format!("/patients/{taro}"), None).await;
+    assert_eq!(p["line_user_id"], USER, "still the patient's own: {p}");
+    let (_, p) = s.call("GET", &format!("/patients/{hanako}"), None).await;
+    assert!(p.get("line_user_id").is_none(), "{p}");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM line_event WHERE outcome LIKE 'accountLink refused%'").await,
+        3,
+        "the replay and both forgeries"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_log WHERE action = 'link_line'").await, 1);
+
+    // Sending back what was read keeps the link; another id is refused, naming the field.
+    let (_, mut p) = s.call("GET", &format!("/patients/{taro}"), None).await;
+    let obj = p.as_object_mut().unwrap();
+    obj.retain(|k, _| !["id", "line_linked_at"].contains(&k.as_str()));
+    let (st, e) = s.call("PUT", &format!("/patients/{taro}"), Some(p.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{e}");
+    p["line_user_id"] = STRANGER.into();
+    let (st, e) = s.call("PUT", &format!("/patients/{taro}"), Some(p)).await;
+    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("line_user_id")), "{e}");
+
+    // A message from an unlinked LINE user brings a new linking URL (at most one per two minutes).
+    for k in 0..3 {
+        let m = event(
+            &format!("01HWSTRANGER{k:014}"),
+            "message",
+            STRANGER,
+            json!({ "message": { "type": "text", "id": "9", "text": "こんにちは" } }),
+        );
+        assert_eq!(signed(&s, vec![m]).await.0, StatusCode::OK);
+    }
+    until_pushed(&platform, STRANGER, "/line/link?linkToken=").await;
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM line_notice WHERE line_user_id = '{STRANGER}'")).await, 1);
+
+    // The coordinator unlinks (the patient asked): reminders go by email again.
+    let (st, _) = s.call("DELETE", &format!("/patients/{taro}/line"), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, e) = s.call("DELETE", &format!("/patients/{taro}/line"), None).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_linked")), "{e}");
+    let (_, p) = s.call("GET", &format!("/patients/{taro}"), None).await;
+    assert!(p.get("line_user_id").is_none() && p.get("line_linked_at").is_none(), "{p}");
+
+    // Nothing that identifies anyone reaches the log: no user id, reference, token or nonce.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("LINE account link"), "the flow is logged: {logged}");
+    for secret in [USER, STRANGER, refs[0].as_str(), refs[1].as_str(), token.as_str(), nonce.as_str(), "1978-05-14"] {
+        assert!(!logged.contains(secret), "{secret} in the log");
+    }
+    let _ = std::fs::remove_file(&log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_patients_link_line_through_account_link() {
+    patients_link_line_through_account_link(Db::sqlite("line-link"), "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_patients_link_line_through_account_link() {
+    if let Some(db) = Db::postgres("line_link").await {
+        patients_link_line_through_account_link(db, "postgres").await;
+    }
 }

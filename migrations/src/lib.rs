@@ -14,6 +14,7 @@ mod m20261130_000007_console_sessions;
 mod m20261130_000008_idempotency_keys;
 mod m20261130_000009_invite_choice;
 mod m20261130_000010_line_webhook;
+mod m20261130_000011_line_account_link;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000008_idempotency_keys::Migration),
             Box::new(m20261130_000009_invite_choice::Migration),
             Box::new(m20261130_000010_line_webhook::Migration),
+            Box::new(m20261130_000011_line_account_link::Migration),
         ]
     }
 }

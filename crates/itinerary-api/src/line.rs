@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use itinerary_store::LineEvent;
+use itinerary_store::{AccountLink, LineEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -37,6 +37,16 @@ struct Event {
     message: Option<Message>,
     #[serde(default)]
     postback: Option<Postback>,
+    #[serde(default)]
+    link: Option<Link>,
+}
+
+/// An `accountLink` event's result: `ok` or `failed`, and the nonce we gave LINE.
+#[derive(Deserialize)]
+struct Link {
+    result: String,
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -118,7 +128,13 @@ pub(crate) async fn webhook(State(s): State<AppState>, headers: HeaderMap, body:
             _ => None,
         }
         .map(|t| t.replace('\0', ""));
-        events.push(LineEvent { webhook_event_id: e.webhook_event_id, kind: e.kind, user_id, text });
+        let link = e.link.and_then(|l| l.nonce.map(|nonce| AccountLink { ok: l.result == "ok", nonce }));
+        // A reminder's button: the answer and the message it answers.
+        let answer = match e.kind.as_str() {
+            "postback" => text.as_deref().and_then(itinerary_notify::line::Answer::parse).map(|(a, m)| (a.code().to_owned(), m)),
+            _ => None,
+        };
+        events.push(LineEvent { webhook_event_id: e.webhook_event_id, kind: e.kind, user_id, text, link, answer });
     }
     let now = s.clock.now().await?;
     let outcomes = s.store.record_line_events(&events, now).await?;

@@ -22,6 +22,12 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/patients/{id}/feed", "The patient's live feed URLs: ids, who was given each, when (the secrets are not kept)", true),
     ("post", "/patients/{id}/feed", "Issue (or rotate) the patient's feed URL; every earlier URL stops working, confirmations' too", true),
     ("delete", "/patients/{id}/feed", "Revoke every feed URL of the patient", true),
+    (
+        "delete",
+        "/patients/{id}/line",
+        "Unlink the patient's LINE (204; 404 when not linked): reminders go by email until the patient links again",
+        true,
+    ),
     ("get", "/patients/{id}/messages", "What the patient sent by LINE (texts and button answers), newest first; the read is audited", true),
     (
         "post",
@@ -122,13 +128,16 @@ fn schemas() -> Value {
                 "home_zone": { "type": "string", "description": "IANA zone; Asia/Tokyo when absent" },
                 "language": { "enum": ["ja", "en"] },
                 "passport_expiry": { "type": "string", "format": "date", "description": "a year from 1900 to 2100" },
-                "line_user_id": { "type": "string", "pattern": "^[A-Za-z0-9]{1,64}$" },
+                "line_user_id": { "type": "string", "description": "set only by the patient, through LINE's account link (/line/link); a create with it, or a change with another value than the stored one, is 422" },
                 "invites": { "enum": ["every", "clinic", "feed"], "description": "which calendar invites the patient receives by email: every appointment, the clinic's only (blood tests, infusions, online follow-ups; the default for a new patient), or none (the confirmation's calendar file and the feed); left out of a change, it stays" } }),
             &["name", "email", "birth_date", "passport_expiry"],
         ),
         "Patient": object(
             json!({ "id": { "type": "integer" }, "name": string(), "email": string(), "birth_date": date(), "home_zone": string(),
-                "language": string(), "passport_expiry": date(), "line_user_id": string(), "invites": { "enum": ["every", "clinic", "feed"] } }),
+                "language": string(), "passport_expiry": date(),
+                "line_user_id": { "type": "string", "description": "the LINE user the patient linked; reminders go there (calendars by email)" },
+                "line_linked_at": { "type": "string", "format": "date-time", "description": "when the patient linked LINE through its account link; absent for an id typed before that flow existed" },
+                "invites": { "enum": ["every", "clinic", "feed"] } }),
             &["id", "name", "email", "birth_date", "home_zone", "language", "passport_expiry", "invites"],
         ),
         "PatientPage": object(
@@ -174,7 +183,9 @@ fn schemas() -> Value {
                     json!({ "key": string(), "kind": string(), "version": { "type": "integer" }, "recipient": { "$ref": "#/components/schemas/Recipient" },
                         "due_at": instant(), "due_zone": string(), "status": string(), "sent_at": instant(),
                         "id": { "type": "integer", "description": "once stored (absent in the answer that stores it)" },
-                        "channel": { "enum": ["email", "line", "outbox", "late"], "description": "outbox: written to the file outbox instead of sent; late: sent by a worker whose claim had lapsed" }, "error": string() }),
+                        "channel": { "enum": ["email", "line", "outbox", "late"], "description": "outbox: written to the file outbox instead of sent; late: sent by a worker whose claim had lapsed" }, "error": string(),
+                        "answer": { "enum": ["ack", "call"], "description": "the patient's latest answer by a LINE button: ack (understood) or call (asks to be called)" },
+                        "answered_at": instant() }),
                     &["key", "kind", "version", "recipient", "due_at", "due_zone", "status"]) } }),
             &["id", "reference", "patient_id", "status", "version", "plan", "versions", "messages"],
         ),
@@ -441,7 +452,11 @@ pub fn document() -> Value {
     }
     schemas["PatientMessages"] = object(
         json!({ "messages": { "type": "array", "items": object(
-            json!({ "id": { "type": "integer" }, "channel": string(), "kind": { "enum": ["text", "postback"] }, "body": string(), "received_at": instant() }),
+            json!({ "id": { "type": "integer" }, "channel": string(),
+                "kind": { "enum": ["text", "postback", "answer"], "description": "text: written by the patient; answer: a reminder's button; postback: another button" },
+                "body": string(), "received_at": instant(),
+                "message_id": { "type": "integer", "description": "for an answer: the scheduled message it answers" },
+                "answer": { "enum": ["ack", "call"], "description": "ack: understood; call: the patient asks to be called" } }),
             &["id", "channel", "kind", "body", "received_at"]) } }),
         &["messages"],
     );
@@ -450,7 +465,8 @@ pub fn document() -> Value {
             "type": string(), "webhookEventId": string(), "timestamp": { "type": "integer" },
             "source": { "type": "object", "properties": { "type": string(), "userId": string() } },
             "message": { "type": "object", "properties": { "type": string(), "text": string() } },
-            "postback": { "type": "object", "properties": { "data": string() } } },
+            "postback": { "type": "object", "properties": { "data": string() } },
+            "link": { "type": "object", "properties": { "result": { "enum": ["ok", "failed"] }, "nonce": string() } } },
             "required": ["type", "webhookEventId"] } } }, "required": ["events"] });
     schemas["LineAccepted"] = object(
         json!({ "events": { "type": "integer" },

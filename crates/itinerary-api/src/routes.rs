@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/patients/{id}", get(get_patient).put(update_patient))
         .route("/patients/{id}/feed", get(list_feeds).post(rotate_feed).delete(revoke_feed))
         .route("/patients/{id}/messages", get(patient_messages))
+        .route("/patients/{id}/line", axum::routing::delete(unlink_line))
         .route("/escorts", get(list_escorts))
         .route("/escorts/{id}", get(get_escort).put(put_escort).delete(deactivate_escort))
         .route("/resources", get(list_resources))
@@ -251,6 +252,19 @@ async fn patient_messages(
     let messages = s.store.patient_messages(patient).await?;
     s.store.audit_read(c.0, "patient_messages", &patient.to_string(), json!({ "count": messages.len() })).await?;
     Ok(Json(json!({ "messages": messages })).into_response())
+}
+
+async fn unlink_line(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    let patient = id(p)?;
+    if s.store.unlink_line(c.0, patient, Utc::now()).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, "not_linked", "the patient has not linked LINE"))
+    }
 }
 
 async fn list_feeds(

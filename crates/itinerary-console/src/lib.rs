@@ -10,6 +10,7 @@
 //! pages (a Content-Security-Policy without `unsafe-inline`, `no-store`, `nosniff`, no framing).
 //! What it shows and changes goes through `itinerary-store`, as the API's routes do.
 
+mod link;
 mod pages;
 mod view;
 
@@ -40,6 +41,9 @@ pub struct Console {
     /// Failed sign-ins by client address, shared with the API's bearer tokens and feed URLs:
     /// a guesser is refused whichever door it tries.
     pub failed: Arc<itinerary_api::guard::FailedAttempts>,
+    /// LINE's account-link endpoint (`line.account_link_url`), where `/line/link` sends a
+    /// patient who proved who they are.
+    pub line_account_link: String,
 }
 
 /// The name of the session cookie.
@@ -56,6 +60,7 @@ pub fn router(console: Console) -> Router {
         .route("/console/patients/{id}", axum::routing::get(pages::patient).post(pages::update_patient))
         .route("/console/patients/{id}/feed", axum::routing::post(pages::rotate_feed))
         .route("/console/patients/{id}/feed/revoke", axum::routing::post(pages::revoke_feed))
+        .route("/console/patients/{id}/line/unlink", axum::routing::post(pages::unlink_line))
         .route("/console/patients/{id}/plan", axum::routing::get(pages::plan_form).post(pages::plan))
         .route("/console/itineraries/{id}", axum::routing::get(pages::itinerary))
         .route("/console/itineraries/{id}/cancel", axum::routing::get(pages::cancel_preview).post(pages::cancel))
@@ -69,6 +74,7 @@ pub fn router(console: Console) -> Router {
         .route("/console", axum::routing::get(|| async { Redirect::to("/console/") }))
         .route("/console/signin", axum::routing::get(pages::sign_in_form).post(pages::sign_in))
         .route("/console/static/console.css", axum::routing::get(stylesheet))
+        .route("/line/link", axum::routing::get(link::form).post(link::prove))
         .merge(signed_in)
         .layer(middleware::from_fn(page_headers))
         .with_state(console)
@@ -92,6 +98,11 @@ impl Lang {
     /// `?lang=` first, then the language cookie, then the first of Japanese or English the
     /// browser asks for (`Accept-Language`), else English.
     fn of(headers: &HeaderMap, query: Option<&str>) -> Lang {
+        Lang::or(headers, query, Lang::En)
+    }
+
+    /// As [`Lang::of`], with `otherwise` when nothing says.
+    fn or(headers: &HeaderMap, query: Option<&str>, otherwise: Lang) -> Lang {
         let pick = |v: &str| match v.trim() {
             "ja" => Some(Lang::Ja),
             "en" => Some(Lang::En),
@@ -120,7 +131,7 @@ impl Lang {
                 best = Some((q, lang));
             }
         }
-        best.map_or(Lang::En, |(_, l)| l)
+        best.map_or(otherwise, |(_, l)| l)
     }
 }
 
@@ -154,7 +165,8 @@ pub(crate) fn templates() -> &'static Environment<'static> {
     &ENV
 }
 
-const TEMPLATES: [(&str, &str); 12] = [
+const TEMPLATES: [(&str, &str); 13] = [
+    ("line_link.html", include_str!("../templates/line_link.html")),
     ("audit.html", include_str!("../templates/audit.html")),
     ("board.html", include_str!("../templates/board.html")),
     ("layout.html", include_str!("../templates/layout.html")),
@@ -179,12 +191,10 @@ async fn stylesheet() -> Response {
 async fn page_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    // A page may widen form-action (the linking page's form ends at LINE); nothing else.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -193,6 +203,9 @@ async fn page_headers(req: Request, next: Next) -> Response {
     }
     res
 }
+
+/// The pages' Content-Security-Policy: our stylesheet, forms to ourselves, nothing else.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The signed-in coordinator and the page's language, for every page behind sign-in.
 #[derive(Clone, Debug)]

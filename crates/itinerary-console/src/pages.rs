@@ -30,7 +30,7 @@ macro_rules! or_page {
 }
 
 /// The page `name` in `lang`, with `ctx` and the words of that language as `t`.
-fn render(lang: Lang, status: StatusCode, name: &str, visit: Option<&Visit>, ctx: Value) -> Response {
+pub(crate) fn render(lang: Lang, status: StatusCode, name: &str, visit: Option<&Visit>, ctx: Value) -> Response {
     let t = words(lang);
     let page = minijinja::context! {
         t => t,
@@ -305,6 +305,16 @@ pub(crate) async fn week(State(c): State<Console>, Extension(v): Extension<Visit
             .collect(),
         Err(e) => return store_error(lang, &e),
     };
+    let calls: Vec<Value> = match c.store.call_requests(now - Duration::days(14), 20).await {
+        Ok(f) => f
+            .into_iter()
+            .map(|r| {
+                let at = itinerary_core::Zoned::new(r.received_at, zone);
+                minijinja::context! { patient => r.patient_id, name => r.patient_name, itinerary => r.itinerary_id, about => r.about, at => format!("{} {}", moment(lang, &at), view::zone_label(lang, &at)) }
+            })
+            .collect(),
+        Err(e) => return store_error(lang, &e),
+    };
     let label = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
     render(
         lang,
@@ -315,6 +325,7 @@ pub(crate) async fn week(State(c): State<Console>, Extension(v): Extension<Visit
             days => days,
             failed => failed,
             late => late,
+            calls => calls,
             previous => label(from - Duration::days(7)),
             next => label(from + Duration::days(7)),
             clinic_zone => view::zone_label(lang, &itinerary_core::Zoned::new(now, zone)),
@@ -441,9 +452,29 @@ pub(crate) async fn patient(State(c): State<Console>, Extension(v): Extension<Vi
 async fn patient_page(c: &Console, v: &Visit, id: i32, status: StatusCode, extra: Value) -> Response {
     let p = or_page!(c.store.patient(id).await, v.lang);
     let (its, feeds) = (or_page!(c.store.itineraries_of(id).await, v.lang), or_page!(c.store.feed_tokens(id).await, v.lang));
+    let sent = or_page!(c.store.patient_messages(id).await, v.lang);
     if let Err(e) = c.store.audit_read(v.session.coordinator_id, "patient", &id.to_string(), serde_json::json!({})).await {
         return store_error(v.lang, &e);
     }
+    if let Err(e) =
+        c.store.audit_read(v.session.coordinator_id, "patient_messages", &id.to_string(), serde_json::json!({ "count": sent.len() })).await
+    {
+        return store_error(v.lang, &e);
+    }
+    let zone = c.setup.clinic.zone;
+    let at = |t: chrono::DateTime<Utc>| {
+        let z = itinerary_core::Zoned::new(t, zone);
+        format!("{} {}", moment(v.lang, &z), view::zone_label(v.lang, &z))
+    };
+    let line = minijinja::context! {
+        linked => p.line_user_id.is_some(),
+        since => p.line_linked_at.map(at),
+    };
+    let sent: Vec<Value> = sent
+        .iter()
+        .take(50)
+        .map(|m| minijinja::context! { at => at(m.received_at), channel => m.channel.clone(), kind => m.kind.clone(), body => m.body.clone(), answer => m.answer.clone() })
+        .collect();
     let its: Vec<Value> = its
         .into_iter()
         .map(|i| minijinja::context! { id => i.id, reference => i.reference, status => i.status, version => i.version, created => i.created_at.format("%Y-%m-%d").to_string() })
@@ -469,6 +500,8 @@ async fn patient_page(c: &Console, v: &Visit, id: i32, status: StatusCode, extra
                 patient => Value::from(minijinja::value::Serde(&p)),
                 itineraries => its,
                 feeds => Value::from(minijinja::value::Serde(&feeds)),
+                line => line,
+                sent => sent,
                 form => form,
                 errors => BTreeMap::<String, String>::new(),
             }
@@ -538,6 +571,21 @@ pub(crate) async fn rotate_feed(
             let url = format!("{}/feed/{secret}", c.public_url);
             patient_page(&c, &v, id, StatusCode::OK, minijinja::context! { new_feed_url => url }).await
         }
+        Err(e) => store_error(v.lang, &e),
+    }
+}
+
+pub(crate) async fn unlink_line(
+    State(c): State<Console>,
+    Extension(v): Extension<Visit>,
+    Path(id): Path<i32>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if let Some(refused) = forged(&v, f.csrf.as_deref()) {
+        return refused;
+    }
+    match c.store.unlink_line(v.session.coordinator_id, id, Utc::now()).await {
+        Ok(_) => Redirect::to(&format!("/console/patients/{id}")).into_response(),
         Err(e) => store_error(v.lang, &e),
     }
 }

@@ -95,6 +95,8 @@ pub(crate) struct MessageRow {
     pub why: String,
     pub status: String,
     pub detail: String,
+    /// The patient's answer by a LINE button (`ack`, `call`), if any.
+    pub answer: Option<String>,
 }
 
 /// The plan as the preview and the itinerary page show it.
@@ -189,6 +191,7 @@ pub(crate) fn plan_view(lang: Lang, plan: &Plan, sent: Option<&[MessageView]>) -
                         (_, Some(e)) => e.clone(),
                         _ => String::new(),
                     },
+                    answer: m.answer.clone(),
                 }
             })
             .collect(),
@@ -205,6 +208,7 @@ pub(crate) fn plan_view(lang: Lang, plan: &Plan, sent: Option<&[MessageView]>) -
                 why: m.why.clone(),
                 status: "scheduled".to_owned(),
                 detail: String::new(),
+                answer: None,
             })
             .collect(),
     };

@@ -5,12 +5,13 @@
 //! worker's job, not this crate's.
 
 pub mod letter;
+pub mod line;
 pub mod mime;
 pub mod transport;
 
 pub use letter::{Composed, Letter, Subject, Templates};
 pub use mime::{CalendarPart, Envelope};
-pub use transport::{EmailTransport, LineClient, SendError, SmtpSettings, without_addresses};
+pub use transport::{EmailTransport, LineClient, QuickReply, SendError, SmtpSettings, without_addresses};
 
 /// What can go wrong before anything is sent.
 #[derive(Debug, thiserror::Error)]

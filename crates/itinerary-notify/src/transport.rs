@@ -216,6 +216,15 @@ fn write_once(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, SendError>
     Ok(path.display().to_string())
 }
 
+/// A quick-reply button: what it says, what it sends back (`data`), and what appears in the
+/// chat as the patient's own words when pressed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuickReply {
+    pub label: String,
+    pub data: String,
+    pub display_text: String,
+}
+
 /// LINE Messaging API: `POST /v2/bot/message/push` with the channel access token.
 #[derive(Clone, Debug)]
 pub struct LineClient {
@@ -236,7 +245,34 @@ impl LineClient {
     /// Pushes up to five text messages to `to`. `retry_key` (a UUID, the same on every attempt
     /// for one message) lets LINE refuse a second acceptance with 409 instead of sending twice.
     pub async fn push(&self, to: &str, texts: &[String], retry_key: &str) -> Result<String, SendError> {
-        let messages: Vec<_> = texts.iter().take(5).map(|t| serde_json::json!({ "type": "text", "text": clip(t, 5000) })).collect();
+        self.push_asking(to, texts, &[], retry_key).await
+    }
+
+    /// As [`LineClient::push`], with quick-reply buttons under the last message: each a
+    /// postback whose `data` comes back in a `postback` webhook event (up to 13; labels are
+    /// cut to LINE's 20 characters).
+    pub async fn push_asking(&self, to: &str, texts: &[String], buttons: &[QuickReply], retry_key: &str) -> Result<String, SendError> {
+        let n = texts.len().min(5);
+        let messages: Vec<_> = texts
+            .iter()
+            .take(5)
+            .enumerate()
+            .map(|(i, t)| {
+                let mut m = serde_json::json!({ "type": "text", "text": clip(t, 5000) });
+                if i + 1 == n && !buttons.is_empty() {
+                    let items: Vec<_> = buttons
+                        .iter()
+                        .take(13)
+                        .map(|b| {
+                            serde_json::json!({ "type": "action", "action": {
+                                "type": "postback", "label": clip(&b.label, 20), "data": clip(&b.data, 300), "displayText": clip(&b.display_text, 300) } })
+                        })
+                        .collect();
+                    m["quickReply"] = serde_json::json!({ "items": items });
+                }
+                m
+            })
+            .collect();
         let res = self
             .http
             .post(format!("{}/v2/bot/message/push", self.base))
@@ -259,6 +295,36 @@ impl LineClient {
             429 if body.contains("monthly limit") => Err(SendError::Permanent(format!("LINE 429: monthly limit reached: {body}"))),
             429 => Err(SendError::Transient { reason: format!("LINE 429: {body}"), retry_after }),
             500..=599 => Err(SendError::Transient { reason: format!("LINE {status}: {body}"), retry_after }),
+            _ => Err(SendError::Permanent(format!("LINE {status}: {body}"))),
+        }
+    }
+}
+
+impl LineClient {
+    /// A link token for `user` (`POST /v2/bot/user/{userId}/linkToken`): valid ten minutes,
+    /// single use, carried by the linking URL to our page and from there back to LINE.
+    pub async fn link_token(&self, user: &str) -> Result<String, SendError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Issued {
+            link_token: String,
+        }
+        let res = self
+            .http
+            .post(format!("{}/v2/bot/user/{user}/linkToken", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| SendError::Transient { reason: format!("LINE: {e}"), retry_after: None })?;
+        let status = res.status();
+        let retry_after =
+            res.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok()).map(Duration::from_secs);
+        let body = res.text().await.unwrap_or_default();
+        match status.as_u16() {
+            200 => serde_json::from_str::<Issued>(&body)
+                .map(|i| i.link_token)
+                .map_err(|e| SendError::Transient { reason: format!("LINE linkToken answer: {e}"), retry_after: None }),
+            429 | 500..=599 => Err(SendError::Transient { reason: format!("LINE {status}: {body}"), retry_after }),
             _ => Err(SendError::Permanent(format!("LINE {status}: {body}"))),
         }
     }

@@ -92,6 +92,9 @@ pub mod patient {
         pub updated_at: DateTimeUtc,
         /// `every`, `clinic` or `feed`: which calendar invites the patient receives.
         pub invites: String,
+        /// When the patient linked `line_user_id` through LINE's account link (None for an id
+        /// typed by a coordinator before that flow existed).
+        pub line_linked_at: Option<DateTimeUtc>,
     }
     no_relations!();
 }
@@ -358,6 +361,47 @@ pub mod patient_message {
         pub body: String,
         pub webhook_event_id: Option<String>,
         pub received_at: DateTimeUtc,
+        /// The scheduled message a button answered.
+        pub message_id: Option<i32>,
+        /// `ack` or `call`, for a button's answer.
+        pub answer: Option<String>,
+    }
+    no_relations!();
+}
+
+pub mod line_link_nonce {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "line_link_nonce")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub nonce_hash: String,
+        pub patient_id: i32,
+        pub created_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+        pub used_at: Option<DateTimeUtc>,
+    }
+    no_relations!();
+}
+
+pub mod line_notice {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "line_notice")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub line_user_id: String,
+        pub kind: String,
+        pub status: String,
+        pub attempts: i32,
+        pub created_at: DateTimeUtc,
+        pub due_at: DateTimeUtc,
+        pub claimed_by: Option<String>,
+        pub claimed_at: Option<DateTimeUtc>,
+        pub sent_at: Option<DateTimeUtc>,
+        pub last_error: Option<String>,
+        pub retry_key: String,
     }
     no_relations!();
 }

@@ -130,6 +130,11 @@ pub struct MessageView {
     /// Why the last attempt failed (or why it was skipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The patient's latest answer to it by a LINE button (`ack` or `call`), and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<DateTime<Utc>>,
 }
 
 fn reference() -> String {
@@ -719,13 +724,26 @@ async fn itinerary_on(db: &impl ConnectionTrait, id: i32) -> Result<ItineraryVie
             .find(|v| v.version <= it.current_version)
             .ok_or(StoreError::corrupt("itinerary version", "none stored"))?;
         let plan: Plan = serde_json::from_value(current.plan.clone()).map_err(|e| StoreError::corrupt("plan", e))?;
-        let messages = scheduled_message::Entity::find()
+        let rows = scheduled_message::Entity::find()
             .filter(scheduled_message::Column::ItineraryId.eq(id))
             .order_by_asc(scheduled_message::Column::DueAt)
             .all(db)
+            .await?;
+        // Answers by LINE buttons, the latest per message (rows come oldest first).
+        let answers: std::collections::HashMap<i32, (String, DateTime<Utc>)> = crate::entity::patient_message::Entity::find()
+            .filter(crate::entity::patient_message::Column::PatientId.eq(it.patient_id))
+            .filter(crate::entity::patient_message::Column::MessageId.is_not_null())
+            .order_by_asc(crate::entity::patient_message::Column::Id)
+            .all(db)
             .await?
             .into_iter()
+            .filter_map(|a| Some((a.message_id?, (a.answer?, a.received_at))))
+            .collect();
+        let messages = rows
+            .into_iter()
             .map(|m| MessageView {
+                answer: answers.get(&m.id).map(|a| a.0.clone()),
+                answered_at: answers.get(&m.id).map(|a| a.1),
                 id: Some(m.id),
                 key: m.key,
                 kind: m.kind,
@@ -1244,6 +1262,8 @@ impl MessageRow {
             sent_at: None,
             channel: None,
             error: None,
+            answer: None,
+            answered_at: None,
         }
     }
 

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use itinerary_core::ClinicSetup;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
-pub use line::{LineEvent, PatientMessageView};
+pub use line::{AccountLink, CallRequest, LineEvent, LineNotice, LinkProof, NONCE_LIFETIME, PatientMessageView};
 pub use lists::{CurrentPlan, ItinerarySummary};
 pub use people::{CoordinatorView, EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
 pub use sessions::{Opened, Session};

@@ -28,7 +28,8 @@ pub struct PatientInput {
     #[serde(default)]
     pub language: Option<String>,
     pub passport_expiry: String,
-    /// Set when the patient linked LINE.
+    /// Set by the patient alone, through LINE's account link (`/line/link`): refused here unless
+    /// it is what is stored already (a client sending back what it read).
     #[serde(default)]
     pub line_user_id: Option<String>,
     /// Which calendar invites they receive: `every`, `clinic` (the default for a new patient) or
@@ -49,6 +50,10 @@ pub struct PatientView {
     pub passport_expiry: NaiveDate,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line_user_id: Option<String>,
+    /// When the patient linked LINE through its account link (absent for an id a coordinator
+    /// typed before that flow existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line_linked_at: Option<DateTime<Utc>>,
     pub invites: Invites,
 }
 
@@ -63,6 +68,7 @@ impl From<patient::Model> for PatientView {
             language: m.language,
             passport_expiry: m.passport_expiry,
             line_user_id: m.line_user_id,
+            line_linked_at: m.line_linked_at,
             // A value this program did not write reads as what patients had before the choice.
             invites: Invites::parse(&m.invites).unwrap_or(Invites::Every),
         }
@@ -90,11 +96,16 @@ struct CheckedPatient {
     home_zone: Tz,
     language: String,
     passport_expiry: NaiveDate,
-    line_user_id: Option<String>,
     invites: Option<Invites>,
 }
 
-fn check_patient(p: &PatientInput) -> Result<CheckedPatient, InvalidRequest> {
+/// Why a LINE user id cannot be typed: a wrong one would send a patient's reminders to a
+/// stranger, so only LINE's account link, where the patient proves who they are, sets it.
+const TYPED_LINE: &str = "is set by the patient through LINE's account link (the linking page), never typed; leave it out";
+
+/// The patient as sent, checked. `stored_line` is the LINE user id stored already (a change may
+/// send it back unchanged).
+fn check_patient(p: &PatientInput, stored_line: Option<&str>) -> Result<CheckedPatient, InvalidRequest> {
     let mut errors = Vec::new();
     let mut bad = |field: &str, value: &str, problem: &str| {
         errors.push(FieldError { field: field.to_owned(), value: value.to_owned(), problem: problem.to_owned() })
@@ -127,10 +138,8 @@ fn check_patient(p: &PatientInput) -> Result<CheckedPatient, InvalidRequest> {
     if language != "ja" && language != "en" {
         bad("language", &language, "must be `ja` or `en`");
     }
-    if let Some(l) = &p.line_user_id
-        && (l.is_empty() || l.len() > 64 || !l.chars().all(|c| c.is_ascii_alphanumeric()))
-    {
-        bad("line_user_id", l, "not a LINE user id (letters and digits)");
+    if let Some(l) = p.line_user_id.as_deref().filter(|l| Some(*l) != stored_line) {
+        bad("line_user_id", l, TYPED_LINE);
     }
     let invites = match p.invites.as_deref().map(str::trim) {
         None => None,
@@ -150,7 +159,6 @@ fn check_patient(p: &PatientInput) -> Result<CheckedPatient, InvalidRequest> {
             home_zone,
             language,
             passport_expiry,
-            line_user_id: p.line_user_id.clone(),
             invites,
         }),
         _ => Err(InvalidRequest { errors }),
@@ -269,7 +277,7 @@ impl From<sea_orm::DbErr> for InputError {
 
 impl Store {
     pub async fn create_patient(&self, by: i32, p: &PatientInput, key: Option<IdempotencyKey>) -> Result<PatientView, InputError> {
-        let c = check_patient(p)?;
+        let c = check_patient(p, None)?;
         let now = Utc::now();
         let txn = self.begin_write().await?;
         crate::idempotency::done_before(&txn, key.as_ref(), now).await?;
@@ -280,7 +288,8 @@ impl Store {
             home_zone: Set(c.home_zone.name().to_owned()),
             language: Set(c.language),
             passport_expiry: Set(c.passport_expiry),
-            line_user_id: Set(c.line_user_id),
+            line_user_id: Set(None),
+            line_linked_at: Set(None),
             invites: Set(c.invites.unwrap_or_default().as_str().to_owned()),
             created_at: Set(now),
             updated_at: Set(now),
@@ -307,7 +316,6 @@ impl Store {
         p: &PatientInput,
         now: DateTime<Utc>,
     ) -> Result<PatientView, InputError> {
-        let c = check_patient(p)?;
         let txn = self.begin_write().await?;
         // The booking lock before reading what the patient had: two changes of one patient at
         // once (PostgreSQL) would otherwise both start from the same old choice of invites and
@@ -315,6 +323,7 @@ impl Store {
         crate::itineraries::lock(&txn).await?;
         let old =
             patient::Entity::find_by_id(id).unique(&txn).await?.ok_or(StoreError::NotFound { entity: "patient", id: id.to_string() })?;
+        let c = check_patient(p, old.line_user_id.as_deref())?;
         let changed: Vec<&str> = [
             ("name", old.name != c.name),
             ("email", old.email != c.email),
@@ -322,7 +331,6 @@ impl Store {
             ("home_zone", old.home_zone != c.home_zone.name()),
             ("language", old.language != c.language),
             ("passport_expiry", old.passport_expiry != c.passport_expiry),
-            ("line_user_id", old.line_user_id != c.line_user_id),
             ("invites", c.invites.is_some_and(|i| i.as_str() != old.invites)),
         ]
         .into_iter()
@@ -336,7 +344,6 @@ impl Store {
         m.home_zone = Set(c.home_zone.name().to_owned());
         m.language = Set(c.language);
         m.passport_expiry = Set(c.passport_expiry);
-        m.line_user_id = Set(c.line_user_id);
         if let Some(i) = c.invites {
             m.invites = Set(i.as_str().to_owned());
         }

@@ -301,7 +301,7 @@ impl Deliverer {
         Some(at_local(day, end, zone).utc())
     }
 
-    fn backoff(&self, attempt: i32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: i32) -> Duration {
         let doublings = u32::try_from(attempt.saturating_sub(1).clamp(0, 20)).unwrap_or(0);
         (self.rules.first_backoff * 2_i32.pow(doublings)).min(self.rules.max_backoff)
     }
@@ -369,7 +369,9 @@ impl Deliverer {
                 Ok(true) => {
                     let text = format!("{}\n\n{}", words.subject, words.text.trim_end());
                     let turn = self.sends.clone().acquire_owned().await.map_err(|e| internal(e.to_string()))?;
-                    match line.push(to, &[text], &retry_key(m.id, reference_salt(&m.reference))).await {
+                    // Buttons to answer with: the postback names this message.
+                    let buttons = itinerary_notify::line::answer_buttons(m.id, language == Language::En);
+                    match line.push_asking(to, &[text], &buttons, &retry_key(m.id, reference_salt(&m.reference))).await {
                         Ok(r) => return Ok((Delivered { channel: "line".into(), provider_ref: Some(r) }, Some(turn))),
                         Err(e @ SendError::Transient { .. }) => return Err(("line".into(), e)),
                         Err(SendError::Permanent(e) | SendError::Configuration(e)) => {
@@ -443,13 +445,14 @@ impl Deliverer {
         }
     }
 
-    async fn line_allowed(&self, now: DateTime<Utc>) -> Result<bool, WorkerError> {
+    pub(crate) async fn line_allowed(&self, now: DateTime<Utc>) -> Result<bool, WorkerError> {
         use chrono::Datelike;
         // LINE counts its allowance per calendar month in Japan time.
         let tokyo = now.with_timezone(&chrono_tz::Asia::Tokyo);
         let first = tokyo.date_naive().with_day(1).unwrap_or(tokyo.date_naive());
         let since = at_local(first, NaiveTime::MIN, chrono_tz::Asia::Tokyo).utc();
-        Ok(self.store.sent_since("line", since).await? < self.rules.line_monthly_budget)
+        let sent = self.store.sent_since("line", since).await? + self.store.line_notices_sent_since(since).await?;
+        Ok(sent < self.rules.line_monthly_budget)
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod deliver;
 mod health;
+mod notice;
 
 pub use deliver::{Deliverer, DeliveryRules, Outcome};
 pub use health::{Health, Report};
@@ -331,6 +332,10 @@ async fn dispatch_loop(
                 tracing::warn!(error = %e, "taking back stale messages failed; trying again");
                 reached_since = None;
             }
+        }
+        // LINE notices (linking offers) are few: sent from here, a handful per pass.
+        if let Err(e) = deliverer.send_line_notices(sending_lease(&settings), 20).await {
+            tracing::warn!(error = %e, "sending LINE notices failed; trying again");
         }
         // While there is a backlog, come back as soon as the queue has room.
         let pause = match dispatch(&deliverer, &queue, &settings).await {

@@ -1,0 +1,63 @@
+//! LINE notices outside any itinerary (`line_notice`): the offer to link a LINE account, with a
+//! link token fetched from LINE at the moment of sending (it lives ten minutes), and the word
+//! that the link is made. The dispatcher sends what is due on each pass; a notice is claimed
+//! like a message (a claim older than the sending lease is taken over) and tried again with the
+//! delivery backoff until it goes, or fails for good, or `MAX_ATTEMPTS` is spent.
+
+use chrono::{DateTime, Utc};
+use itinerary_notify::SendError;
+use itinerary_store::LineNotice;
+
+use crate::{Deliverer, WorkerError};
+
+/// Attempts at one notice before it is marked failed (with the backoff, about an hour).
+const MAX_ATTEMPTS: i32 = 8;
+
+impl Deliverer {
+    /// Sends the LINE notices that are due (at most `limit`); how many it took.
+    pub async fn send_line_notices(&self, lease: chrono::Duration, limit: u64) -> Result<usize, WorkerError> {
+        let now = self.clock.now().await?;
+        let notices = self.store.claim_line_notices(&self.name, now, Utc::now(), lease, limit).await?;
+        let n = notices.len();
+        for notice in notices {
+            let outcome = match self.send_notice(&notice).await {
+                Ok(()) => Ok(()),
+                Err(SendError::Transient { reason, retry_after }) if notice.attempt < MAX_ATTEMPTS => {
+                    let wait = retry_after.and_then(|d| chrono::Duration::from_std(d).ok()).unwrap_or_else(|| self.backoff(notice.attempt));
+                    Err((reason, Some(now + wait)))
+                }
+                Err(e) => Err((e.to_string(), None::<DateTime<Utc>>)),
+            };
+            match &outcome {
+                Ok(()) => tracing::info!(notice = notice.id, kind = %notice.kind, "LINE notice sent"),
+                Err((reason, when)) => {
+                    tracing::warn!(notice = notice.id, kind = %notice.kind, %reason, again = ?when, "LINE notice not sent")
+                }
+            }
+            // Sent at the service's clock, as messages are: the month's LINE allowance counts both.
+            let at = self.clock.now().await?;
+            self.store.finish_line_notice(notice.id, &self.name, outcome, at).await?;
+        }
+        Ok(n)
+    }
+
+    async fn send_notice(&self, notice: &LineNotice) -> Result<(), SendError> {
+        let Some(line) = &self.line else {
+            return Err(SendError::Configuration("LINE is not configured (line.token is empty)".into()));
+        };
+        let now = self.clock.now().await.map_err(|e| SendError::Transient { reason: e.to_string(), retry_after: None })?;
+        if !self.line_allowed(now).await.map_err(|e| SendError::Transient { reason: e.to_string(), retry_after: None })? {
+            return Err(SendError::Permanent("the month's LINE allowance is used up".into()));
+        }
+        let clinic = &self.setup.clinic.name;
+        let text = match notice.kind.as_str() {
+            "link_offer" => {
+                let token = line.link_token(&notice.line_user_id).await?;
+                itinerary_notify::line::link_offer(clinic, &itinerary_notify::line::link_url(&self.rules.public_url, &token))
+            }
+            "linked" => itinerary_notify::line::linked(clinic, notice.language.as_deref() == Some("en")),
+            other => return Err(SendError::Permanent(format!("unknown LINE notice kind {other:?}"))),
+        };
+        line.push(&notice.line_user_id, &[text], &notice.retry_key).await.map(|_| ())
+    }
+}
