@@ -62,6 +62,13 @@ enum Command {
     Worker,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Read one email (RFC 5322) on standard input, as a mail server's pipe or `.forward` hands
+    /// it over: a reply to a calendar invite (iMIP REPLY or COUNTER) is recorded against its
+    /// appointment, or refused with the reason; a text reply is kept for the patient. Prints
+    /// the outcome as JSON. Exit codes as sendmail expects of a delivery program: 0 recorded
+    /// (applied, refused or kept), 65 not a readable message, 75 the database is away (the
+    /// mail server tries again later).
+    IngestMail,
     /// Administration.
     Admin {
         #[command(subcommand)]
@@ -134,6 +141,44 @@ async fn admin(settings: &service::Settings, command: AdminCommand) -> anyhow::R
     Ok(())
 }
 
+/// `itinerary ingest-mail`: one message from standard input.
+async fn ingest_mail(settings: &service::Settings, setup: &itinerary_core::ClinicSetup) -> anyhow::Result<ExitCode> {
+    use std::io::Read;
+    const EX_DATAERR: u8 = 65;
+    const EX_TEMPFAIL: u8 = 75;
+    let mut raw = Vec::new();
+    std::io::stdin().take(itinerary_inbound::MAX_BYTES as u64 + 1).read_to_end(&mut raw).context("reading standard input")?;
+    let mail = match itinerary_inbound::read(&raw) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("refused: {e}");
+            return Ok(ExitCode::from(EX_DATAERR));
+        }
+    };
+    let store = match settings.store().await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("the database is away ({e:#}); try again later");
+            return Ok(ExitCode::from(EX_TEMPFAIL));
+        }
+    };
+    let now = settings.clock(&store).now().await;
+    let answer = match now {
+        Ok(now) => store.record_inbound(&mail, "mail", &setup.calendar.organizer_email, now).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(a) => {
+            out(&format!("{}\n", serde_json::to_string(&a)?))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("not recorded ({e}); try again later");
+            Ok(ExitCode::from(EX_TEMPFAIL))
+        }
+    }
+}
+
 /// Writes `text` to standard output. A reader that has gone (`itinerary plan … --json | head`)
 /// wanted no more: that is not an error, and not a panic as `print!` makes it.
 fn out(text: &str) -> anyhow::Result<()> {
@@ -175,6 +220,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => runtime.block_on(service::worker(settings, setup, &cli.config))?,
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::IngestMail => {
+            let setup =
+                itinerary_config::load(&cli.config).with_context(|| format!("loading the configuration from {}", cli.config.display()))?;
+            let settings = service::Settings::load(&cli.config)?;
+            service::runtime()?.block_on(ingest_mail(&settings, &setup))
         }
         Command::Migrate => {
             let settings = service::Settings::load(&cli.config)?;

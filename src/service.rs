@@ -22,7 +22,18 @@ struct File {
     delivery: Delivery,
     smtp: Smtp,
     line: Line,
+    #[serde(default)]
+    inbound: InboundSettings,
     worker: Worker,
+}
+
+/// `[inbound]`: mail arriving at the organizer address, posted by a hosted mail service.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundSettings {
+    /// `POST /inbound/email` takes `Authorization: Bearer <secret>`; empty: refused.
+    #[serde(default)]
+    secret: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,7 +209,7 @@ impl Settings {
         Ok(store)
     }
 
-    fn clock(&self, store: &Store) -> Clock {
+    pub fn clock(&self, store: &Store) -> Clock {
         if self.file.clock.mode == "test" { Clock::Test(store.clone()) } else { Clock::System }
     }
 
@@ -360,6 +371,7 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
         failed,
         in_flight: Default::default(),
         line_secret: Some(settings.file.line.channel_secret.as_str()).filter(|s| !s.is_empty()).map(Arc::from),
+        inbound_secret: Some(settings.file.inbound.secret.as_str()).filter(|s| !s.is_empty()).map(Arc::from),
     };
     let srv = &settings.file.server;
     let limits = itinerary_api::serve::Limits {

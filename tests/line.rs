@@ -23,6 +23,7 @@ async fn deliver(s: &Server, body: &[u8], signature: Option<&str>) -> (StatusCod
     }
     let resp = r.send().await.unwrap();
     let status = resp.status();
+    status_documented("POST", "/line/webhook", status);
     (status, serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null))
 }
 

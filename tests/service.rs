@@ -24,9 +24,10 @@ async fn health_auth_and_bad_input(db: Db) {
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} without a token");
             let r = s.http.request(method.to_uppercase().parse().unwrap(), s.url(&path)).bearer_auth("itc_wrong").send().await.unwrap();
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} with a wrong token");
-        } else if path == "/line/webhook" {
-            // Not a coordinator's route: LINE's signature is its credential (tests/line.rs).
-            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} without LINE's signature");
+        } else if path == "/line/webhook" || path == "/inbound/email" {
+            // Not a coordinator's route: LINE's signature, or the inbound secret, is its
+            // credential (tests/line.rs, tests/inbound.rs).
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} without its own credential");
         } else {
             assert_ne!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} is public");
         }

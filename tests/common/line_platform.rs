@@ -239,6 +239,7 @@ pub async fn send_events(server: &crate::common::Server, secret: &str, events: V
         .await
         .unwrap();
     let status = resp.status();
+    crate::common::status_documented("POST", "/line/webhook", status);
     (status, serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null))
 }
 

@@ -37,6 +37,9 @@ pub struct AppState {
     /// LINE's channel secret, which signs its webhook bodies; without it every webhook call
     /// is refused.
     pub line_secret: Option<Arc<str>>,
+    /// The shared secret a hosted mail service sends with `POST /inbound/email`; without it
+    /// every call is refused.
+    pub inbound_secret: Option<Arc<str>>,
 }
 
 /// Whether this process's worker is delivering (false makes `/health` answer 503), and its

@@ -53,6 +53,18 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("put", "/itineraries/{id}", "Change an itinerary: a new version, planned again", true),
     ("post", "/itineraries/{id}/cancel", "Cancel an itinerary", true),
     (
+        "get",
+        "/itineraries/{id}/answers",
+        "What the attendees answered: each standing appointment's latest answer by each invitee (accepted, declined, tentative, no_answer), proposals of another time, the patient's LINE link and messages; the read is audited",
+        true,
+    ),
+    (
+        "post",
+        "/inbound/email",
+        "One raw email (RFC 5322, any content type) arriving at the organizer address, with Authorization: Bearer <inbound.secret>: a calendar reply is recorded against its appointment or refused with the reason (both 200), a text reply kept for the patient; 400 for what is not mail, 413 over 2 MiB",
+        false,
+    ),
+    (
         "post",
         "/itineraries/{id}/messages/{message_id}/resend",
         "Send a failed message again, now, with a new run of attempts (204); 409 when it did not fail, its appointment has begun, or it carried a calendar (change the itinerary instead)",
@@ -94,6 +106,8 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
     ("get", "/messages/failed", None, Some("FailedMessages")),
     ("get", "/patients/{id}/messages", None, Some("PatientMessages")),
     ("post", "/line/webhook", Some("LineWebhook"), Some("LineAccepted")),
+    ("get", "/itineraries/{id}/answers", None, Some("Answers")),
+    ("post", "/inbound/email", None, Some("InboundAnswer")),
 ];
 
 fn string() -> Value {
@@ -406,6 +420,11 @@ pub fn document() -> Value {
             op["responses"].as_object_mut().map(|r| r.remove("200"));
             op["responses"]["204"] = json!({ "description": "Done; no body" });
         }
+        if *path == "/inbound/email" {
+            // The raw message; any content type is read (message/rfc822 too), this one is what
+            // generic clients and fuzzers can send.
+            op["requestBody"] = json!({ "required": true, "description": "the raw RFC 5322 message", "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
+        }
         if *path == "/feed/{token}" {
             op["responses"]["304"] = json!({ "description": "Unchanged since the ETag given in If-None-Match" });
         }
@@ -437,7 +456,11 @@ pub fn document() -> Value {
                 op["requestBody"] = json!({ "required": true, "content": schema(name) });
             }
             if let Some(name) = response {
-                let ok = if *method == "post" && !path.ends_with("/cancel") && !path.ends_with("/preview") { "201" } else { "200" };
+                // A POST that creates answers 201; one that receives (LINE's webhook, inbound
+                // mail), cancels or previews answers 200.
+                let receives = path.starts_with("/line/") || path.starts_with("/inbound/");
+                let ok =
+                    if *method == "post" && !path.ends_with("/cancel") && !path.ends_with("/preview") && !receives { "201" } else { "200" };
                 if ok == "201" {
                     op["responses"].as_object_mut().map(|r| r.remove("200"));
                 }
@@ -459,6 +482,21 @@ pub fn document() -> Value {
                 "answer": { "enum": ["ack", "call"], "description": "ack: understood; call: the patient asks to be called" } }),
             &["id", "channel", "kind", "body", "received_at"]) } }),
         &["messages"],
+    );
+    schemas["InboundAnswer"] = object(
+        json!({ "outcome": { "enum": ["applied", "refused", "kept", "not_kept"], "description": "applied: a calendar answer recorded; refused: a calendar reply not believed (unknown UID, another attendee, a forged organizer, an older SEQUENCE…); kept: a text filed for the patient; not_kept: a text from no patient's address" },
+            "reason": string(), "alert": { "type": "boolean", "description": "a clinic appointment declined, or another time proposed for it" } }),
+        &["outcome", "reason", "alert"],
+    );
+    schemas["Answers"] = object(
+        json!({ "appointments": { "type": "array", "items": object(
+                json!({ "event": string(), "role": { "enum": ["patient", "escort"] }, "escort_id": string(),
+                    "answer": { "enum": ["accepted", "declined", "tentative", "delegated", "needs_action", "no_answer"] },
+                    "answered_at": instant(), "proposed_start": string(), "proposed_end": string(), "comment": string(), "alert": { "type": "boolean" } }),
+                &["event", "role", "answer", "alert"]) },
+            "line": object(json!({ "linked": { "type": "boolean" }, "linked_at": instant() }), &["linked"]),
+            "messages": schemas["PatientMessages"]["properties"]["messages"].clone() }),
+        &["appointments", "line", "messages"],
     );
     schemas["LineWebhook"] = json!({ "type": "object", "description": "As LINE's Messaging API sends it", "properties": {
         "destination": string(), "events": { "type": "array", "items": { "type": "object", "properties": {

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/itineraries/preview", post(preview_itinerary))
         .route("/itineraries/{id}", get(get_itinerary).put(change_itinerary))
         .route("/itineraries/{id}/cancel", post(cancel_itinerary))
+        .route("/itineraries/{id}/answers", get(itinerary_answers))
         .route("/itineraries/{id}/messages/{message_id}/resend", post(resend_message))
         .route("/itineraries/{id}/calendar.ics", get(itinerary_ics))
         .route("/trips", get(trips))
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/feed/{token}", get(feed))
         .route("/line/webhook", post(crate::line::webhook).layer(DefaultBodyLimit::max(crate::line::LINE_BODY_LIMIT)))
+        .route("/inbound/email", post(inbound_email).layer(DefaultBodyLimit::max(itinerary_inbound::MAX_BYTES)))
         .merge(coordinators)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route; see /openapi.json") })
         .layer(middleware::from_fn(refuse_control_characters_in_path))
@@ -267,6 +269,54 @@ async fn unlink_line(
     }
 }
 
+/// `POST /inbound/email`: one raw RFC 5322 message, as hosted mail services post what arrives
+/// at the organizer address, with `Authorization: Bearer <inbound.secret>`. 200 with what was
+/// made of it (a refused reply is recorded, so it is 200 too: a 4xx would bring it back again).
+async fn inbound_email(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Response> {
+    let client = crate::serve::client(&extensions).map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    if let Some(wait) = s.failed.blocked(client) {
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_failures", "too many failed attempts from this address")
+            .retry_after(wait.as_secs() + 1));
+    }
+    let Some(secret) = s.inbound_secret.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "inbound_not_configured",
+            "inbound.secret is not set: no sender can be checked",
+        ));
+    };
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+    if !crate::guard::same_secret(given.trim(), secret) {
+        s.failed.failed(client);
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_secret", "Authorization is not Bearer <inbound.secret>"));
+    }
+    let body = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "unreadable_body",
+            format!("the message could not be read (at most {} bytes): {e}", itinerary_inbound::MAX_BYTES),
+        )
+    })?;
+    let mail = itinerary_inbound::read(&body).map_err(|e| {
+        let status = if matches!(e, itinerary_inbound::InboundError::TooLarge { .. }) {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        tracing::info!(error = %e, "inbound mail refused");
+        ApiError::field(status, "unreadable_mail", "body", "", &e.to_string())
+    })?;
+    let now = s.clock.now().await?;
+    let answer = s.store.record_inbound(&mail, "api", &s.setup.calendar.organizer_email, now).await?;
+    Ok(Json(answer).into_response())
+}
+
 async fn list_feeds(
     State(s): State<AppState>,
     Extension(c): Extension<Coordinator>,
@@ -410,6 +460,23 @@ async fn get_itinerary(
     let it = s.store.itinerary(id(p)?).await?;
     s.store.audit_read(c.0, "itinerary", &it.id.to_string(), json!({ "patient": it.patient_id })).await?;
     Ok(Json(it).into_response())
+}
+
+/// What the attendees answered: each standing appointment's answer from each invitee (by
+/// mail), the patient's LINE link, and what the patient sent.
+async fn itinerary_answers(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    let it = s.store.itinerary(id(p)?).await?;
+    let appointments = s.store.appointment_answers(it.id).await?;
+    let patient = s.store.patient(it.patient_id).await?;
+    let messages = s.store.patient_messages(it.patient_id).await?;
+    s.store.audit_read(c.0, "itinerary_answers", &it.id.to_string(), json!({ "patient": it.patient_id })).await?;
+    let line = json!({ "linked": patient.line_user_id.is_some(), "linked_at": patient.line_linked_at });
+    let line = if patient.line_linked_at.is_none() { json!({ "linked": patient.line_user_id.is_some() }) } else { line };
+    Ok(Json(json!({ "appointments": appointments, "line": line, "messages": messages })).into_response())
 }
 
 async fn change_itinerary(

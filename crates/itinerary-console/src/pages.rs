@@ -305,6 +305,16 @@ pub(crate) async fn week(State(c): State<Console>, Extension(v): Extension<Visit
             .collect(),
         Err(e) => return store_error(lang, &e),
     };
+    let replies: Vec<Value> = match c.store.reply_alerts(now - Duration::days(14), 20).await {
+        Ok(f) => f
+            .into_iter()
+            .map(|r| {
+                let at = itinerary_core::Zoned::new(r.received_at, zone);
+                minijinja::context! { itinerary => r.itinerary_id, event => r.event, outcome => r.outcome, reason => r.reason, at => format!("{} {}", moment(lang, &at), view::zone_label(lang, &at)) }
+            })
+            .collect(),
+        Err(e) => return store_error(lang, &e),
+    };
     let calls: Vec<Value> = match c.store.call_requests(now - Duration::days(14), 20).await {
         Ok(f) => f
             .into_iter()
@@ -326,6 +336,7 @@ pub(crate) async fn week(State(c): State<Console>, Extension(v): Extension<Visit
             failed => failed,
             late => late,
             calls => calls,
+            replies => replies,
             previous => label(from - Duration::days(7)),
             next => label(from + Duration::days(7)),
             clinic_zone => view::zone_label(lang, &itinerary_core::Zoned::new(now, zone)),
@@ -881,6 +892,20 @@ pub(crate) async fn itinerary(State(c): State<Console>, Extension(v): Extension<
     if let Err(e) = c.store.audit_read(v.session.coordinator_id, "itinerary", &id.to_string(), serde_json::json!({})).await {
         return store_error(v.lang, &e);
     }
+    // What the invitees answered, by appointment (the plan's title, the escort's name).
+    let l = view::language(v.lang);
+    let answers: Vec<Value> = or_page!(c.store.appointment_answers(id).await, v.lang)
+        .into_iter()
+        .map(|a| {
+            let title = it.plan.events.iter().find(|e| e.key == a.event).map_or_else(|| a.event.clone(), |e| e.title.get(l).to_owned());
+            let who = match &a.escort_id {
+                Some(e) => it.plan.escorts.iter().find(|x| &x.escort == e).map_or_else(|| e.clone(), |x| x.escort_name.clone()),
+                None => p.name.clone(),
+            };
+            minijinja::context! { title => title, who => who, role => a.role, answer => a.answer, alert => a.alert,
+            proposed => a.proposed_start, comment => a.comment }
+        })
+        .collect();
     // The current version's messages, and every earlier one that went out or failed.
     let shown: Vec<_> =
         it.messages.iter().filter(|m| m.version == it.version || m.status == "sent" || m.status == "failed").cloned().collect();
@@ -890,7 +915,7 @@ pub(crate) async fn itinerary(State(c): State<Console>, Extension(v): Extension<
         StatusCode::OK,
         "itinerary.html",
         Some(&v),
-        minijinja::context! { it => minijinja::context! { id => it.id, reference => it.reference, status => it.status, version => it.version }, patient => Value::from(minijinja::value::Serde(&p)), plan => Value::from(minijinja::value::Serde(&plan)) },
+        minijinja::context! { it => minijinja::context! { id => it.id, reference => it.reference, status => it.status, version => it.version }, patient => Value::from(minijinja::value::Serde(&p)), plan => Value::from(minijinja::value::Serde(&plan)), answers => answers },
     )
 }
 

@@ -405,3 +405,31 @@ pub mod line_notice {
     }
     no_relations!();
 }
+
+pub mod calendar_reply {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "calendar_reply")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub received_at: DateTimeUtc,
+        pub via: String,
+        pub method: String,
+        pub uid: Option<String>,
+        pub itinerary_id: Option<i32>,
+        pub event_key: Option<String>,
+        pub role: Option<String>,
+        pub escort_id: Option<String>,
+        pub partstat: Option<String>,
+        pub sequence: i32,
+        pub proposed_start: Option<String>,
+        pub proposed_end: Option<String>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub comment: Option<String>,
+        pub outcome: String,
+        pub reason: String,
+        pub alert: bool,
+    }
+    no_relations!();
+}

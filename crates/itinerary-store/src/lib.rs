@@ -20,6 +20,7 @@ mod line;
 mod lists;
 mod people;
 mod pool;
+mod replies;
 mod sessions;
 mod stored;
 mod token;
@@ -38,6 +39,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 pub use line::{AccountLink, CallRequest, LineEvent, LineNotice, LinkProof, NONCE_LIFETIME, PatientMessageView};
 pub use lists::{CurrentPlan, ItinerarySummary};
 pub use people::{CoordinatorView, EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
+pub use replies::{AppointmentAnswer, InboundAnswer, ReplyRecord};
 pub use sessions::{Opened, Session};
 pub use token::{Token, hash_token};
 

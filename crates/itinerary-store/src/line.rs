@@ -291,7 +291,7 @@ async fn offer_link(txn: &sea_orm::DatabaseTransaction, user: &str, now: DateTim
         .filter(line_notice::Column::LineUserId.eq(user))
         .filter(line_notice::Column::Kind.eq("link_offer"))
         .filter(line_notice::Column::CreatedAt.gt(now - OFFER_EVERY))
-        .unique(txn)
+        .one(txn)
         .await?;
     if recent.is_some() {
         return Ok(false);
@@ -473,7 +473,7 @@ impl Store {
                 patient::Entity::find()
                     .filter(patient::Column::LineUserId.eq(n.line_user_id.clone()))
                     .order_by_desc(patient::Column::LineLinkedAt)
-                    .unique(&txn)
+                    .one(&txn)
                     .await?
                     .map(|p| p.language)
             } else {
