@@ -877,15 +877,8 @@ async fn line_reminders_honour_429_and_the_monthly_budget() {
     // The patient links LINE through LINE's account link, with their birth date (`patient`'s).
     let user = "U4af4980629a0b3c6e5f1e2d3c4b5a6f7";
     assert_eq!(line_platform::link(&s, &platform, &api, user, it["reference"].as_str().unwrap(), "1978-05-14").await, 200);
-    // The word that the link is made meets the rate limit first, and goes after Retry-After.
-    let confirmed = || {
-        platform
-            .lock()
-            .unwrap()
-            .accepted
-            .iter()
-            .any(|b| b["to"] == user && b["messages"][0]["text"].as_str().unwrap().contains("連携が完了しました"))
-    };
+    // The word that the link is made answers LINE's accountLink event as a reply (free).
+    let confirmed = || platform.lock().unwrap().texts_to(user).iter().any(|t| t.contains("連携が完了しました"));
     let t = Instant::now();
     while !confirmed() {
         assert!(t.elapsed() < Duration::from_secs(30), "the linked notice did not go");
@@ -905,10 +898,10 @@ async fn line_reminders_honour_429_and_the_monthly_budget() {
     {
         let l = platform.lock().unwrap();
         assert_eq!(l.refused_429, 1);
-        // The word that the link is made, then the reminders.
+        // The word that the link is made went as a reply; the pushes are the reminders.
         let text = |b: &Value| b["messages"][0]["text"].as_str().unwrap().to_owned();
-        assert_eq!(l.accepted.iter().filter(|b| text(b).contains("連携が完了しました")).count(), 1);
-        let reminders: Vec<&Value> = l.accepted.iter().filter(|b| !text(b).contains("連携が完了しました")).collect();
+        assert_eq!(l.replied.len(), 1);
+        let reminders: Vec<&Value> = l.accepted.iter().collect();
         assert_eq!(reminders.len(), by_line.len(), "each LINE message accepted once");
         assert!(by_line.iter().all(|m| m["recipient"]["role"] == "patient" && !m["kind"].as_str().unwrap().starts_with("calendar_")));
         // March holds the passport reminder; April's budget of 3 is used, then email takes over.
@@ -957,28 +950,45 @@ async fn line_reminders_honour_429_and_the_monthly_budget() {
     let m = shown.iter().find(|m| m["id"].as_i64() == Some(answered)).unwrap();
     assert_eq!(m["answer"], "call", "{m}");
 
-    // The patient blocks the account (unfollow): the link is gone, and the first reminder of
-    // the next month (a fresh allowance, which LINE would carry) goes by email.
-    let unfollow = line_platform::event("01HWUNFOLLOW00000000000000", "unfollow", user, json!({}));
-    assert_eq!(line_platform::send_events(&s, "delivery-line-secret", vec![unfollow]).await.0, StatusCode::OK);
-    let may = it["messages"]
+    // Two patient reminders after April, each in a fresh month of our allowance, which LINE
+    // would carry: the first meets LINE's own monthly limit (its 429 "monthly limit") and goes by
+    // email; before the second the patient blocks the account (unfollow), so it goes by email
+    // though LINE would take it again.
+    let mut later: Vec<DateTime<Utc>> = it["messages"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|m| m["recipient"]["role"] == "patient" && !m["kind"].as_str().unwrap().starts_with("calendar_"))
         .map(due)
-        .filter(|d| d.format("%Y-%m").to_string() == "2027-05")
-        .min()
-        .expect("a reminder in May");
-    let at = may + chrono::Duration::seconds(1);
-    set_clock(&s, &at.to_rfc3339()).await;
-    until(&s, id, 30, "May's first reminder", |m| {
-        m.iter().filter(|m| due(m) <= at).all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))
-    })
-    .await;
-    let m = messages(&s, id).await;
-    let first_may = m.iter().find(|m| due(m) == may && m["recipient"]["role"] == "patient" && m["status"] == "sent").expect("sent");
-    assert_eq!(first_may["channel"], "outbox", "by email once LINE is unlinked: {first_may}");
+        .filter(|d| d.format("%Y-%m").to_string().as_str() >= "2027-05")
+        .collect();
+    later.sort();
+    later.dedup();
+    assert!(later.len() >= 2, "two reminders after April: {later:?}");
+    let send_until = |at: DateTime<Utc>| {
+        let s = &s;
+        async move {
+            set_clock(s, &at.to_rfc3339()).await;
+            until(s, id, 30, "due messages", |m| {
+                m.iter().filter(|m| due(m) <= at).all(|m| SETTLED.contains(&m["status"].as_str().unwrap()))
+            })
+            .await;
+        }
+    };
+    let channel_at = |m: &[Value], when: DateTime<Utc>| {
+        m.iter().find(|m| due(m) == when && m["recipient"]["role"] == "patient" && m["status"] == "sent").expect("sent")["channel"].clone()
+    };
+    {
+        let mut l = platform.lock().unwrap();
+        l.monthly_quota = Some(l.accepted.len());
+    }
+    send_until(later[0] + chrono::Duration::seconds(1)).await;
+    assert_eq!(channel_at(&messages(&s, id).await, later[0]), "outbox", "by email past LINE's monthly limit");
+    platform.lock().unwrap().monthly_quota = None;
+    let unfollow = line_platform::event("01HWUNFOLLOW00000000000000", "unfollow", user, json!({}));
+    assert_eq!(line_platform::send_events(&s, "delivery-line-secret", vec![unfollow]).await.0, StatusCode::OK);
+    send_until(later[1] + chrono::Duration::seconds(1)).await;
+    assert_eq!(channel_at(&messages(&s, id).await, later[1]), "outbox", "by email once LINE is unlinked");
 }
 
 /// The test clock is for tests and demos: production refuses it at start, and a service on

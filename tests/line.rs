@@ -163,10 +163,9 @@ async fn without_a_channel_secret_the_webhook_refuses_everything() {
     assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("line_not_configured")), "{e}");
 }
 
-/// The text of the pushes the platform accepted for `user`.
+/// The texts LINE delivered to `user` (replies and pushes).
 fn pushed_to(platform: &line_platform::Shared, user: &str) -> Vec<String> {
-    let l = platform.lock().unwrap();
-    l.accepted.iter().filter(|b| b["to"] == user).filter_map(|b| b["messages"][0]["text"].as_str().map(str::to_owned)).collect()
+    platform.lock().unwrap().texts_to(user)
 }
 
 async fn until_pushed(platform: &line_platform::Shared, user: &str, what: &str) -> String {
@@ -215,10 +214,14 @@ async fn patients_link_line_through_account_link(db: Db, name: &str) {
     let (st, e) = s.call("POST", "/patients", Some(typed)).await;
     assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("line_user_id")), "{e}");
 
-    // The patient adds the clinic's account: the worker fetches a link token and pushes the URL.
-    let follow = event("01HWFOLLOW0000000000000000", "follow", USER, json!({}));
+    // The patient adds the clinic's account: the worker fetches a link token and answers the
+    // follow with the URL, as a reply (free; a push would spend the month's allowance).
+    let reply_token = platform.lock().unwrap().reply_token(USER);
+    let follow = event("01HWFOLLOW0000000000000000", "follow", USER, json!({ "replyToken": reply_token }));
     assert_eq!(signed(&s, vec![follow]).await.0, StatusCode::OK);
     let offer = until_pushed(&platform, USER, "/line/link?linkToken=").await;
+    assert!(platform.lock().unwrap().replied.iter().any(|(u, _)| u == USER), "the offer went as a reply");
+    assert_eq!(count(&db, "SELECT count(*) FROM line_notice WHERE sent_by = 'reply'").await, 1);
     assert!(offer.contains("友だち追加") && offer.contains("10分") && offer.contains("10 minutes"), "{offer}");
     let token = offer.split("linkToken=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
     assert!(platform.lock().unwrap().link_tokens.contains_key(&token), "the token LINE issued: {token}");
@@ -325,6 +328,10 @@ async fn patients_link_line_through_account_link(db: Db, name: &str) {
     }
     until_pushed(&platform, STRANGER, "/line/link?linkToken=").await;
     assert_eq!(count(&db, &format!("SELECT count(*) FROM line_notice WHERE line_user_id = '{STRANGER}'")).await, 1);
+    // Their events carried a reply token LINE never issued (or one long expired): refused, so
+    // the offer was pushed instead.
+    assert!(platform.lock().unwrap().accepted.iter().any(|b| b["to"] == STRANGER), "pushed after the reply was refused");
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM line_notice WHERE line_user_id = '{STRANGER}' AND sent_by = 'push'")).await, 1);
 
     // The coordinator unlinks (the patient asked): reminders go by email again.
     let (st, _) = s.call("DELETE", &format!("/patients/{taro}/line"), None).await;

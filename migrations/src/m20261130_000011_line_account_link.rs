@@ -59,6 +59,10 @@ impl MigrationTrait for Migration {
                 .col(string_null("last_error"))
                 // The X-Line-Retry-Key of every attempt: LINE sends a notice once however often it is tried.
                 .col(string("retry_key"))
+                // The event's reply token: a reply is free where a push spends the month's allowance.
+                .col(string_null("reply_token"))
+                // How it went: `reply` or `push`.
+                .col(string_null("sent_by"))
                 .to_owned(),
         )
         .await?;

@@ -2,7 +2,8 @@
 //! (LINE itself cannot be reached from a test): push (bearer token, `X-Line-Retry-Key` UUIDs
 //! with 409 and `x-line-accepted-request-id` for a key accepted before, 1–5 text messages of at
 //! most 5,000 characters, 429 with Retry-After at the rate limit, 429 "monthly limit" past the
-//! month's quota), link tokens (`POST /v2/bot/user/{userId}/linkToken`: ten minutes, single
+//! month's quota), replies (`POST /v2/bot/message/reply`: a reply token the platform put in an
+//! event, once, within a minute; 400 "Invalid reply token" otherwise), link tokens (`POST /v2/bot/user/{userId}/linkToken`: ten minutes, single
 //! use), and the account-link endpoint (`GET /dialog/bot/accountLink?linkToken&nonce`), which
 //! sends the service a signed `accountLink` webhook event: `ok` for a live token, `failed` for
 //! one unknown, used or expired, as LINE does.
@@ -35,6 +36,30 @@ pub struct Platform {
     pub link_tokens: BTreeMap<String, (String, Instant, bool)>,
     /// The `accountLink` events sent, with the service's answer.
     pub link_events: Vec<(Value, u16)>,
+    /// Reply tokens handed out in events: token → (LINE user, issued at, used).
+    pub reply_tokens: BTreeMap<String, (String, Instant, bool)>,
+    /// Replies accepted: (the user replied to, the body).
+    pub replied: Vec<(String, Value)>,
+}
+
+impl Platform {
+    /// A fresh reply token for an event from `user`, as LINE puts one in each replyable event.
+    pub fn reply_token(&mut self, user: &str) -> String {
+        let token = format!("{:032x}", rand_u128());
+        self.reply_tokens.insert(token.clone(), (user.to_owned(), Instant::now(), false));
+        token
+    }
+
+    /// Every text LINE delivered to `user`, replies and pushes, in order of kind.
+    pub fn texts_to(&self, user: &str) -> Vec<String> {
+        let text = |b: &Value| b["messages"][0]["text"].as_str().map(str::to_owned);
+        self.replied
+            .iter()
+            .filter(|(u, _)| u == user)
+            .filter_map(|(_, b)| text(b))
+            .chain(self.accepted.iter().filter(|b| b["to"] == user).filter_map(text))
+            .collect()
+    }
 }
 
 pub type Shared = Arc<Mutex<Platform>>;
@@ -106,6 +131,35 @@ async fn push(State(p): State<Shared>, headers: HeaderMap, body: axum::Json<Valu
         .into_response()
 }
 
+async fn reply(State(p): State<Shared>, headers: HeaderMap, body: axum::Json<Value>) -> Response {
+    if !authorized(&headers) {
+        return unauthorized();
+    }
+    let token = body["replyToken"].as_str().unwrap_or_default().to_owned();
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    if msgs.is_empty()
+        || msgs.len() > 5
+        || msgs.iter().any(|m| m["type"] != "text" || m["text"].as_str().is_none_or(|t| t.is_empty() || t.chars().count() > 5000))
+    {
+        return (StatusCode::BAD_REQUEST, axum::Json(json!({ "message": "The request body has 1 error(s)" }))).into_response();
+    }
+    let mut l = p.lock().unwrap();
+    let user = match l.reply_tokens.get_mut(&token) {
+        Some((user, at, used)) if !*used && at.elapsed() < Duration::from_secs(60) => {
+            *used = true;
+            user.clone()
+        }
+        _ => return (StatusCode::BAD_REQUEST, axum::Json(json!({ "message": "Invalid reply token" }))).into_response(),
+    };
+    l.replied.push((user, body.0));
+    (
+        StatusCode::OK,
+        [("x-line-request-id", format!("reply-{}", l.replied.len()))],
+        axum::Json(json!({ "sentMessages": [{ "id": "r", "quoteToken": "q" }] })),
+    )
+        .into_response()
+}
+
 async fn link_token(State(p): State<Shared>, headers: HeaderMap, Path(user): Path<String>) -> Response {
     if !authorized(&headers) {
         return unauthorized();
@@ -145,11 +199,12 @@ async fn account_link(State(p): State<Shared>, Query(q): Query<BTreeMap<String, 
         // A failed link still names the user whose token it was, when known.
         let user = live.clone().or_else(|| l.link_tokens.get(&token).map(|(u, _, _)| u.clone())).unwrap_or_default();
         let n = l.link_events.len();
+        let reply_token = l.reply_token(&user);
         let event = json!({
             "type": "accountLink", "mode": "active", "timestamp": 1_797_000_000_000_i64 + n as i64,
             "source": { "type": "user", "userId": user },
             "webhookEventId": format!("01LINK{n:020}"), "deliveryContext": { "isRedelivery": false },
-            "replyToken": "b60d432864f44d079f6d8efe86cf404b",
+            "replyToken": reply_token,
             "link": { "result": if live.is_some() { "ok" } else { "failed" }, "nonce": nonce }
         });
         (event, l.webhook.clone())
@@ -174,6 +229,7 @@ async fn account_link(State(p): State<Shared>, Query(q): Query<BTreeMap<String, 
 pub async fn start(platform: Shared) -> String {
     let app = axum::Router::new()
         .route("/v2/bot/message/push", axum::routing::post(push))
+        .route("/v2/bot/message/reply", axum::routing::post(reply))
         .route("/v2/bot/user/{user}/linkToken", axum::routing::post(link_token))
         .route("/dialog/bot/accountLink", axum::routing::get(account_link))
         .with_state(platform);

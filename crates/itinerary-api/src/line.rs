@@ -39,6 +39,8 @@ struct Event {
     postback: Option<Postback>,
     #[serde(default)]
     link: Option<Link>,
+    #[serde(default)]
+    reply_token: Option<String>,
 }
 
 /// An `accountLink` event's result: `ok` or `failed`, and the nonce we gave LINE.
@@ -134,7 +136,8 @@ pub(crate) async fn webhook(State(s): State<AppState>, headers: HeaderMap, body:
             "postback" => text.as_deref().and_then(itinerary_notify::line::Answer::parse).map(|(a, m)| (a.code().to_owned(), m)),
             _ => None,
         };
-        events.push(LineEvent { webhook_event_id: e.webhook_event_id, kind: e.kind, user_id, text, link, answer });
+        let reply_token = e.reply_token.filter(|t| t.len() <= 255 && t.bytes().all(|b| b.is_ascii_graphic()));
+        events.push(LineEvent { webhook_event_id: e.webhook_event_id, kind: e.kind, user_id, text, link, answer, reply_token });
     }
     let now = s.clock.now().await?;
     let outcomes = s.store.record_line_events(&events, now).await?;

@@ -301,6 +301,29 @@ impl LineClient {
 }
 
 impl LineClient {
+    /// Answers a webhook event with `texts` (`POST /v2/bot/message/reply`): free, unlike a push,
+    /// but the reply token works once and only for a short while. `Permanent` when LINE refuses
+    /// the token (used or expired): the caller pushes instead.
+    pub async fn reply(&self, reply_token: &str, texts: &[String]) -> Result<String, SendError> {
+        let messages: Vec<_> = texts.iter().take(5).map(|t| serde_json::json!({ "type": "text", "text": clip(t, 5000) })).collect();
+        let res = self
+            .http
+            .post(format!("{}/v2/bot/message/reply", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "replyToken": reply_token, "messages": messages }))
+            .send()
+            .await
+            .map_err(|e| SendError::Transient { reason: format!("LINE: {e}"), retry_after: None })?;
+        let status = res.status();
+        let request_id = res.headers().get("x-line-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let body = res.text().await.unwrap_or_default();
+        match status.as_u16() {
+            200 => Ok(format!("line reply {request_id}")),
+            429 | 500..=599 => Err(SendError::Transient { reason: format!("LINE {status}: {body}"), retry_after: None }),
+            _ => Err(SendError::Permanent(format!("LINE {status}: {body}"))),
+        }
+    }
+
     /// A link token for `user` (`POST /v2/bot/user/{userId}/linkToken`): valid ten minutes,
     /// single use, carried by the linking URL to our page and from there back to LINE.
     pub async fn link_token(&self, user: &str) -> Result<String, SendError> {

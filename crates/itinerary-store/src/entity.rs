@@ -402,6 +402,8 @@ pub mod line_notice {
         pub sent_at: Option<DateTimeUtc>,
         pub last_error: Option<String>,
         pub retry_key: String,
+        pub reply_token: Option<String>,
+        pub sent_by: Option<String>,
     }
     no_relations!();
 }

@@ -35,6 +35,8 @@ pub struct LineEvent {
     pub link: Option<AccountLink>,
     /// A reminder's button (a postback of ours): `ack` or `call`, and the scheduled message.
     pub answer: Option<(String, i32)>,
+    /// The event's reply token (single use, short-lived), for a free reply.
+    pub reply_token: Option<String>,
 }
 
 /// What an `accountLink` event reports.
@@ -65,6 +67,8 @@ pub struct LineNotice {
     pub retry_key: String,
     /// The patient's language once linked (`linked` notices), else None: Japanese first.
     pub language: Option<String>,
+    /// The reply token of the event it answers, on its first attempt only (it lives a minute).
+    pub reply_token: Option<String>,
 }
 
 /// A message from a patient, for the coordinator.
@@ -119,13 +123,13 @@ impl Store {
             let outcome = match (e.kind.as_str(), e.user_id.as_deref()) {
                 ("follow", Some(user)) => {
                     follow(&txn, user, now).await?;
-                    if linked_patients(&txn, user).await?.is_empty() && offer_link(&txn, user, now).await? {
+                    if linked_patients(&txn, user).await?.is_empty() && offer_link(&txn, user, e.reply_token.as_deref(), now).await? {
                         "followed; the linking URL offered".to_owned()
                     } else {
                         "followed".to_owned()
                     }
                 }
-                ("accountLink", Some(user)) => account_link(&txn, user, e.link.as_ref(), now).await?,
+                ("accountLink", Some(user)) => account_link(&txn, user, e.link.as_ref(), e.reply_token.as_deref(), now).await?,
                 ("unfollow", Some(user)) => {
                     use sea_orm::sea_query::Expr;
                     if let Some(c) = line_contact::Entity::find_by_id(user.to_owned()).unique(&txn).await? {
@@ -195,7 +199,7 @@ impl Store {
                             }
                         }
                         (Some(_), None) => "not text: not kept".to_owned(),
-                        (None, _) if offer_link(&txn, user, now).await? => {
+                        (None, _) if offer_link(&txn, user, e.reply_token.as_deref(), now).await? => {
                             "from a LINE user linked to no patient: not kept; the linking URL offered".to_owned()
                         }
                         (None, _) => "from a LINE user linked to no patient: not kept".to_owned(),
@@ -286,7 +290,12 @@ async fn linked_patients(txn: &sea_orm::DatabaseTransaction, user: &str) -> Resu
 
 /// Queues the linking URL for `user`, unless one was queued within [`OFFER_EVERY`]. Whether
 /// it queued one.
-async fn offer_link(txn: &sea_orm::DatabaseTransaction, user: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+async fn offer_link(
+    txn: &sea_orm::DatabaseTransaction,
+    user: &str,
+    reply_token: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
     let recent = line_notice::Entity::find()
         .filter(line_notice::Column::LineUserId.eq(user))
         .filter(line_notice::Column::Kind.eq("link_offer"))
@@ -296,11 +305,17 @@ async fn offer_link(txn: &sea_orm::DatabaseTransaction, user: &str, now: DateTim
     if recent.is_some() {
         return Ok(false);
     }
-    queue_notice(txn, user, "link_offer", now).await?;
+    queue_notice(txn, user, "link_offer", reply_token, now).await?;
     Ok(true)
 }
 
-async fn queue_notice(txn: &sea_orm::DatabaseTransaction, user: &str, kind: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+async fn queue_notice(
+    txn: &sea_orm::DatabaseTransaction,
+    user: &str,
+    kind: &str,
+    reply_token: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     line_notice::ActiveModel {
         line_user_id: Set(user.to_owned()),
         kind: Set(kind.to_owned()),
@@ -309,6 +324,7 @@ async fn queue_notice(txn: &sea_orm::DatabaseTransaction, user: &str, kind: &str
         created_at: Set(now),
         due_at: Set(now),
         retry_key: Set(uuid_v4()),
+        reply_token: Set(reply_token.filter(|t| t.len() <= 255).map(str::to_owned)),
         ..Default::default()
     }
     .insert(txn)
@@ -333,6 +349,7 @@ async fn account_link(
     txn: &sea_orm::DatabaseTransaction,
     user: &str,
     link: Option<&AccountLink>,
+    reply_token: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<String, StoreError> {
     use sea_orm::sea_query::Expr;
@@ -366,7 +383,7 @@ async fn account_link(
     follow(txn, user, now).await?;
     let replaced = before.is_some_and(|b| b != user);
     audit(txn, None, "link_line", "patient", &p.id.to_string(), json!({ "via": "account_link", "replaced_another": replaced })).await?;
-    queue_notice(txn, user, "linked", now).await?;
+    queue_notice(txn, user, "linked", reply_token, now).await?;
     Ok("accountLink: the patient is linked".to_owned())
 }
 
@@ -488,6 +505,8 @@ impl Store {
                     attempt: n.attempts + 1,
                     retry_key: n.retry_key,
                     language,
+                    // A minute's life: only the first attempt may use it.
+                    reply_token: if n.attempts == 0 { n.reply_token } else { None },
                 });
             }
         }
@@ -500,7 +519,7 @@ impl Store {
         &self,
         id: i32,
         worker: &str,
-        outcome: Result<(), (String, Option<DateTime<Utc>>)>,
+        outcome: Result<&str, (String, Option<DateTime<Utc>>)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         use sea_orm::sea_query::Expr;
@@ -509,7 +528,10 @@ impl Store {
             .filter(line_notice::Column::Status.eq("sending"))
             .filter(line_notice::Column::ClaimedBy.eq(worker));
         let q = match outcome {
-            Ok(()) => q.col_expr(line_notice::Column::Status, Expr::value("sent")).col_expr(line_notice::Column::SentAt, Expr::value(now)),
+            Ok(by) => q
+                .col_expr(line_notice::Column::Status, Expr::value("sent"))
+                .col_expr(line_notice::Column::SentAt, Expr::value(now))
+                .col_expr(line_notice::Column::SentBy, Expr::value(by)),
             Err((reason, Some(when))) => q
                 .col_expr(line_notice::Column::Status, Expr::value("pending"))
                 .col_expr(line_notice::Column::DueAt, Expr::value(when))
@@ -524,11 +546,13 @@ impl Store {
         Ok(())
     }
 
-    /// LINE notices sent since `since` (they spend the month's allowance like reminders).
+    /// LINE notices pushed since `since` (they spend the month's allowance like reminders;
+    /// replies are free).
     pub async fn line_notices_sent_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
         use sea_orm::PaginatorTrait;
         Ok(line_notice::Entity::find()
             .filter(line_notice::Column::Status.eq("sent"))
+            .filter(line_notice::Column::SentBy.eq("push"))
             .filter(line_notice::Column::SentAt.gte(since))
             .count(&self.db)
             .await?)

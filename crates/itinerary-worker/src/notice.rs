@@ -21,7 +21,7 @@ impl Deliverer {
         let n = notices.len();
         for notice in notices {
             let outcome = match self.send_notice(&notice).await {
-                Ok(()) => Ok(()),
+                Ok(by) => Ok(by),
                 Err(SendError::Transient { reason, retry_after }) if notice.attempt < MAX_ATTEMPTS => {
                     let wait = retry_after.and_then(|d| chrono::Duration::from_std(d).ok()).unwrap_or_else(|| self.backoff(notice.attempt));
                     Err((reason, Some(now + wait)))
@@ -29,7 +29,7 @@ impl Deliverer {
                 Err(e) => Err((e.to_string(), None::<DateTime<Utc>>)),
             };
             match &outcome {
-                Ok(()) => tracing::info!(notice = notice.id, kind = %notice.kind, "LINE notice sent"),
+                Ok(by) => tracing::info!(notice = notice.id, kind = %notice.kind, by, "LINE notice sent"),
                 Err((reason, when)) => {
                     tracing::warn!(notice = notice.id, kind = %notice.kind, %reason, again = ?when, "LINE notice not sent")
                 }
@@ -41,14 +41,12 @@ impl Deliverer {
         Ok(n)
     }
 
-    async fn send_notice(&self, notice: &LineNotice) -> Result<(), SendError> {
+    /// Sends one notice: as a reply while its event's reply token is fresh (free), else as a
+    /// push within the month's allowance. How it went: `reply` or `push`.
+    async fn send_notice(&self, notice: &LineNotice) -> Result<&'static str, SendError> {
         let Some(line) = &self.line else {
             return Err(SendError::Configuration("LINE is not configured (line.token is empty)".into()));
         };
-        let now = self.clock.now().await.map_err(|e| SendError::Transient { reason: e.to_string(), retry_after: None })?;
-        if !self.line_allowed(now).await.map_err(|e| SendError::Transient { reason: e.to_string(), retry_after: None })? {
-            return Err(SendError::Permanent("the month's LINE allowance is used up".into()));
-        }
         let clinic = &self.setup.clinic.name;
         let text = match notice.kind.as_str() {
             "link_offer" => {
@@ -58,6 +56,18 @@ impl Deliverer {
             "linked" => itinerary_notify::line::linked(clinic, notice.language.as_deref() == Some("en")),
             other => return Err(SendError::Permanent(format!("unknown LINE notice kind {other:?}"))),
         };
-        line.push(&notice.line_user_id, &[text], &notice.retry_key).await.map(|_| ())
+        if let Some(token) = &notice.reply_token {
+            match line.reply(token, std::slice::from_ref(&text)).await {
+                Ok(_) => return Ok("reply"),
+                // Used or expired: a push carries it.
+                Err(SendError::Permanent(why)) => tracing::info!(notice = notice.id, %why, "the reply token is refused; pushing"),
+                Err(e) => return Err(e),
+            }
+        }
+        let now = self.clock.now().await.map_err(|e| SendError::Transient { reason: e.to_string(), retry_after: None })?;
+        if !self.line_allowed(now).await.map_err(|e| SendError::Transient { reason: e.to_string(), retry_after: None })? {
+            return Err(SendError::Permanent("the month's LINE allowance is used up".into()));
+        }
+        line.push(&notice.line_user_id, &[text], &notice.retry_key).await.map(|_| "push")
     }
 }
