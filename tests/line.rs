@@ -129,7 +129,12 @@ async fn webhook_follows_line_contract(db: Db, name: &str) {
     assert_eq!(signed(&s, vec![unfollow]).await.0, StatusCode::OK);
     let (_, p) = s.call("GET", &format!("/patients/{pid}"), None).await;
     assert!(p.get("line_user_id").is_none(), "unlinked: {p}");
-    assert_eq!(count(&db, "SELECT count(*) FROM line_event").await, 12, "twelve distinct events, each recorded once");
+    // A follow from before the unfollow, delivered late (a redelivery), does not undo it.
+    let late = event("01HWLATEFOLLOW0000000000000", "follow", USER, json!({ "timestamp": 1_796_999_000_000_i64 }));
+    assert_eq!(signed(&s, vec![late]).await.0, StatusCode::OK);
+    assert_eq!(count(&db, "SELECT count(*) FROM line_contact WHERE unfollowed_at IS NOT NULL").await, 1, "still unfollowed");
+    assert_eq!(count(&db, "SELECT count(*) FROM line_event WHERE outcome LIKE 'follow: older than%'").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM line_event").await, 13, "thirteen distinct events, each recorded once");
     assert_eq!(count(&db, "SELECT count(*) FROM audit_log WHERE action = 'unlink_line'").await, 1, "the unlinking is audited");
 
     // The log names kinds and counts, never who or what was written.

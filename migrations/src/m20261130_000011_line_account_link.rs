@@ -11,7 +11,7 @@
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
-    integer, integer_null, pk_auto, string, string_null, timestamp_with_time_zone, timestamp_with_time_zone_null,
+    big_integer_null, integer, integer_null, pk_auto, string, string_null, timestamp_with_time_zone, timestamp_with_time_zone_null,
 };
 
 #[derive(Debug, DeriveMigrationName)]
@@ -23,6 +23,9 @@ impl MigrationTrait for Migration {
         m.alter_table(Table::alter().table("patient").add_column(timestamp_with_time_zone_null("line_linked_at")).to_owned()).await?;
         m.alter_table(Table::alter().table("patient_message").add_column(integer_null("message_id")).to_owned()).await?;
         m.alter_table(Table::alter().table("patient_message").add_column(string_null("answer")).to_owned()).await?;
+        // LINE's `timestamp` (ms) of the latest follow or unfollow applied: an older one
+        // arriving late (a redelivery) does not undo a newer one.
+        m.alter_table(Table::alter().table("line_contact").add_column(big_integer_null("last_event_ms")).to_owned()).await?;
         m.create_table(
             Table::create()
                 .table("line_link_nonce")
@@ -74,6 +77,7 @@ impl MigrationTrait for Migration {
         for t in ["line_notice", "line_link_nonce"] {
             m.drop_table(Table::drop().table(t).to_owned()).await?;
         }
+        m.alter_table(Table::alter().table("line_contact").drop_column("last_event_ms").to_owned()).await?;
         m.alter_table(Table::alter().table("patient_message").drop_column("answer").to_owned()).await?;
         m.alter_table(Table::alter().table("patient_message").drop_column("message_id").to_owned()).await?;
         m.alter_table(Table::alter().table("patient").drop_column("line_linked_at").to_owned()).await

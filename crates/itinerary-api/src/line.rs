@@ -41,6 +41,8 @@ struct Event {
     link: Option<Link>,
     #[serde(default)]
     reply_token: Option<String>,
+    #[serde(default)]
+    timestamp: Option<i64>,
 }
 
 /// An `accountLink` event's result: `ok` or `failed`, and the nonce we gave LINE.
@@ -137,7 +139,16 @@ pub(crate) async fn webhook(State(s): State<AppState>, headers: HeaderMap, body:
             _ => None,
         };
         let reply_token = e.reply_token.filter(|t| t.len() <= 255 && t.bytes().all(|b| b.is_ascii_graphic()));
-        events.push(LineEvent { webhook_event_id: e.webhook_event_id, kind: e.kind, user_id, text, link, answer, reply_token });
+        events.push(LineEvent {
+            webhook_event_id: e.webhook_event_id,
+            kind: e.kind,
+            user_id,
+            text,
+            link,
+            answer,
+            reply_token,
+            timestamp_ms: e.timestamp,
+        });
     }
     let now = s.clock.now().await?;
     let outcomes = s.store.record_line_events(&events, now).await?;

@@ -344,6 +344,8 @@ pub mod line_contact {
         pub line_user_id: String,
         pub followed_at: DateTimeUtc,
         pub unfollowed_at: Option<DateTimeUtc>,
+        /// LINE's timestamp (ms) of the latest follow or unfollow applied.
+        pub last_event_ms: Option<i64>,
     }
     no_relations!();
 }

@@ -37,6 +37,8 @@ pub struct LineEvent {
     pub answer: Option<(String, i32)>,
     /// The event's reply token (single use, short-lived), for a free reply.
     pub reply_token: Option<String>,
+    /// LINE's `timestamp`: when the event happened (ms since the epoch).
+    pub timestamp_ms: Option<i64>,
 }
 
 /// What an `accountLink` event reports.
@@ -121,8 +123,12 @@ impl Store {
                 continue;
             }
             let outcome = match (e.kind.as_str(), e.user_id.as_deref()) {
+                ("follow" | "unfollow", Some(user)) if overtaken(&txn, user, e.timestamp_ms).await? => {
+                    format!("{}: older than the follow or unfollow applied last; ignored", e.kind)
+                }
                 ("follow", Some(user)) => {
                     follow(&txn, user, now).await?;
+                    mark_event(&txn, user, e.timestamp_ms).await?;
                     if linked_patients(&txn, user).await?.is_empty() && offer_link(&txn, user, e.reply_token.as_deref(), now).await? {
                         "followed; the linking URL offered".to_owned()
                     } else {
@@ -137,6 +143,7 @@ impl Store {
                         c.unfollowed_at = Set(Some(now));
                         c.update(&txn).await?;
                     }
+                    mark_event(&txn, user, e.timestamp_ms).await?;
                     let linked = patient::Entity::find().filter(patient::Column::LineUserId.eq(user)).all(&txn).await?;
                     patient::Entity::update_many()
                         .col_expr(patient::Column::LineUserId, Expr::value(Option::<String>::None))
@@ -219,6 +226,27 @@ impl Store {
     }
 }
 
+/// Whether a follow or unfollow that happened at `at` (LINE's timestamp) is older than the
+/// one applied last for `user`: a redelivery arriving after a newer event.
+async fn overtaken(txn: &sea_orm::DatabaseTransaction, user: &str, at: Option<i64>) -> Result<bool, StoreError> {
+    let Some(at) = at else { return Ok(false) };
+    let last = line_contact::Entity::find_by_id(user.to_owned()).unique(txn).await?.and_then(|c| c.last_event_ms);
+    Ok(last.is_some_and(|last| at < last))
+}
+
+/// Records `at` as the time of the follow or unfollow applied last for `user`.
+async fn mark_event(txn: &sea_orm::DatabaseTransaction, user: &str, at: Option<i64>) -> Result<(), StoreError> {
+    use sea_orm::sea_query::Expr;
+    if let Some(at) = at {
+        line_contact::Entity::update_many()
+            .col_expr(line_contact::Column::LastEventMs, Expr::value(at))
+            .filter(line_contact::Column::LineUserId.eq(user))
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The LINE user follows the clinic's account (again): one row per user, whoever writes first.
 async fn follow(txn: &sea_orm::DatabaseTransaction, user: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
     use sea_orm::sea_query::Expr;
@@ -233,7 +261,12 @@ async fn follow(txn: &sea_orm::DatabaseTransaction, user: &str, now: DateTime<Ut
         return Ok(());
     }
     let sp = TransactionTrait::begin(txn).await?;
-    let row = line_contact::ActiveModel { line_user_id: Set(user.to_owned()), followed_at: Set(now), unfollowed_at: Set(None) };
+    let row = line_contact::ActiveModel {
+        line_user_id: Set(user.to_owned()),
+        followed_at: Set(now),
+        unfollowed_at: Set(None),
+        last_event_ms: Set(None),
+    };
     match row.insert(&sp).await {
         Ok(_) => sp.commit().await?,
         Err(err) if matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
