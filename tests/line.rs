@@ -289,6 +289,14 @@ async fn patients_link_line_through_account_link(db: Db, name: &str) {
     assert!(p["line_linked_at"].is_string(), "{p}");
     let linked = until_pushed(&platform, USER, "連携が完了しました").await;
     assert!(!linked.contains("山田") && !linked.contains(&refs[0]), "nothing personal in the notice: {linked}");
+    // It links to the patient's calendar feed (LINE carries no calendar file), which opens.
+    let feed = linked.split("http://feed.example").nth(1).and_then(|t| t.split_whitespace().next()).expect("a feed URL").to_owned();
+    assert!(feed.starts_with("/feed/itf_"), "{linked}");
+    let r = http().get(s.url(&feed)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("BEGIN:VCALENDAR"));
+    let (_, feeds) = s.call("GET", &format!("/patients/{taro}/feed"), None).await;
+    assert!(feeds["feeds"].as_array().unwrap().iter().any(|f| f["origin"] == "line"), "{feeds}");
 
     // The same link again (a replay): LINE reports it failed, the nonce is spent anyway.
     http().get(&to).send().await.unwrap();

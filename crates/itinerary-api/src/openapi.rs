@@ -243,7 +243,7 @@ fn schemas() -> Value {
         "FeedList": object(
             json!({ "feeds": { "type": "array", "items": object(json!({
                 "id": { "type": "integer" },
-                "origin": { "enum": ["coordinator", "confirmation"], "description": "shown once to a coordinator, or carried by a booking confirmation" },
+                "origin": { "enum": ["coordinator", "confirmation", "line"], "description": "shown once to a coordinator, carried by a booking confirmation, or sent on LINE when the patient linked it" },
                 "created_at": { "type": "string", "format": "date-time" },
             }), &["id", "origin", "created_at"]) } }),
             &["feeds"],

@@ -29,15 +29,19 @@ pub fn link_offer(clinic: &str, url: &str) -> String {
     )
 }
 
-/// The word that the patient's LINE is linked.
-pub fn linked(clinic: &str, english: bool) -> String {
+/// The word that the patient's LINE is linked, with their calendar feed (LINE carries no
+/// calendar file; a calendar app subscribes to the feed and follows every change).
+pub fn linked(clinic: &str, english: bool, feed_url: Option<&str>) -> String {
+    let feed = |intro: &str| feed_url.map(|u| format!("\n{intro}\n{u}")).unwrap_or_default();
     if english {
         format!(
-            "Your LINE account is now linked. Reminders for your trip will come here; calendar invitations still come by email.\n{clinic}"
+            "Your LINE account is now linked. Reminders for your trip will come here; calendar invitations still come by email.{}\n{clinic}",
+            feed("Your itinerary as a calendar your phone can subscribe to (it follows every change; keep this link to yourself):")
         )
     } else {
         format!(
-            "LINEとの連携が完了しました。ご旅程のご案内は、今後こちらのLINEにお届けいたします。カレンダーの招待は引き続きメールでお送りします。\n{clinic}"
+            "LINEとの連携が完了しました。ご旅程のご案内は、今後こちらのLINEにお届けいたします。カレンダーの招待は引き続きメールでお送りします。{}\n{clinic}",
+            feed("ご旅程をスマートフォンのカレンダーで購読いただけます(変更も自動で反映されます。このリンクはご本人だけでお使いください):")
         )
     }
 }

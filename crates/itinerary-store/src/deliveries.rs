@@ -551,6 +551,12 @@ impl Store {
     /// coordinator's, listed with them at `GET /patients/{id}/feed` as `confirmation`, audited,
     /// and ended with them by a rotation or a revocation.
     pub async fn issue_feed_token(&self, patient_id: i32) -> Result<String, StoreError> {
+        self.issue_feed_token_in(patient_id, "confirmation").await
+    }
+
+    /// As [`Store::issue_feed_token`], for a message of `origin` (`confirmation`, or `line`:
+    /// the word on LINE that the link is made).
+    pub async fn issue_feed_token_in(&self, patient_id: i32, origin: &str) -> Result<String, StoreError> {
         let t = Token::generate(crate::people::FEED_PREFIX);
         let txn = self.begin_write().await?;
         feed_token::ActiveModel {
@@ -558,12 +564,12 @@ impl Store {
             token_hash: Set(t.hash.clone()),
             created_at: Set(Utc::now()),
             revoked_at: Set(None),
-            origin: Set("confirmation".into()),
+            origin: Set(origin.to_owned()),
             ..Default::default()
         }
         .insert(&txn)
         .await?;
-        crate::people::audit(&txn, None, "issue", "feed", &patient_id.to_string(), serde_json::json!({ "origin": "confirmation" })).await?;
+        crate::people::audit(&txn, None, "issue", "feed", &patient_id.to_string(), serde_json::json!({ "origin": origin })).await?;
         txn.commit().await?;
         Ok(t.secret)
     }

@@ -71,6 +71,8 @@ pub struct LineNotice {
     pub language: Option<String>,
     /// The reply token of the event it answers, on its first attempt only (it lives a minute).
     pub reply_token: Option<String>,
+    /// For `linked`: the patient linked (their feed goes with the notice).
+    pub patient_id: Option<i32>,
 }
 
 /// A message from a patient, for the coordinator.
@@ -519,13 +521,12 @@ impl Store {
                 .filter(due.clone())
                 .exec(&txn)
                 .await?;
-            let language = if n.kind == "linked" {
+            let linked = if n.kind == "linked" {
                 patient::Entity::find()
                     .filter(patient::Column::LineUserId.eq(n.line_user_id.clone()))
                     .order_by_desc(patient::Column::LineLinkedAt)
                     .one(&txn)
                     .await?
-                    .map(|p| p.language)
             } else {
                 None
             };
@@ -537,7 +538,8 @@ impl Store {
                     kind: n.kind,
                     attempt: n.attempts + 1,
                     retry_key: n.retry_key,
-                    language,
+                    language: linked.as_ref().map(|p| p.language.clone()),
+                    patient_id: linked.as_ref().map(|p| p.id),
                     // A minute's life: only the first attempt may use it.
                     reply_token: if n.attempts == 0 { n.reply_token } else { None },
                 });

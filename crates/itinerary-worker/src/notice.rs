@@ -53,7 +53,19 @@ impl Deliverer {
                 let token = line.link_token(&notice.line_user_id).await?;
                 itinerary_notify::line::link_offer(clinic, &itinerary_notify::line::link_url(&self.rules.public_url, &token))
             }
-            "linked" => itinerary_notify::line::linked(clinic, notice.language.as_deref() == Some("en")),
+            "linked" => {
+                let feed = match notice.patient_id {
+                    Some(pid) => Some(
+                        self.store
+                            .issue_feed_token_in(pid, "line")
+                            .await
+                            .map_err(|e| SendError::Transient { reason: e.to_string(), retry_after: None })?,
+                    ),
+                    None => None,
+                };
+                let url = feed.map(|t| format!("{}/feed/{t}", self.rules.public_url));
+                itinerary_notify::line::linked(clinic, notice.language.as_deref() == Some("en"), url.as_deref())
+            }
             other => return Err(SendError::Permanent(format!("unknown LINE notice kind {other:?}"))),
         };
         if let Some(token) = &notice.reply_token {
