@@ -164,7 +164,7 @@ async fn fill_trip(b: &Client, back_depart: &str, back_arrive: &str) {
 /// Issue 16, item 2, in a real browser at a phone's width: a patient arrives from LINE's chat on
 /// the linking page, makes a mistake (told in their language, beside the fields), proves who
 /// they are with the keyboard alone (the reference, then Tab, the birth date typed with a
-/// Japanese keyboard's full-width digits, Enter), and the browser goes on to LINE's
+/// Japanese keyboard's full-width digits, Tab, the address, Enter), and the browser goes on to LINE's
 /// account-link endpoint (the page's Content-Security-Policy lets the form end there), which
 /// links them. In Japanese and in English.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +201,8 @@ async fn a_patient_links_line_on_a_phone_in_a_real_browser() {
         assert_eq!(b.active_element().await.unwrap().attr("id").await.unwrap().as_deref(), Some("reference"));
         type_into(&b, "reference", &reference).await;
         type_into(&b, "birth_date", "19780515").await;
-        press_enter_in(&b, "birth_date").await;
+        type_into(&b, "email", "taro.yamada@example.jp").await;
+        press_enter_in(&b, "email").await;
         assert!(text(&b).await.contains(mistake), "{}", text(&b).await);
         assert_eq!(b.find(Locator::Id("birth_date")).await.unwrap().attr("aria-invalid").await.unwrap().as_deref(), Some("true"));
         shot(&b, &format!("line-link-mistake-{lang}")).await;
@@ -211,8 +212,11 @@ async fn a_patient_links_line_on_a_phone_in_a_real_browser() {
         field.send_keys(&char::from(Key::Tab).to_string()).await.unwrap();
         assert_eq!(b.active_element().await.unwrap().attr("id").await.unwrap().as_deref(), Some("birth_date"));
         b.active_element().await.unwrap().send_keys(typed_birth).await.unwrap();
+        b.active_element().await.unwrap().send_keys(&char::from(Key::Tab).to_string()).await.unwrap();
+        assert_eq!(b.active_element().await.unwrap().attr("id").await.unwrap().as_deref(), Some("email"));
+        b.active_element().await.unwrap().send_keys("taro.yamada@example.jp").await.unwrap();
         shot(&b, &format!("line-link-{lang}")).await;
-        press_enter_in(&b, "birth_date").await;
+        press_enter_in(&b, "email").await;
         // The browser went on to LINE's endpoint, which linked the patient.
         let at = b.current_url().await.unwrap();
         assert!(at.as_str().starts_with(&format!("{base}/dialog/bot/accountLink")), "{at}");

@@ -246,37 +246,58 @@ async fn patients_link_line_through_account_link(db: Db, name: &str) {
     assert!(!r.text().await.unwrap().contains("<form method=\"post\" action=\"/line/link\""), "no form without a link token");
 
     // Wrong proofs: a wrong birth date, another patient's reference with one's own birth date,
-    // a malformed date, an empty reference. 422, the same words for each, nothing linked.
-    for (reference, birth) in
-        [(refs[0].as_str(), "1978-05-15"), (refs[1].as_str(), "1978-05-14"), (refs[0].as_str(), "14/05/1978"), ("", "1978-05-14")]
-    {
-        let r = browser
-            .post(s.url("/line/link"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(line_platform::form(&[("link_token", token.as_str()), ("reference", reference), ("birth_date", birth)]))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{reference} {birth}");
-        assert!(r.text().await.unwrap().contains("一致しません"));
+    // the right two with another address, a malformed date, an empty reference. 422, the same
+    // words for each, nothing linked.
+    let prove = |reference: String, birth: &'static str, email: &'static str| {
+        let (browser, url, token) = (browser.clone(), s.url("/line/link"), token.clone());
+        async move {
+            let r = browser
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(line_platform::form(&[
+                    ("link_token", token.as_str()),
+                    ("reference", &reference),
+                    ("birth_date", birth),
+                    ("email", email),
+                ]))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            (status, r.headers().get("location").map(|l| l.to_str().unwrap().to_owned()), r.text().await.unwrap())
+        }
+    };
+    const EMAIL: &str = "taro.yamada@example.jp";
+    for (reference, birth, email) in [
+        (refs[0].clone(), "1978-05-15", EMAIL),
+        (refs[1].clone(), "1978-05-14", EMAIL),
+        (refs[0].clone(), "1978-05-14", "someone.else@example.jp"),
+        (refs[0].clone(), "14/05/1978", EMAIL),
+        (String::new(), "1978-05-14", EMAIL),
+    ] {
+        let (st, _, html) = prove(reference.clone(), birth, email).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{reference} {birth} {email}");
+        assert!(html.contains("一致しません"));
     }
     assert_eq!(count(&db, "SELECT count(*) FROM line_link_nonce").await, 0, "no nonce for a wrong proof");
+    // Guessing one patient's birth date is cut short: after five wrong proofs in a day, even the
+    // right one is refused (and a coordinator sees the refusals in the audit log).
+    for _ in 0..4 {
+        assert_eq!(prove(refs[1].clone(), "1985-11-03", EMAIL).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let (st, _, html) = prove(refs[1].clone(), "1985-11-02", EMAIL).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    assert!(html.contains("本日はLINE連携を受け付けません"), "{html}");
+    assert_eq!(
+        count(&db, &format!("SELECT count(*) FROM audit_log WHERE action = 'line_link_refused' AND entity_id = '{hanako}'")).await,
+        5
+    );
 
     // The right proof (the reference as printed, in capitals with spaces, still matches): 303
     // to LINE with the link token and a nonce; LINE's accountLink event links the patient.
-    let r = browser
-        .post(s.url("/line/link"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(line_platform::form(&[
-            ("link_token", token.as_str()),
-            ("reference", &format!(" {} ", refs[0].to_uppercase())),
-            ("birth_date", "1978-05-14"),
-        ]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    let (st, to, _) = prove(format!(" {} ", refs[0].to_uppercase()), "1978-05-14", " TARO.YAMADA@EXAMPLE.JP ").await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    let to = to.unwrap();
     let nonce = to.split("nonce=").nth(1).unwrap().to_owned();
     assert!(nonce.len() >= 43, "a nonce of 256 bits: {nonce}");
     assert_eq!(count(&db, &format!("SELECT count(*) FROM line_link_nonce WHERE nonce_hash = '{nonce}'")).await, 0, "stored hashed");
@@ -297,6 +318,11 @@ async fn patients_link_line_through_account_link(db: Db, name: &str) {
     assert!(r.text().await.unwrap().contains("BEGIN:VCALENDAR"));
     let (_, feeds) = s.call("GET", &format!("/patients/{taro}/feed"), None).await;
     assert!(feeds["feeds"].as_array().unwrap().iter().any(|f| f["origin"] == "line"), "{feeds}");
+    // Linked once, never moved by the page: another proof for the patient is refused until a
+    // coordinator unlinks them.
+    let (st, _, html) = prove(refs[0].clone(), "1978-05-14", EMAIL).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert!(html.contains("すでにLINEと連携されています"), "{html}");
 
     // The same link again (a replay): LINE reports it failed, the nonce is spent anyway.
     http().get(&to).send().await.unwrap();
@@ -353,6 +379,8 @@ async fn patients_link_line_through_account_link(db: Db, name: &str) {
     assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_linked")), "{e}");
     let (_, p) = s.call("GET", &format!("/patients/{taro}"), None).await;
     assert!(p.get("line_user_id").is_none() && p.get("line_linked_at").is_none(), "{p}");
+    // What the link gave ends with it: the feed URL sent on LINE opens nothing any more.
+    assert_ne!(http().get(s.url(&feed)).send().await.unwrap().status(), StatusCode::OK, "the LINE feed URL is revoked");
 
     // Nothing that identifies anyone reaches the log: no user id, reference, token or nonce.
     let logged = std::fs::read_to_string(&log).unwrap();

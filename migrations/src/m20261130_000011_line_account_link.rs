@@ -21,6 +21,10 @@ pub struct Migration;
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.alter_table(Table::alter().table("patient").add_column(timestamp_with_time_zone_null("line_linked_at")).to_owned()).await?;
+        // Wrong proofs on the linking page for this patient's itineraries, and when the last
+        // was: past a few in a day, linking is refused until a day has passed.
+        m.alter_table(Table::alter().table("patient").add_column(integer("line_link_failures").default(0)).to_owned()).await?;
+        m.alter_table(Table::alter().table("patient").add_column(timestamp_with_time_zone_null("line_link_failed_at")).to_owned()).await?;
         m.alter_table(Table::alter().table("patient_message").add_column(integer_null("message_id")).to_owned()).await?;
         m.alter_table(Table::alter().table("patient_message").add_column(string_null("answer")).to_owned()).await?;
         // LINE's `timestamp` (ms) of the latest follow or unfollow applied: an older one
@@ -51,6 +55,8 @@ impl MigrationTrait for Migration {
                 .col(string("line_user_id"))
                 // `link_offer` (the linking URL) or `linked` (the link is made).
                 .col(string("kind"))
+                // For `linked`: the patient linked, named when the link was made.
+                .col(integer_null("patient_id"))
                 // pending, sending, sent, failed
                 .col(string("status"))
                 .col(integer("attempts").default(0))
@@ -80,6 +86,8 @@ impl MigrationTrait for Migration {
         m.alter_table(Table::alter().table("line_contact").drop_column("last_event_ms").to_owned()).await?;
         m.alter_table(Table::alter().table("patient_message").drop_column("answer").to_owned()).await?;
         m.alter_table(Table::alter().table("patient_message").drop_column("message_id").to_owned()).await?;
+        m.alter_table(Table::alter().table("patient").drop_column("line_link_failed_at").to_owned()).await?;
+        m.alter_table(Table::alter().table("patient").drop_column("line_link_failures").to_owned()).await?;
         m.alter_table(Table::alter().table("patient").drop_column("line_linked_at").to_owned()).await
     }
 }

@@ -29,6 +29,8 @@ impl MigrationTrait for Migration {
                 .col(string_null("escort_id"))
                 .col(string_null("partstat"))
                 .col(integer("sequence").default(0))
+                // The reply's DTSTAMP (UTC, as text: it sorts): a replayed older reply loses.
+                .col(string_null("dtstamp"))
                 .col(string_null("proposed_start"))
                 .col(string_null("proposed_end"))
                 .col(text_null("comment"))

@@ -315,15 +315,15 @@ pub async fn http_link_token(base: &str, user: &str) -> String {
         .to_owned()
 }
 
-/// Links `user` to the patient of itinerary `reference` (birth date `birth`) as the patient
-/// would: a link token from the platform, the linking page, then LINE's account-link endpoint.
-/// The service's answer to the `accountLink` event.
+/// Links `user` to the patient of itinerary `reference` (birth date `birth`, the address of
+/// `common::patient`) as the patient would: a link token from the platform, the linking page,
+/// then LINE's account-link endpoint. The service's answer to the `accountLink` event.
 pub async fn link(server: &crate::common::Server, platform: &Shared, base: &str, user: &str, reference: &str, birth: &str) -> u16 {
     let token = http_link_token(base, user).await;
     let r = browser()
         .post(server.url("/line/link"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("link_token", token.as_str()), ("reference", reference), ("birth_date", birth)]))
+        .body(form(&[("link_token", token.as_str()), ("reference", reference), ("birth_date", birth), ("email", "taro.yamada@example.jp")]))
         .send()
         .await
         .unwrap();

@@ -56,6 +56,9 @@ struct Link {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Source {
+    /// `user` (a one-to-one chat), `group` or `room`.
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
     #[serde(default)]
     user_id: Option<String>,
 }
@@ -119,7 +122,9 @@ pub(crate) async fn webhook(State(s): State<AppState>, headers: HeaderMap, body:
         let id_ok = !e.webhook_event_id.is_empty()
             && e.webhook_event_id.len() <= 64
             && e.webhook_event_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        let user_id = e.source.and_then(|s| s.user_id);
+        // Only a one-to-one chat is the patient's own: a group's or a room's message is not
+        // filed as theirs, and nothing about the clinic is said into a group.
+        let user_id = e.source.filter(|s| s.kind.as_deref().is_none_or(|k| k == "user")).and_then(|s| s.user_id);
         let user_ok = user_id.as_deref().is_none_or(|u| !u.is_empty() && u.len() <= 64 && u.bytes().all(|b| b.is_ascii_alphanumeric()));
         if !(id_ok && user_ok) || e.kind.len() > 32 {
             skipped += 1;

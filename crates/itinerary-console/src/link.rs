@@ -1,11 +1,13 @@
 //! `/line/link`: the page of LINE's account-link flow where a patient proves who they are
 //! (issue 16, item 2). LINE's chat brings them here with a link token; they give their
 //! itinerary's reference (from their booking confirmation: 48 random bits, never shown to
-//! another patient) and their birth date; on a match the page sends them to LINE's account-link
-//! endpoint with the link token and a fresh nonce, and LINE's `accountLink` event with that
-//! nonce links them. Nothing is linked on this page, and a mismatch says not which part was
-//! wrong. Failed attempts count against the address, as failed sign-ins do. Patients' page:
-//! Japanese unless the browser asks for English first.
+//! another patient, though an escort's invites carry it), their birth date and the address
+//! their mail comes to; on a match the page sends them to LINE's account-link endpoint with the
+//! link token and a fresh nonce, and LINE's `accountLink` event with that nonce links them.
+//! Nothing is linked on this page, and a mismatch says not which part was wrong. Failed
+//! attempts count against the address, as failed sign-ins do, and against the patient (five in
+//! a day lock their linking for a day); a patient already linked is not linked again until a
+//! coordinator unlinks them. Patients' page: Japanese unless the browser asks for English first.
 
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -33,6 +35,8 @@ pub(crate) struct Proof {
     reference: String,
     #[serde(default)]
     birth_date: String,
+    #[serde(default)]
+    email: String,
     #[serde(default)]
     lang: Option<String>,
 }
@@ -117,9 +121,9 @@ pub(crate) async fn form(State(c): State<Console>, headers: HeaderMap, Query(q):
     res
 }
 
-async fn start(c: &Console, reference: &str, birth: chrono::NaiveDate) -> Result<LinkProof, StoreError> {
+async fn start(c: &Console, reference: &str, birth: chrono::NaiveDate, email: &str) -> Result<LinkProof, StoreError> {
     let now = c.clock.now().await?;
-    c.store.start_line_link(reference, birth, now).await
+    c.store.start_line_link(reference, birth, email, now).await
 }
 
 pub(crate) async fn prove(
@@ -141,11 +145,11 @@ pub(crate) async fn prove(
         return res;
     }
     let reference = f.reference.trim();
-    let shaped = reference.len() <= 64;
+    let shaped = reference.len() <= 64 && f.email.len() <= 320;
     let birth = birth_date(&f.birth_date);
     let proof = match (shaped, birth) {
         // The service's clock, as the webhook that spends the nonce reads it.
-        (true, Some(birth)) => match start(&c, reference, birth).await {
+        (true, Some(birth)) => match start(&c, reference, birth, &f.email).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "starting a LINE account link");
@@ -162,9 +166,18 @@ pub(crate) async fn prove(
         }
         LinkProof::NoMatch => {
             c.failed.failed(client);
-            tracing::info!("LINE account link: reference and birth date do not match");
+            tracing::info!("LINE account link: the proof does not match");
             let shown = if shaped { reference } else { "" };
             page(&c, lang, StatusCode::UNPROCESSABLE_ENTITY, &f.link_token, shown, true)
+        }
+        LinkProof::Locked => {
+            c.failed.failed(client);
+            tracing::warn!("LINE account link: refused, too many wrong proofs for this patient today");
+            page_saying(&c, lang, StatusCode::TOO_MANY_REQUESTS, &f.link_token, "", false, Some("link_locked"))
+        }
+        LinkProof::AlreadyLinked => {
+            tracing::info!("LINE account link: refused, the patient is linked already");
+            page_saying(&c, lang, StatusCode::CONFLICT, &f.link_token, "", false, Some("link_already"))
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct Inbound {
     pub message_id: Option<String>,
     /// The message ids it answers (In-Reply-To, then References), without angle brackets.
     pub replies_to: Vec<String>,
+    /// The receiving mail server says the sender's domain failed DMARC
+    /// (`Authentication-Results: …; dmarc=fail`): the From address is not to be believed.
+    pub dmarc_failed: bool,
     pub calendar: Option<CalendarReply>,
     /// Without a calendar part: what the sender wrote, without the message they quote.
     pub text: Option<String>,
@@ -58,6 +61,9 @@ pub struct CalendarReply {
     pub proposed_end: Option<String>,
     /// The attendee's note (COMMENT), if any.
     pub comment: Option<String>,
+    /// When the attendee's client made the reply (DTSTAMP, UTC `YYYYMMDDTHHMMSSZ`): of two
+    /// replies with one SEQUENCE the later counts (RFC 5546 2.1.5).
+    pub dtstamp: Option<String>,
 }
 
 /// One ATTENDEE line of a reply.
@@ -111,7 +117,11 @@ pub fn read(raw: &[u8]) -> Result<Inbound, InboundError> {
         Some(_) => None,
         None => message.body_text(0).map(|t| fresh_text(&t)).filter(|t| !t.is_empty()),
     };
-    Ok(Inbound { from, message_id, replies_to, calendar, text })
+    let dmarc_failed = message
+        .header_values("Authentication-Results")
+        .filter_map(|h| h.as_text())
+        .any(|t| t.to_ascii_lowercase().split([';', ' ', '\t', '\r', '\n']).any(|w| w == "dmarc=fail"));
+    Ok(Inbound { from, message_id, replies_to, dmarc_failed, calendar, text })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -129,7 +139,10 @@ fn param<'a>(p: &'a Property<'a>, name: &str) -> Option<&'a str> {
 /// `mailto:Taro@Example.jp` → `taro@example.jp`.
 fn address(value: &str) -> String {
     let v = value.trim();
-    let v = if v.len() >= 7 && v[..7].eq_ignore_ascii_case("mailto:") { &v[7..] } else { v };
+    let v = match v.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("mailto:") => &v[7..],
+        _ => v,
+    };
     v.trim().to_ascii_lowercase()
 }
 
@@ -170,8 +183,15 @@ fn calendar_reply(text: &str) -> Result<CalendarReply, InboundError> {
         proposed_start: if counter { value("DTSTART") } else { None },
         proposed_end: if counter { value("DTEND") } else { None },
         comment: prop(event, "COMMENT").map(|p| p.val.clone().unescape_text().as_str().chars().take(MAX_TEXT).collect()),
+        dtstamp: value("DTSTAMP").filter(|d| is_utc_stamp(d)),
         method,
     })
+}
+
+/// `20270518T001244Z`: the only form DTSTAMP may take (RFC 5545 3.8.7.2), which sorts as text.
+fn is_utc_stamp(d: &str) -> bool {
+    let b = d.as_bytes();
+    b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
 }
 
 /// What the sender wrote above what they quote: up to the first quoted line (`>`), an
@@ -206,6 +226,14 @@ mod tests {
         assert_eq!(fresh_text("Thanks!\n\nOn Tue, May 18, 2027 at 10:00 AM Clinic <c@x.my> wrote:\n> hi"), "Thanks!");
         assert_eq!(fresh_text("OK\r\n-----Original Message-----\r\nFrom: x"), "OK");
         assert_eq!(fresh_text(&"痒".repeat(6000)).chars().count(), MAX_TEXT);
+    }
+
+    #[test]
+    fn an_address_is_read_whatever_its_bytes() {
+        assert_eq!(address("MAILTO:Taro@Example.jp"), "taro@example.jp");
+        // A multibyte character across the seventh byte: no panic.
+        assert_eq!(address("abcdeé@x"), "abcdeé@x");
+        assert_eq!(address("é"), "é");
     }
 
     #[test]

@@ -338,7 +338,8 @@ impl LineClient {
             .bearer_auth(&self.token)
             .send()
             .await
-            .map_err(|e| SendError::Transient { reason: format!("LINE: {e}"), retry_after: None })?;
+            // The URL names the LINE user: not in a reason, which goes to logs.
+            .map_err(|e| SendError::Transient { reason: format!("LINE: {}", e.without_url()), retry_after: None })?;
         let status = res.status();
         let retry_after =
             res.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok()).map(Duration::from_secs);

@@ -554,6 +554,20 @@ impl Store {
         self.issue_feed_token_in(patient_id, "confirmation").await
     }
 
+    /// Ends one feed URL by its secret (one issued for a message that did not go).
+    pub async fn revoke_feed_secret(&self, secret: &str) -> Result<(), StoreError> {
+        use sea_orm::sea_query::Expr;
+        let txn = self.begin_write().await?;
+        feed_token::Entity::update_many()
+            .col_expr(feed_token::Column::RevokedAt, Expr::value(Utc::now()))
+            .filter(feed_token::Column::TokenHash.eq(crate::hash_token(secret)))
+            .filter(feed_token::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?;
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        Ok(())
+    }
+
     /// As [`Store::issue_feed_token`], for a message of `origin` (`confirmation`, or `line`:
     /// the word on LINE that the link is made).
     pub async fn issue_feed_token_in(&self, patient_id: i32, origin: &str) -> Result<String, StoreError> {

@@ -95,6 +95,9 @@ pub mod patient {
         /// When the patient linked `line_user_id` through LINE's account link (None for an id
         /// typed by a coordinator before that flow existed).
         pub line_linked_at: Option<DateTimeUtc>,
+        /// Wrong proofs on the linking page, and when the last one was.
+        pub line_link_failures: i32,
+        pub line_link_failed_at: Option<DateTimeUtc>,
     }
     no_relations!();
 }
@@ -395,6 +398,7 @@ pub mod line_notice {
         pub id: i32,
         pub line_user_id: String,
         pub kind: String,
+        pub patient_id: Option<i32>,
         pub status: String,
         pub attempts: i32,
         pub created_at: DateTimeUtc,
@@ -427,6 +431,7 @@ pub mod calendar_reply {
         pub escort_id: Option<String>,
         pub partstat: Option<String>,
         pub sequence: i32,
+        pub dtstamp: Option<String>,
         pub proposed_start: Option<String>,
         pub proposed_end: Option<String>,
         #[sea_orm(column_type = "Text", nullable)]

@@ -155,6 +155,7 @@ impl Store {
                     for p in &linked {
                         audit(&txn, None, "unlink_line", "patient", &p.id.to_string(), json!({ "why": "unfollow" })).await?;
                     }
+                    forget_line(&txn, &linked.iter().map(|p| p.id).collect::<Vec<_>>(), now).await?;
                     // A blocked account cannot be written to: what was waiting for them is dropped.
                     line_notice::Entity::update_many()
                         .col_expr(line_notice::Column::Status, Expr::value("cancelled"))
@@ -318,6 +319,29 @@ async fn answered_message(
     Ok(linked.iter().find(|p| p.id == it.patient_id && to_patient).map(|p| (p.id, m.id)))
 }
 
+/// What a LINE link gave, taken back when it ends: the feed URLs sent on LINE stop working,
+/// and the patients' unspent nonces are gone (none can link again behind the unlinking).
+async fn forget_line(txn: &sea_orm::DatabaseTransaction, patients: &[i32], now: DateTime<Utc>) -> Result<(), StoreError> {
+    use crate::entity::feed_token;
+    use sea_orm::sea_query::Expr;
+    if patients.is_empty() {
+        return Ok(());
+    }
+    feed_token::Entity::update_many()
+        .col_expr(feed_token::Column::RevokedAt, Expr::value(now))
+        .filter(feed_token::Column::PatientId.is_in(patients.iter().copied()))
+        .filter(feed_token::Column::Origin.eq("line"))
+        .filter(feed_token::Column::RevokedAt.is_null())
+        .exec(txn)
+        .await?;
+    line_link_nonce::Entity::delete_many()
+        .filter(line_link_nonce::Column::PatientId.is_in(patients.iter().copied()))
+        .filter(line_link_nonce::Column::UsedAt.is_null())
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
 /// The patients linked to a LINE user.
 async fn linked_patients(txn: &sea_orm::DatabaseTransaction, user: &str) -> Result<Vec<patient::Model>, StoreError> {
     Ok(patient::Entity::find().filter(patient::Column::LineUserId.eq(user)).all(txn).await?)
@@ -340,7 +364,7 @@ async fn offer_link(
     if recent.is_some() {
         return Ok(false);
     }
-    queue_notice(txn, user, "link_offer", reply_token, now).await?;
+    queue_notice(txn, user, "link_offer", None, reply_token, now).await?;
     Ok(true)
 }
 
@@ -348,12 +372,14 @@ async fn queue_notice(
     txn: &sea_orm::DatabaseTransaction,
     user: &str,
     kind: &str,
+    patient_id: Option<i32>,
     reply_token: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     line_notice::ActiveModel {
         line_user_id: Set(user.to_owned()),
         kind: Set(kind.to_owned()),
+        patient_id: Set(patient_id),
         status: Set("pending".to_owned()),
         attempts: Set(0),
         created_at: Set(now),
@@ -409,16 +435,18 @@ async fn account_link(
     let Some(p) = patient::Entity::find_by_id(nonce.patient_id).unique(txn).await? else {
         return Ok("accountLink: the patient is gone; nobody linked".to_owned());
     };
-    let before = p.line_user_id.clone();
+    // Linked meanwhile (another LINE account finished first): never moved silently.
+    if p.line_user_id.as_deref().is_some_and(|u| u != user) {
+        return Ok("accountLink refused: the patient is linked to another LINE account".to_owned());
+    }
     let mut m: patient::ActiveModel = p.into();
     m.line_user_id = Set(Some(user.to_owned()));
     m.line_linked_at = Set(Some(now));
     m.updated_at = Set(now);
     let p = m.update(txn).await?;
     follow(txn, user, now).await?;
-    let replaced = before.is_some_and(|b| b != user);
-    audit(txn, None, "link_line", "patient", &p.id.to_string(), json!({ "via": "account_link", "replaced_another": replaced })).await?;
-    queue_notice(txn, user, "linked", reply_token, now).await?;
+    audit(txn, None, "link_line", "patient", &p.id.to_string(), json!({ "via": "account_link" })).await?;
+    queue_notice(txn, user, "linked", Some(p.id), reply_token, now).await?;
     Ok("accountLink: the patient is linked".to_owned())
 }
 
@@ -427,17 +455,31 @@ async fn account_link(
 pub enum LinkProof {
     /// The nonce to send to LINE with the link token (shown once; stored hashed).
     Nonce(String),
-    /// No itinerary has this reference, or its patient another birth date (which one is not said).
+    /// No itinerary has this reference, or its patient another birth date or address (which
+    /// one is not said).
     NoMatch,
+    /// Too many wrong proofs for this patient lately: refused until a day has passed.
+    Locked,
+    /// The patient is linked to a LINE account already: a coordinator unlinks it first, so a
+    /// link is never silently moved to someone else's LINE.
+    AlreadyLinked,
 }
 
+/// Wrong proofs for one patient's itineraries before linking is refused for [`LOCK_FOR`].
+pub const LINK_FAILURES_ALLOWED: i32 = 5;
+const LOCK_FOR: chrono::Duration = chrono::Duration::hours(24);
+
 impl Store {
-    /// The linking page's check: `reference` (an itinerary's, from the booking confirmation)
-    /// and the patient's birth date. On a match, a fresh nonce for LINE's account link.
+    /// The linking page's check: `reference` (an itinerary's, from the booking confirmation),
+    /// the patient's birth date and the address their mail goes to. The reference alone is not
+    /// secret (escorts' invites carry it), so all three must match, and a patient whose proofs
+    /// failed [`LINK_FAILURES_ALLOWED`] times within a day is refused for a day. On a match, a
+    /// fresh nonce for LINE's account link.
     pub async fn start_line_link(
         &self,
         reference: &str,
         birth_date: chrono::NaiveDate,
+        email: &str,
         now: DateTime<Utc>,
     ) -> Result<LinkProof, StoreError> {
         let reference = reference.trim().to_ascii_lowercase();
@@ -446,8 +488,28 @@ impl Store {
             return Ok(LinkProof::NoMatch);
         };
         let Some(p) = patient::Entity::find_by_id(it.patient_id).unique(&txn).await? else { return Ok(LinkProof::NoMatch) };
-        if p.birth_date != birth_date {
+        let recent = p.line_link_failed_at.is_some_and(|t| t > now - LOCK_FOR);
+        let failures = if recent { p.line_link_failures } else { 0 };
+        if failures >= LINK_FAILURES_ALLOWED {
+            return Ok(LinkProof::Locked);
+        }
+        if p.birth_date != birth_date || !p.email.trim().eq_ignore_ascii_case(email.trim()) {
+            let id = p.id;
+            let mut m: patient::ActiveModel = p.into();
+            m.line_link_failures = Set(failures + 1);
+            m.line_link_failed_at = Set(Some(now));
+            m.update(&txn).await?;
+            audit(&txn, None, "line_link_refused", "patient", &id.to_string(), json!({ "failures": failures + 1 })).await?;
+            txn.commit().await.map_err(StoreError::CommitUnknown)?;
             return Ok(LinkProof::NoMatch);
+        }
+        if p.line_user_id.is_some() {
+            return Ok(LinkProof::AlreadyLinked);
+        }
+        if failures > 0 {
+            let mut m: patient::ActiveModel = p.clone().into();
+            m.line_link_failures = Set(0);
+            m.update(&txn).await?;
         }
         let nonce = crate::Token::generate("");
         line_link_nonce::ActiveModel {
@@ -485,6 +547,7 @@ impl Store {
         m.line_linked_at = Set(None);
         m.updated_at = Set(now);
         m.update(&txn).await?;
+        forget_line(&txn, &[patient_id], now).await?;
         audit(&txn, Some(by), "unlink_line", "patient", &patient_id.to_string(), json!({ "why": "coordinator" })).await?;
         txn.commit().await.map_err(StoreError::CommitUnknown)?;
         Ok(true)
@@ -521,14 +584,13 @@ impl Store {
                 .filter(due.clone())
                 .exec(&txn)
                 .await?;
-            let linked = if n.kind == "linked" {
-                patient::Entity::find()
-                    .filter(patient::Column::LineUserId.eq(n.line_user_id.clone()))
-                    .order_by_desc(patient::Column::LineLinkedAt)
-                    .one(&txn)
+            // The patient named when the link was made, if still linked to this LINE user.
+            let linked = match n.patient_id {
+                Some(pid) => patient::Entity::find_by_id(pid)
+                    .unique(&txn)
                     .await?
-            } else {
-                None
+                    .filter(|p| p.line_user_id.as_deref() == Some(n.line_user_id.as_str())),
+                None => None,
             };
             txn.commit().await.map_err(StoreError::CommitUnknown)?;
             if taken.rows_affected == 1 {

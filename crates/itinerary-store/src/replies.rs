@@ -138,8 +138,39 @@ impl Store {
             if mail.from.as_deref().is_none_or(|f| !f.eq_ignore_ascii_case(&attendee.email)) {
                 return Err("the sender is not the ATTENDEE".to_owned());
             }
+            if mail.dmarc_failed {
+                return Err("the receiving mail server says the sender failed DMARC (Authentication-Results)".to_owned());
+            }
             if c.sequence < i64::from(row.sequence) {
                 return Err(format!("SEQUENCE {} is older than the invite's {}", c.sequence, row.sequence));
+            }
+            // A reply answers what was sent: never a SEQUENCE not issued yet.
+            if c.sequence > i64::from(row.sequence) {
+                return Err(format!("SEQUENCE {} is newer than any invite sent ({})", c.sequence, row.sequence));
+            }
+            // DTSTAMP is required in a reply (RFC 5546 3.2.3) and orders replies; one from the
+            // future would outrank every genuine answer to come.
+            let Some(stamp) = c.dtstamp.as_deref() else { return Err("no DTSTAMP (UTC)".to_owned()) };
+            let latest = (now + chrono::Duration::days(1)).format("%Y%m%dT%H%M%SZ").to_string();
+            if stamp > latest.as_str() {
+                return Err(format!("DTSTAMP {stamp} is in the future"));
+            }
+            // A reply made before the one recorded (a replay, or mail arriving out of order)
+            // does not undo it (RFC 5546 2.1.5: the latest DTSTAMP counts).
+            let newer = calendar_reply::Entity::find()
+                .filter(calendar_reply::Column::Uid.eq(uid))
+                .filter(calendar_reply::Column::Outcome.eq("applied"))
+                .filter(calendar_reply::Column::Sequence.gte(i32::try_from(c.sequence).unwrap_or(i32::MAX)))
+                .all(&txn)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter_map(|r| r.dtstamp)
+                .max();
+            if let (Some(newer), Some(this)) = (&newer, &c.dtstamp)
+                && this < newer
+            {
+                return Err(format!("DTSTAMP {this} is older than the answer recorded ({newer})"));
             }
             if !PARTSTATS.contains(&attendee.partstat.as_str()) {
                 return Err(format!("PARTSTAT {:?} is not one RFC 5545 defines for an event", attendee.partstat));
@@ -170,6 +201,7 @@ impl Store {
             escort_id: Set(m.and_then(|m| m.escort_id.clone())),
             partstat: Set(partstat.clone()),
             sequence: Set(i32::try_from(c.sequence).unwrap_or(i32::MAX)),
+            dtstamp: Set(c.dtstamp.clone()),
             proposed_start: Set(if applied { c.proposed_start.clone() } else { None }),
             proposed_end: Set(if applied { c.proposed_end.clone() } else { None }),
             comment: Set(if applied { c.comment.clone().map(|t| t.replace('\0', "")) } else { None }),

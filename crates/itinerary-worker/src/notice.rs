@@ -48,26 +48,37 @@ impl Deliverer {
             return Err(SendError::Configuration("LINE is not configured (line.token is empty)".into()));
         };
         let clinic = &self.setup.clinic.name;
-        let text = match notice.kind.as_str() {
+        let store_error = |e: itinerary_store::StoreError| SendError::Transient { reason: e.to_string(), retry_after: None };
+        let (text, feed) = match notice.kind.as_str() {
             "link_offer" => {
                 let token = line.link_token(&notice.line_user_id).await?;
-                itinerary_notify::line::link_offer(clinic, &itinerary_notify::line::link_url(&self.rules.public_url, &token))
+                (itinerary_notify::line::link_offer(clinic, &itinerary_notify::line::link_url(&self.rules.public_url, &token)), None)
             }
             "linked" => {
-                let feed = match notice.patient_id {
-                    Some(pid) => Some(
-                        self.store
-                            .issue_feed_token_in(pid, "line")
-                            .await
-                            .map_err(|e| SendError::Transient { reason: e.to_string(), retry_after: None })?,
-                    ),
-                    None => None,
+                // Unlinked (or linked elsewhere) since: there is nothing true to say.
+                let Some(pid) = notice.patient_id else {
+                    return Err(SendError::Permanent("the patient is no longer linked to this LINE user".into()));
                 };
-                let url = feed.map(|t| format!("{}/feed/{t}", self.rules.public_url));
-                itinerary_notify::line::linked(clinic, notice.language.as_deref() == Some("en"), url.as_deref())
+                let feed = self.store.issue_feed_token_in(pid, "line").await.map_err(store_error)?;
+                let url = format!("{}/feed/{feed}", self.rules.public_url);
+                (itinerary_notify::line::linked(clinic, notice.language.as_deref() == Some("en"), Some(&url)), Some(feed))
             }
             other => return Err(SendError::Permanent(format!("unknown LINE notice kind {other:?}"))),
         };
+        let sent = self.reply_or_push(line, notice, text).await;
+        // A feed URL nobody received must not stay open (the next attempt issues its own).
+        if let (Err(_), Some(feed)) = (&sent, &feed) {
+            self.store.revoke_feed_secret(feed).await.map_err(store_error)?;
+        }
+        sent
+    }
+
+    async fn reply_or_push(
+        &self,
+        line: &itinerary_notify::LineClient,
+        notice: &LineNotice,
+        text: String,
+    ) -> Result<&'static str, SendError> {
         if let Some(token) = &notice.reply_token {
             match line.reply(token, std::slice::from_ref(&text)).await {
                 Ok(_) => return Ok("reply"),
