@@ -54,6 +54,17 @@ pub fn router(state: AppState) -> Router {
         .merge(coordinators)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route; see /openapi.json") })
         .layer(middleware::from_fn(refuse_control_characters_in_path))
+        // A bug that panics in a handler answers 500 in the API's shape and is logged, instead
+        // of a dropped connection that clients (and mail services) would retry blindly.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            tracing::error!("a request handler panicked; answered 500");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the service failed on this request (a bug, logged); read the resource to see whether it changed",
+            )
+            .into_response()
+        }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Answers carry personal and health data: no cache may keep them, and no browser may
         // read a calendar or JSON as anything else.
