@@ -13,7 +13,7 @@ use itinerary_calendar::{Appointment, Audience};
 use itinerary_core::plan::Invites;
 use itinerary_inbound::{CalendarReply, Inbound};
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Serialize;
 use serde_json::json;
 
@@ -118,7 +118,9 @@ impl Store {
                 Some(_) => {}
             }
             let Some(row) =
-                calendar_uid::Entity::find().filter(calendar_uid::Column::Uid.eq(uid)).one(&txn).await.map_err(|e| e.to_string())?
+                // FOR UPDATE on PostgreSQL: two replies to one UID at once are checked one after
+                // the other, so the DTSTAMP order holds (SQLite's write transaction does already).
+                calendar_uid::Entity::find().filter(calendar_uid::Column::Uid.eq(uid)).lock_exclusive().one(&txn).await.map_err(|e| e.to_string())?
             else {
                 return Err("unknown UID".to_owned());
             };
@@ -293,7 +295,11 @@ impl Store {
                 Audience::Patient => ("patient".to_owned(), None),
                 Audience::Escort { id } => ("escort".to_owned(), Some(id)),
             };
-            let last = replies.iter().rev().find(|r| r.uid.as_deref() == Some(u.uid.as_str()));
+            // The latest by DTSTAMP, then by arrival: the answer that counts (RFC 5546 2.1.5).
+            let last = replies
+                .iter()
+                .filter(|r| r.uid.as_deref() == Some(u.uid.as_str()))
+                .max_by(|a, b| (&a.dtstamp, a.id).cmp(&(&b.dtstamp, b.id)));
             out.push(AppointmentAnswer {
                 event: a.event,
                 role,
