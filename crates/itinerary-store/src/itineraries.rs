@@ -338,11 +338,22 @@ impl Store {
         group: Vec<crate::group::NewBooking>,
     ) -> Result<Vec<Result<ItineraryView, BookError>>, BookError> {
         let turn = self.write_turn().await;
+        // Where a group's time goes (RUST_LOG=itinerary_store=debug), for issue 15's sizing.
+        let started = std::time::Instant::now();
+        let lap = |t: &mut std::time::Instant| {
+            let us = t.elapsed().as_micros() as u64;
+            *t = std::time::Instant::now();
+            us
+        };
+        let mut t = started;
         let txn = self.db.begin().await?;
         lock(&txn).await?;
+        let lock_us = lap(&mut t);
         let from = group.iter().map(|b| b.window.0).min().unwrap_or_default();
         let to = group.iter().map(|b| b.window.1).max().unwrap_or_default();
         let held = bookings_between(&txn, (from, to)).await?;
+        let read_us = lap(&mut t);
+        let held_rows = held.len();
         let mut ledgers: Vec<(Arc<ClinicSetup>, Ledger)> = Vec::new();
         let mut answers: Vec<Result<Made, BookError>> = Vec::with_capacity(group.len());
         // Keys of this group: a second request with one is refused rather than done twice.
@@ -416,6 +427,7 @@ impl Store {
                 (view, rows, b.key)
             }));
         }
+        let check_us = lap(&mut t);
         let stored: Vec<itinerary::ActiveModel> = answers
             .iter()
             .filter_map(|a| a.as_ref().ok())
@@ -465,9 +477,22 @@ impl Store {
                 Err(e) => Err(e),
             });
         }
+        let insert_us = lap(&mut t);
         write_rows(&txn, all, audits).await?;
         idempotency::save(&txn, answered, latest).await?;
+        let rows_us = lap(&mut t);
         txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        tracing::debug!(
+            lock_us,
+            read_us,
+            held_rows,
+            check_us,
+            insert_us,
+            rows_us,
+            commit_us = lap(&mut t),
+            total_us = started.elapsed().as_micros() as u64,
+            "booking group phases"
+        );
         drop(turn);
         drop(holds);
         Ok(out)
