@@ -295,33 +295,25 @@ pub(crate) async fn week(State(c): State<Console>, Extension(v): Extension<Visit
             .collect(),
         Err(e) => return store_error(lang, &e),
     };
+    let when = |t: chrono::DateTime<Utc>| view::moment_zoned(lang, &itinerary_core::Zoned::new(t, zone));
     let late: Vec<Value> = match c.store.late_messages(now, Duration::minutes(15), 20).await {
         Ok(f) => f
             .into_iter()
-            .map(|m| {
-                let due = itinerary_core::Zoned::new(m.due_at, zone);
-                minijinja::context! { itinerary => m.itinerary_id, key => m.key, due => format!("{} {}", moment(lang, &due), view::zone_label(lang, &due)), error => m.error }
-            })
+            .map(|m| minijinja::context! { itinerary => m.itinerary_id, key => m.key, due => when(m.due_at), error => m.error })
             .collect(),
         Err(e) => return store_error(lang, &e),
     };
     let replies: Vec<Value> = match c.store.reply_alerts(now - Duration::days(14), 20).await {
         Ok(f) => f
             .into_iter()
-            .map(|r| {
-                let at = itinerary_core::Zoned::new(r.received_at, zone);
-                minijinja::context! { itinerary => r.itinerary_id, event => r.event, outcome => r.outcome, reason => r.reason, at => format!("{} {}", moment(lang, &at), view::zone_label(lang, &at)) }
-            })
+            .map(|r| minijinja::context! { itinerary => r.itinerary_id, event => r.event, outcome => r.outcome, reason => r.reason, at => when(r.received_at) })
             .collect(),
         Err(e) => return store_error(lang, &e),
     };
     let calls: Vec<Value> = match c.store.call_requests(now - Duration::days(14), 20).await {
         Ok(f) => f
             .into_iter()
-            .map(|r| {
-                let at = itinerary_core::Zoned::new(r.received_at, zone);
-                minijinja::context! { patient => r.patient_id, name => r.patient_name, itinerary => r.itinerary_id, about => r.about, at => format!("{} {}", moment(lang, &at), view::zone_label(lang, &at)) }
-            })
+            .map(|r| minijinja::context! { patient => r.patient_id, name => r.patient_name, itinerary => r.itinerary_id, about => r.about, at => when(r.received_at) })
             .collect(),
         Err(e) => return store_error(lang, &e),
     };
@@ -473,10 +465,7 @@ async fn patient_page(c: &Console, v: &Visit, id: i32, status: StatusCode, extra
         return store_error(v.lang, &e);
     }
     let zone = c.setup.clinic.zone;
-    let at = |t: chrono::DateTime<Utc>| {
-        let z = itinerary_core::Zoned::new(t, zone);
-        format!("{} {}", moment(v.lang, &z), view::zone_label(v.lang, &z))
-    };
+    let at = |t: chrono::DateTime<Utc>| view::moment_zoned(v.lang, &itinerary_core::Zoned::new(t, zone));
     let line = minijinja::context! {
         linked => p.line_user_id.is_some(),
         since => p.line_linked_at.map(at),
@@ -1168,7 +1157,7 @@ pub(crate) async fn audit(State(c): State<Console>, Extension(v): Extension<Visi
             let who = r.coordinator_id.and_then(|id| people.iter().find(|p| p.id == id)).map_or_else(|| "—".to_owned(), |p| p.name.clone());
             let at = itinerary_core::Zoned::new(r.at, zone);
             minijinja::context! {
-                at => format!("{} {}", moment(v.lang, &at), view::zone_label(v.lang, &at)),
+                at => view::moment_zoned(v.lang, &at),
                 who => who, action => r.action.clone(), entity => r.entity.clone(), id => r.entity_id.clone(),
                 detail => r.detail.to_string(),
                 link => match r.entity.as_str() { "itinerary" => format!("/console/itineraries/{}", r.entity_id), "patient" => format!("/console/patients/{}", r.entity_id), _ => String::new() },

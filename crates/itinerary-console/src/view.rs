@@ -26,6 +26,11 @@ pub(crate) fn moment(lang: Lang, t: &Zoned) -> String {
     }
 }
 
+/// A moment and its zone's name, as every list shows one: `2027年5月18日(火) 10:00 マレーシア時間`.
+pub(crate) fn moment_zoned(lang: Lang, t: &Zoned) -> String {
+    format!("{} {}", moment(lang, t), zone_label(lang, t))
+}
+
 /// The zone's name as a column heading: `マレーシア時間` or `MYT`.
 pub(crate) fn zone_label(lang: Lang, t: &Zoned) -> String {
     match lang {
@@ -164,11 +169,7 @@ pub(crate) fn plan_view(lang: Lang, plan: &Plan, sent: Option<&[MessageView]>) -
     let tasks = plan
         .tasks
         .iter()
-        .map(|t| TaskRow {
-            title: t.title.get(l).to_owned(),
-            opens: format!("{} {}", moment(lang, &t.opens), zone_label(lang, &t.opens)),
-            closes: format!("{} {}", moment(lang, &t.closes), zone_label(lang, &t.closes)),
-        })
+        .map(|t| TaskRow { title: t.title.get(l).to_owned(), opens: moment_zoned(lang, &t.opens), closes: moment_zoned(lang, &t.closes) })
         .collect();
     let messages = match sent {
         // The stored messages, with what became of each.
@@ -183,7 +184,7 @@ pub(crate) fn plan_view(lang: Lang, plan: &Plan, sent: Option<&[MessageView]>) -
                     key: m.key.clone(),
                     kind: m.kind.clone(),
                     to,
-                    at: format!("{} {}", moment(lang, &at), zone_label(lang, &at)),
+                    at: moment_zoned(lang, &at),
                     why: String::new(),
                     status: m.status.clone(),
                     detail: match (&m.channel, &m.error) {
@@ -204,7 +205,7 @@ pub(crate) fn plan_view(lang: Lang, plan: &Plan, sent: Option<&[MessageView]>) -
                 key: m.key.clone(),
                 kind: serde_json::to_value(m.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
                 to: recipient(lang, &m.recipient, plan),
-                at: format!("{} {}", moment(lang, &m.at), zone_label(lang, &m.at)),
+                at: moment_zoned(lang, &m.at),
                 why: m.why.clone(),
                 status: "scheduled".to_owned(),
                 detail: String::new(),
@@ -252,7 +253,7 @@ pub(crate) fn calendar_sends(lang: Lang, p: &itinerary_store::ChangePreview) -> 
         .map(|c| {
             let a = &c.appointment;
             let when = match &a.when {
-                When::Timed { start, .. } => format!("{} {}", moment(lang, start), zone_label(lang, start)),
+                When::Timed { start, .. } => moment_zoned(lang, start),
                 When::Dates { start, end } => match lang {
                     Lang::Ja => format!("{} – {}", date_ja(*start, None), date_ja(*end, None)),
                     Lang::En => format!("{} – {}", date_en(*start, None), date_en(*end, None)),
@@ -283,7 +284,7 @@ pub(crate) struct Moved {
 
 pub(crate) fn reminders_moved(lang: Lang, p: &itinerary_store::ChangePreview) -> Vec<Moved> {
     use std::collections::BTreeMap;
-    let at = |m: &itinerary_core::MessageDue| format!("{} {}", moment(lang, &m.at), zone_label(lang, &m.at));
+    let at = |m: &itinerary_core::MessageDue| moment_zoned(lang, &m.at);
     let before: BTreeMap<&str, &itinerary_core::MessageDue> = p.before.messages.iter().map(|m| (m.key.as_str(), m)).collect();
     let after: BTreeMap<&str, &itinerary_core::MessageDue> = p.plan.messages.iter().map(|m| (m.key.as_str(), m)).collect();
     let mut keys: Vec<&str> = before.keys().chain(after.keys()).copied().collect();

@@ -120,12 +120,7 @@ impl Store {
         let mut jobs: Vec<Job> = Vec::with_capacity(GROUP);
         while rx.recv_many(&mut jobs, GROUP).await > 0 {
             let (group, replies): (Vec<NewBooking>, Vec<_>) = jobs.drain(..).unzip();
-            let (size, started) = (group.len(), std::time::Instant::now());
-            let written = self.write_group(group).await;
-            // For sizing and benchmarks (RUST_LOG=itinerary_store=debug): how many bookings a
-            // transaction carried and how long it held the writer.
-            tracing::debug!(bookings = size, us = started.elapsed().as_micros() as u64, ok = written.is_ok(), "booking group written");
-            match written {
+            match self.write_group(group).await {
                 Ok(answers) => {
                     for (answer, reply) in answers.into_iter().zip(replies) {
                         let _ = reply.send(answer);

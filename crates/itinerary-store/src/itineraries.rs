@@ -338,7 +338,9 @@ impl Store {
         group: Vec<crate::group::NewBooking>,
     ) -> Result<Vec<Result<ItineraryView, BookError>>, BookError> {
         let turn = self.write_turn().await;
-        // Where a group's time goes (RUST_LOG=itinerary_store=debug), for issue 15's sizing.
+        // How many bookings a group carries and where its time goes
+        // (RUST_LOG=itinerary_store=debug), for issue 15's sizing.
+        let bookings = group.len();
         let started = std::time::Instant::now();
         let lap = |t: &mut std::time::Instant| {
             let us = t.elapsed().as_micros() as u64;
@@ -483,6 +485,7 @@ impl Store {
         let rows_us = lap(&mut t);
         txn.commit().await.map_err(StoreError::CommitUnknown)?;
         tracing::debug!(
+            bookings,
             lock_us,
             read_us,
             held_rows,

@@ -146,7 +146,7 @@ impl Store {
                         c.update(&txn).await?;
                     }
                     mark_event(&txn, user, e.timestamp_ms).await?;
-                    let linked = patient::Entity::find().filter(patient::Column::LineUserId.eq(user)).all(&txn).await?;
+                    let linked = linked_patients(&txn, user).await?;
                     patient::Entity::update_many()
                         .col_expr(patient::Column::LineUserId, Expr::value(Option::<String>::None))
                         .filter(patient::Column::LineUserId.eq(user))
@@ -166,11 +166,7 @@ impl Store {
                     format!("unfollowed; {} patient(s) unlinked", linked.len())
                 }
                 ("message" | "postback", Some(user)) => {
-                    let linked = patient::Entity::find()
-                        .filter(patient::Column::LineUserId.eq(user))
-                        .order_by_asc(patient::Column::Id)
-                        .all(&txn)
-                        .await?;
+                    let linked = linked_patients(&txn, user).await?;
                     match (linked.first(), &e.text) {
                         (Some(p), Some(text)) => {
                             // An answer counts only for a message sent to one of this user's
@@ -342,9 +338,9 @@ async fn forget_line(txn: &sea_orm::DatabaseTransaction, patients: &[i32], now: 
     Ok(())
 }
 
-/// The patients linked to a LINE user.
+/// The patients linked to a LINE user, the first linked first (what they write is filed there).
 async fn linked_patients(txn: &sea_orm::DatabaseTransaction, user: &str) -> Result<Vec<patient::Model>, StoreError> {
-    Ok(patient::Entity::find().filter(patient::Column::LineUserId.eq(user)).all(txn).await?)
+    Ok(patient::Entity::find().filter(patient::Column::LineUserId.eq(user)).order_by_asc(patient::Column::Id).all(txn).await?)
 }
 
 /// Queues the linking URL for `user`, unless one was queued within [`OFFER_EVERY`]. Whether
