@@ -16,6 +16,7 @@ mod m20261130_000009_invite_choice;
 mod m20261130_000010_line_webhook;
 mod m20261130_000011_line_account_link;
 mod m20261130_000012_calendar_replies;
+mod m20261130_000013_outcomes;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000010_line_webhook::Migration),
             Box::new(m20261130_000011_line_account_link::Migration),
             Box::new(m20261130_000012_calendar_replies::Migration),
+            Box::new(m20261130_000013_outcomes::Migration),
         ]
     }
 }

@@ -30,6 +30,32 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ),
     ("get", "/patients/{id}/messages", "What the patient sent by LINE (texts and button answers), newest first; the read is audited", true),
     (
+        "delete",
+        "/patients/{id}",
+        "Erase the patient and everything stored about them (right to erasure; 200 with the rows removed per table); 409 itinerary_active while an itinerary has appointments ahead",
+        true,
+    ),
+    (
+        "get",
+        "/patients/{id}/outcomes",
+        "The patient's questionnaire answers (baseline before the first infusion, each online follow-up) with summaries against the baseline, infusions and re-evaluation decisions; the read is audited",
+        true,
+    ),
+    ("get", "/patients/{id}/outcomes.csv", "The same answers as CSV (text/csv), one row per occasion; the read is audited", true),
+    (
+        "get",
+        "/patients/{id}/outcomes.svg",
+        "The chart of each measure over time with the infusions marked (image/svg+xml; ?lang=ja for Japanese labels); 404 no_outcomes when there is nothing to chart; the read is audited",
+        true,
+    ),
+    ("get", "/patients/{id}/export", "Everything stored about the patient, for an access request (JSON); the read is audited", true),
+    (
+        "put",
+        "/itineraries/{id}/reevaluation",
+        "Record the decision at the set's 12-month re-evaluation; second_set_proposed keeps a draft of the second set (the same request 52 weeks on) to preview and book",
+        true,
+    ),
+    (
         "post",
         "/line/webhook",
         "LINE's webhook: a body signed by x-line-signature (base64 HMAC-SHA256 with the channel secret), else 401; each event applied once by webhookEventId",
@@ -108,6 +134,7 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
     ("post", "/line/webhook", Some("LineWebhook"), Some("LineAccepted")),
     ("get", "/itineraries/{id}/answers", None, Some("Answers")),
     ("post", "/inbound/email", None, Some("InboundAnswer")),
+    ("put", "/itineraries/{id}/reevaluation", Some("ReevaluationDecision"), None),
 ];
 
 fn string() -> Value {
@@ -385,6 +412,9 @@ fn query_parameters(path: &str, method: &str) -> Vec<Value> {
         ("get", "/patients") => vec![limit, cursor("after")],
         ("get", "/audit") => vec![limit, cursor("before")],
         ("get", "/trips") => vec![day("from", "first UTC day"), day("to", "the day after the last, at most 366 days after from")],
+        ("get", "/patients/{id}/outcomes.svg") => {
+            vec![json!({ "name": "lang", "in": "query", "required": false, "schema": { "enum": ["en", "ja"], "default": "en" } })]
+        }
         _ => Vec::new(),
     }
 }
@@ -416,7 +446,7 @@ pub fn document() -> Value {
             }
         });
         // A deletion answers 204 with no body.
-        if *method == "delete" || path.ends_with("/resend") {
+        if (*method == "delete" && *path != "/patients/{id}") || path.ends_with("/resend") {
             op["responses"].as_object_mut().map(|r| r.remove("200"));
             op["responses"]["204"] = json!({ "description": "Done; no body" });
         }
@@ -506,6 +536,11 @@ pub fn document() -> Value {
             "postback": { "type": "object", "properties": { "data": string() } },
             "link": { "type": "object", "properties": { "result": { "enum": ["ok", "failed"] }, "nonce": string() } } },
             "required": ["type", "webhookEventId"] } } }, "required": ["events"] });
+    schemas["ReevaluationDecision"] = object(
+        json!({ "decision": { "enum": ["second_set_proposed", "declined", "not_indicated"] },
+            "note": { "type": "string", "maxLength": 2000, "description": "for the record; no control characters but line breaks" } }),
+        &["decision"],
+    );
     schemas["LineAccepted"] = object(
         json!({ "events": { "type": "integer" },
             "skipped": { "type": "integer", "description": "events of a shape LINE never sends (an id or user id that is not one), not applied" } }),

@@ -25,7 +25,11 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn router(state: AppState) -> Router {
     let coordinators = Router::new()
         .route("/patients", post(create_patient).get(list_patients))
-        .route("/patients/{id}", get(get_patient).put(update_patient))
+        .route("/patients/{id}", get(get_patient).put(update_patient).delete(erase_patient))
+        .route("/patients/{id}/outcomes", get(patient_outcomes))
+        .route("/patients/{id}/outcomes.csv", get(patient_outcomes_csv))
+        .route("/patients/{id}/outcomes.svg", get(patient_outcomes_chart))
+        .route("/patients/{id}/export", get(export_patient))
         .route("/patients/{id}/feed", get(list_feeds).post(rotate_feed).delete(revoke_feed))
         .route("/patients/{id}/messages", get(patient_messages))
         .route("/patients/{id}/line", axum::routing::delete(unlink_line))
@@ -38,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/itineraries/{id}", get(get_itinerary).put(change_itinerary))
         .route("/itineraries/{id}/cancel", post(cancel_itinerary))
         .route("/itineraries/{id}/answers", get(itinerary_answers))
+        .route("/itineraries/{id}/reevaluation", axum::routing::put(decide_reevaluation))
         .route("/itineraries/{id}/messages/{message_id}/resend", post(resend_message))
         .route("/itineraries/{id}/calendar.ics", get(itinerary_ics))
         .route("/trips", get(trips))
@@ -326,6 +331,114 @@ async fn inbound_email(
     let now = s.clock.now().await?;
     let answer = s.store.record_inbound(&mail, "api", &s.setup.calendar.organizer_email, now).await?;
     Ok(Json(answer).into_response())
+}
+
+/// A patient's outcomes (health data: every read is audited).
+async fn patient_outcomes(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    let id = id(p)?;
+    let outcomes = s.store.patient_outcomes(id).await?;
+    s.store.audit_read(c.0, "outcomes", &id.to_string(), json!({ "as": "json" })).await?;
+    Ok(Json(outcomes).into_response())
+}
+
+async fn patient_outcomes_csv(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    let id = id(p)?;
+    let outcomes = s.store.patient_outcomes(id).await?;
+    let rows: Vec<_> = outcomes.occasions.into_iter().map(|o| o.occasion).collect();
+    let text = itinerary_outcomes::csv(&rows).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    s.store.audit_read(c.0, "outcomes", &id.to_string(), json!({ "as": "csv" })).await?;
+    let disposition = format!("attachment; filename=\"patient-{id}-outcomes.csv\"");
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)], text).into_response())
+}
+
+#[derive(Deserialize)]
+struct ChartQuery {
+    #[serde(default)]
+    lang: Option<String>,
+}
+
+async fn patient_outcomes_chart(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+    q: Result<Query<ChartQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let id = id(p)?;
+    let english = q.map(|Query(q)| q.lang.as_deref() != Some("ja")).unwrap_or(true);
+    let outcomes = s.store.patient_outcomes(id).await?;
+    let rows: Vec<_> = outcomes.occasions.into_iter().map(|o| o.occasion).collect();
+    let svg = match itinerary_outcomes::chart(&rows, &outcomes.infusions, english) {
+        Ok(svg) => svg,
+        Err(itinerary_outcomes::ChartError::Empty) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "no_outcomes", "nothing to chart: no answer and no infusion"));
+        }
+        Err(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
+    };
+    s.store.audit_read(c.0, "outcomes", &id.to_string(), json!({ "as": "svg" })).await?;
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
+/// Everything stored about a patient, for an access request (audited).
+async fn export_patient(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    let id = id(p)?;
+    let export = s.store.export_patient(id).await?;
+    s.store.audit_read(c.0, "export", &id.to_string(), json!({})).await?;
+    let disposition = format!("attachment; filename=\"patient-{id}-export.json\"");
+    Ok(([(header::CONTENT_DISPOSITION, disposition)], Json(export)).into_response())
+}
+
+/// Erases a patient (right to erasure); 409 while an itinerary has appointments ahead.
+async fn erase_patient(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+) -> ApiResult<Response> {
+    let id = id(p)?;
+    let now = s.clock.now().await?;
+    match s.store.erase_patient(c.0, id, now).await {
+        Ok(e) => Ok(Json(e).into_response()),
+        Err(itinerary_store::EraseError::Active { reference }) => Err(ApiError::field(
+            StatusCode::CONFLICT,
+            "itinerary_active",
+            "itinerary",
+            &reference,
+            "is active with appointments ahead: cancel it first (the patient, escorts and calendars are told), then erase",
+        )),
+        Err(itinerary_store::EraseError::Store(e)) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    decision: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// The decision at a set's 12-month re-evaluation; `second_set_proposed` keeps a draft.
+async fn decide_reevaluation(
+    State(s): State<AppState>,
+    Extension(c): Extension<Coordinator>,
+    p: Result<Path<i32>, PathRejection>,
+    b: Result<Json<Decision>, JsonRejection>,
+) -> ApiResult<Response> {
+    let id = id(p)?;
+    let b = body(b)?;
+    let now = s.clock.now().await?;
+    Ok(Json(s.store.decide_reevaluation(c.0, id, &b.decision, b.note.as_deref(), now).await?).into_response())
 }
 
 async fn list_feeds(

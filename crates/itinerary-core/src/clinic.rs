@@ -303,6 +303,11 @@ pub struct Rules {
     /// Online follow-ups need a doctor at the clinic: keep them inside clinic hours too.
     pub followup_within_clinic_hours: bool,
     pub reevaluation_months: u32,
+    /// The outcomes questionnaire (issue 17) goes this many days before the first infusion of a
+    /// set and before each online follow-up, in the patient's morning; 0: not sent.
+    pub outcome_invite_days: u32,
+    /// ...and again this many days before, if nothing was answered by then; 0: no second.
+    pub outcome_nudge_days: u32,
     pub minimum_age_years: u32,
     pub tentative_holiday_recheck_days: u32,
     #[serde(with = "hhmm")]
@@ -380,6 +385,8 @@ impl Default for Rules {
             followup_minutes: 30,
             followup_within_clinic_hours: true,
             reevaluation_months: 12,
+            outcome_invite_days: 7,
+            outcome_nudge_days: 3,
             minimum_age_years: 18,
             tentative_holiday_recheck_days: 30,
             evening_reminder_time: hm(19, 0),

@@ -667,6 +667,41 @@ pub(crate) fn schedule(
         );
     }
 
+    // The outcomes questionnaire before the first infusion of the set (the baseline) and each
+    // online appointment: in the patient's morning, a week before and, if nothing was answered
+    // by then (the worker checks), three days before. The key names the occasion
+    // (`outcomes.baseline.invite`, `outcomes.followup_3m.nudge`).
+    let first_infusion = plan.events.iter().filter(|e| e.kind == EventKind::Infusion).filter_map(|e| Some((e.start()?, e.key.clone()))).min();
+    let occasions = first_infusion.map(|(start, key)| ("baseline".to_owned(), key, start)).into_iter().chain(
+        plan.events.iter().filter(|e| e.online).filter_map(|e| e.start().map(|st| (e.key.clone(), e.key.clone(), st))),
+    );
+    for (occasion, about, start) in occasions.collect::<Vec<_>>() {
+        for (days, kind, step, if_late) in [
+            (r.outcome_invite_days, MessageKind::OutcomeInvite, "invite", IfLate::SendNow),
+            (r.outcome_nudge_days, MessageKind::OutcomeNudge, "nudge", IfLate::Skip),
+        ] {
+            if days == 0 {
+                continue;
+            }
+            let at = s.patient_local(start, i64::from(days), r.morning_message_time);
+            s.push(
+                format!("outcomes.{occasion}.{step}"),
+                kind,
+                Recipient::Patient,
+                at,
+                Some(&about),
+                Some(start),
+                format!(
+                    "{days} days before {}, {} where the patient is{}",
+                    if occasion == "baseline" { "the first infusion" } else { "the online appointment" },
+                    r.morning_message_time.format("%H:%M"),
+                    if step == "nudge" { ", only if the questionnaire is not answered" } else { "" }
+                ),
+                if_late,
+            );
+        }
+    }
+
     // Each escort: the evening before a working day, that day's duties.
     let mut days: Vec<(String, NaiveDate, Zoned, String)> = Vec::new();
     for a in &plan.escorts {

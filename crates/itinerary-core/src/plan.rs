@@ -240,6 +240,10 @@ pub enum MessageKind {
     AdverseEventCheckin,
     FollowUpReminder,
     ReevaluationReminder,
+    /// The outcomes questionnaire, with the patient's link (issue 17).
+    OutcomeInvite,
+    /// The questionnaire again, sent only if nothing was answered.
+    OutcomeNudge,
     EscortDayPlan,
 }
 

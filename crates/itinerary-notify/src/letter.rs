@@ -133,6 +133,8 @@ pub struct Letter {
     pub stay: Option<Line>,
     pub feed_url: Option<String>,
     pub follow_up_url: Option<String>,
+    /// The patient's own link to the outcomes questionnaire (issue 17), while it is open.
+    pub questionnaire_url: Option<String>,
 }
 
 /// One appointment (or an escort's duty) in words.
@@ -485,6 +487,7 @@ impl Letter {
             stay,
             feed_url,
             follow_up_url: follow_up_url.map(str::to_owned),
+            questionnaire_url: None,
         }
     }
 }
@@ -562,6 +565,8 @@ mod tests {
             "adverse_event_checkin",
             "follow_up_reminder",
             "reevaluation_reminder",
+            "outcome_invite",
+            "outcome_nudge",
             "escort_day_plan",
             "itinerary_cancelled",
         ];
@@ -585,6 +590,7 @@ mod tests {
                         stay: with_facts.then(|| line.clone()),
                         feed_url: with_facts.then(|| "https://x/feed/itf_1".into()),
                         follow_up_url: None,
+                        questionnaire_url: with_facts.then(|| "https://x/questionnaire/itq_1".into()),
                     };
                     let c = t.compose(&letter).unwrap_or_else(|e| panic!("{kind} {language:?}: {e}"));
                     assert!(!c.subject.is_empty() && !c.subject.contains('\n'), "{kind}: {c:?}");

@@ -442,3 +442,60 @@ pub mod calendar_reply {
     }
     no_relations!();
 }
+
+pub mod outcome_answer {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outcome_answer")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub patient_id: i32,
+        pub itinerary_id: i32,
+        pub occasion: String,
+        pub itch: Option<i32>,
+        pub sleep: Option<i32>,
+        pub steroid_days: Option<i32>,
+        pub treatments: Option<String>,
+        pub treatment_other: Option<String>,
+        pub impression: Option<i32>,
+        pub answered_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub saves: i32,
+    }
+    no_relations!();
+}
+
+pub mod outcome_token {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outcome_token")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_hash: String,
+        pub patient_id: i32,
+        pub itinerary_id: i32,
+        pub occasion: String,
+        pub created_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod reevaluation {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "reevaluation")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub itinerary_id: i32,
+        pub patient_id: i32,
+        pub decision: String,
+        pub note: Option<String>,
+        pub decided_by: Option<i32>,
+        pub decided_at: DateTimeUtc,
+        pub draft: Option<String>,
+        pub booked_itinerary_id: Option<i32>,
+    }
+    no_relations!();
+}

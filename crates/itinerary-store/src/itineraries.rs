@@ -253,7 +253,13 @@ impl Store {
             hold,
             key,
         };
-        self.book(booking).await
+        let view = self.book(booking).await?;
+        // A proposed second set of this patient is booked by this one (outside the writer: a
+        // bookkeeping mark, and the booking stands whatever becomes of it).
+        if let Err(e) = self.draft_booked(view.patient_id, &req.protocol, view.id).await {
+            tracing::warn!(itinerary = view.id, error = %e, "marking a proposed second set booked");
+        }
+        Ok(view)
     }
 
     /// What booking `req` now would plan, against the bookings as they stand, storing nothing:

@@ -18,6 +18,7 @@ mod idempotency;
 mod itineraries;
 mod line;
 mod lists;
+mod outcomes;
 mod people;
 mod pool;
 mod replies;
@@ -38,6 +39,10 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 pub use line::{AccountLink, CallRequest, LineEvent, LineNotice, LinkProof, NONCE_LIFETIME, PatientMessageView};
 pub use lists::{CurrentPlan, ItinerarySummary};
+pub use outcomes::{
+    DECISIONS, EraseError, Erasure, MAX_SAVES, OccasionView, PatientOutcomes, PlannedOccasion, Questionnaire, QuestionnaireLink, ReevaluationView,
+    occasions_of,
+};
 pub use people::{CoordinatorView, EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
 pub use replies::{AppointmentAnswer, InboundAnswer, ReplyRecord};
 pub use sessions::{Opened, Session};

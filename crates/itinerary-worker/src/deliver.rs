@@ -167,6 +167,16 @@ impl Deliverer {
             Some(Unwanted::Missed(reason)) => return self.missed(&m, reason, now).await,
             None => {}
         }
+        // The questionnaire's second asking goes only to a patient who has not answered.
+        if m.kind == "outcome_nudge"
+            && let Some(occasion) = questionnaire_occasion(&m)
+            && self.store.questionnaire_answered(m.itinerary_id, occasion).await?
+        {
+            let reason = "the questionnaire was answered".to_owned();
+            self.store.record_skipped(id, &self.name, &reason, now).await?;
+            tracing::info!(message = id, kind = %m.kind, %reason, "skipped");
+            return Ok(Outcome::Skipped(reason));
+        }
         let zone: Tz = m.due_zone.parse().unwrap_or(self.setup.clinic.zone);
         if let Some(morning) = self.after_night(now, zone) {
             if m.before_at.is_some_and(|b| morning >= b) {
@@ -359,7 +369,13 @@ impl Deliverer {
             }
             _ => None,
         };
-        let letter = Letter::of(&m.plan.plan, &subject, &self.setup.clinic.name, self.setup.calendar.follow_up_url.as_deref(), feed_url);
+        let mut letter = Letter::of(&m.plan.plan, &subject, &self.setup.clinic.name, self.setup.calendar.follow_up_url.as_deref(), feed_url);
+        // The patient's own questionnaire link, made as the message goes (only its hash is
+        // kept); none once the occasion has begun.
+        if let (DeliveryTarget::Patient(_), Some(occasion)) = (&m.target, questionnaire_occasion(m)) {
+            let link = self.store.issue_questionnaire_link(m.itinerary_id, occasion, now).await.map_err(|e| internal(e.to_string()))?;
+            letter.questionnaire_url = link.map(|secret| format!("{}/questionnaire/{secret}", self.rules.public_url));
+        }
         let words = self.templates.compose(&letter).map_err(|e| ("email".to_owned(), SendError::Permanent(e.to_string())))?;
 
         // LINE carries reminders (text) for patients who linked it, within the month's budget;
@@ -458,6 +474,16 @@ impl Deliverer {
 
 /// The random part of an itinerary reference (`it-` and 12 hex digits): a salt for LINE
 /// retry keys that differs between deployments.
+/// The questionnaire occasion a message carries a link to: the outcomes messages name it in
+/// their key (`outcomes.baseline.invite`), the follow-up reminders are about it.
+fn questionnaire_occasion(m: &Claimed) -> Option<&str> {
+    match m.kind.as_str() {
+        "outcome_invite" | "outcome_nudge" => m.key.strip_prefix("outcomes.").and_then(|k| k.rsplit_once('.')).map(|(o, _)| o),
+        "follow_up_reminder" | "reevaluation_reminder" => m.about.as_deref(),
+        _ => None,
+    }
+}
+
 fn reference_salt(reference: &str) -> u64 {
     u64::from_str_radix(reference.trim_start_matches("it-"), 16).unwrap_or(0)
 }
