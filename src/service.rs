@@ -361,6 +361,7 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
         public_url: settings.public_url.trim_end_matches('/').to_owned(),
         failed: failed.clone(),
         line_account_link: settings.file.line.account_link_url.clone(),
+        outbox: Some(std::path::PathBuf::from(&settings.file.delivery.outbox)).filter(|p| !p.as_os_str().is_empty()),
     };
     let state = itinerary_api::AppState {
         store: store.clone(),
@@ -372,6 +373,7 @@ pub async fn serve(settings: Settings, setup: ClinicSetup, config_dir: &Path) ->
         in_flight: Default::default(),
         line_secret: Some(settings.file.line.channel_secret.as_str()).filter(|s| !s.is_empty()).map(Arc::from),
         inbound_secret: Some(settings.file.inbound.secret.as_str()).filter(|s| !s.is_empty()).map(Arc::from),
+        outbox: Some(std::path::PathBuf::from(&settings.file.delivery.outbox)).filter(|p| !p.as_os_str().is_empty()),
     };
     let srv = &settings.file.server;
     let limits = itinerary_api::serve::Limits {

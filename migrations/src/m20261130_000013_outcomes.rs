@@ -32,7 +32,9 @@ impl MigrationTrait for Migration {
                 .col(timestamp_with_time_zone("updated_at"))
                 // Saves so far: a flood is refused past a bound no patient reaches.
                 .col(integer("saves").default(0))
-                .foreign_key(ForeignKey::create().from("outcome_answer", "patient_id").to("patient", "id").on_delete(ForeignKeyAction::Cascade))
+                .foreign_key(
+                    ForeignKey::create().from("outcome_answer", "patient_id").to("patient", "id").on_delete(ForeignKeyAction::Cascade),
+                )
                 .to_owned(),
         )
         .await?;
@@ -51,7 +53,9 @@ impl MigrationTrait for Migration {
                 .col(timestamp_with_time_zone("created_at"))
                 // A backstop: the link also closes when the occasion (as planned now) begins.
                 .col(timestamp_with_time_zone("expires_at"))
-                .foreign_key(ForeignKey::create().from("outcome_token", "patient_id").to("patient", "id").on_delete(ForeignKeyAction::Cascade))
+                .foreign_key(
+                    ForeignKey::create().from("outcome_token", "patient_id").to("patient", "id").on_delete(ForeignKeyAction::Cascade),
+                )
                 .to_owned(),
         )
         .await?;
@@ -70,7 +74,9 @@ impl MigrationTrait for Migration {
                 // For `second_set_proposed`: the request of the second set, as JSON, until booked.
                 .col(text_null("draft"))
                 .col(integer_null("booked_itinerary_id"))
-                .foreign_key(ForeignKey::create().from("reevaluation", "patient_id").to("patient", "id").on_delete(ForeignKeyAction::Cascade))
+                .foreign_key(
+                    ForeignKey::create().from("reevaluation", "patient_id").to("patient", "id").on_delete(ForeignKeyAction::Cascade),
+                )
                 .to_owned(),
         )
         .await?;

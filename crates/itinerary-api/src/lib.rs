@@ -2,6 +2,7 @@
 //! patients subscribe to their calendar at an unguessable feed URL. Every error is JSON that
 //! names the field and the value; no route answers 500 for bad input.
 
+pub mod erasure;
 mod error;
 pub mod guard;
 mod idempotency;
@@ -40,6 +41,8 @@ pub struct AppState {
     /// The shared secret a hosted mail service sends with `POST /inbound/email`; without it
     /// every call is refused.
     pub inbound_secret: Option<Arc<str>>,
+    /// The mail outbox directory, whose files a patient's erasure deletes too.
+    pub outbox: Option<std::path::PathBuf>,
 }
 
 /// Whether this process's worker is delivering (false makes `/health` answer 503), and its

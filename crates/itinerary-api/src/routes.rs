@@ -407,7 +407,7 @@ async fn erase_patient(
 ) -> ApiResult<Response> {
     let id = id(p)?;
     let now = s.clock.now().await?;
-    match s.store.erase_patient(c.0, id, now).await {
+    match crate::erasure::erase_patient(&s.store, s.outbox.as_deref(), c.0, id, now).await {
         Ok(e) => Ok(Json(e).into_response()),
         Err(itinerary_store::EraseError::Active { reference }) => Err(ApiError::field(
             StatusCode::CONFLICT,

@@ -12,6 +12,7 @@
 
 mod link;
 mod pages;
+mod questionnaire;
 mod view;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,8 @@ pub struct Console {
     /// LINE's account-link endpoint (`line.account_link_url`), where `/line/link` sends a
     /// patient who proved who they are.
     pub line_account_link: String,
+    /// The mail outbox directory, whose files a patient's erasure deletes too.
+    pub outbox: Option<std::path::PathBuf>,
 }
 
 /// The name of the session cookie.
@@ -61,6 +64,11 @@ pub fn router(console: Console) -> Router {
         .route("/console/patients/{id}/feed", axum::routing::post(pages::rotate_feed))
         .route("/console/patients/{id}/feed/revoke", axum::routing::post(pages::revoke_feed))
         .route("/console/patients/{id}/line/unlink", axum::routing::post(pages::unlink_line))
+        .route("/console/patients/{id}/outcomes.svg", axum::routing::get(pages::outcomes_chart))
+        .route("/console/patients/{id}/outcomes.csv", axum::routing::get(pages::outcomes_csv))
+        .route("/console/patients/{id}/export", axum::routing::get(pages::export))
+        .route("/console/patients/{id}/reevaluation", axum::routing::post(pages::decide))
+        .route("/console/patients/{id}/erase", axum::routing::post(pages::erase))
         .route("/console/patients/{id}/plan", axum::routing::get(pages::plan_form).post(pages::plan))
         .route("/console/itineraries/{id}", axum::routing::get(pages::itinerary))
         .route("/console/itineraries/{id}/cancel", axum::routing::get(pages::cancel_preview).post(pages::cancel))
@@ -75,6 +83,7 @@ pub fn router(console: Console) -> Router {
         .route("/console/signin", axum::routing::get(pages::sign_in_form).post(pages::sign_in))
         .route("/console/static/console.css", axum::routing::get(stylesheet))
         .route("/line/link", axum::routing::get(link::form).post(link::prove))
+        .route("/questionnaire/{token}", axum::routing::get(questionnaire::form).post(questionnaire::save))
         .merge(signed_in)
         .layer(middleware::from_fn(page_headers))
         .with_state(console)
@@ -165,8 +174,9 @@ pub(crate) fn templates() -> &'static Environment<'static> {
     &ENV
 }
 
-const TEMPLATES: [(&str, &str); 13] = [
+const TEMPLATES: [(&str, &str); 14] = [
     ("line_link.html", include_str!("../templates/line_link.html")),
+    ("questionnaire.html", include_str!("../templates/questionnaire.html")),
     ("audit.html", include_str!("../templates/audit.html")),
     ("board.html", include_str!("../templates/board.html")),
     ("layout.html", include_str!("../templates/layout.html")),

@@ -456,6 +456,10 @@ async fn patient_page(c: &Console, v: &Visit, id: i32, status: StatusCode, extra
     let p = or_page!(c.store.patient(id).await, v.lang);
     let (its, feeds) = (or_page!(c.store.itineraries_of(id).await, v.lang), or_page!(c.store.feed_tokens(id).await, v.lang));
     let sent = or_page!(c.store.patient_messages(id).await, v.lang);
+    let outcomes = or_page!(c.store.patient_outcomes(id).await, v.lang);
+    if let Err(e) = c.store.audit_read(v.session.coordinator_id, "outcomes", &id.to_string(), serde_json::json!({ "as": "page" })).await {
+        return store_error(v.lang, &e);
+    }
     if let Err(e) = c.store.audit_read(v.session.coordinator_id, "patient", &id.to_string(), serde_json::json!({})).await {
         return store_error(v.lang, &e);
     }
@@ -475,6 +479,38 @@ async fn patient_page(c: &Console, v: &Visit, id: i32, status: StatusCode, extra
         .take(50)
         .map(|m| minijinja::context! { at => at(m.received_at), channel => m.channel.clone(), kind => m.kind.clone(), body => m.body.clone(), answer => m.answer.clone() })
         .collect();
+    let english = v.lang == Lang::En;
+    let occasions: Vec<Value> = outcomes
+        .occasions
+        .iter()
+        .map(|o| {
+            let a = &o.occasion.answers;
+            let treatments = a.treatments.as_ref().map(|l| l.iter().map(|t| t.label(english)).collect::<Vec<_>>().join(", "));
+            minijinja::context! {
+                set => o.occasion.set,
+                reference => o.occasion.reference.clone(),
+                occasion => o.occasion.key.clone(),
+                kind => format!("{:?}", o.occasion.kind).to_lowercase(),
+                at => view::moment_zoned(v.lang, &itinerary_core::Zoned::new(o.occasion.at, o.occasion.zone)),
+                answered => o.answered,
+                itch => a.itch, sleep => a.sleep, steroid_days => a.steroid_days, impression => a.impression,
+                treatments => treatments,
+                other => a.treatment_other.clone(),
+                summary => if english { o.summary_en.clone() } else { o.summary_ja.clone() },
+            }
+        })
+        .collect();
+    let decisions: Vec<Value> = outcomes
+        .reevaluations
+        .iter()
+        .map(|r| {
+            minijinja::context! {
+                itinerary_id => r.itinerary_id, reference => r.reference.clone(), decision => r.decision.clone(), note => r.note.clone(),
+                at => at(r.decided_at), draft => r.draft.is_some(), booked => r.booked_itinerary_id,
+            }
+        })
+        .collect();
+    let chartable = outcomes.occasions.iter().any(|o| o.answered) || !outcomes.infusions.is_empty();
     let its: Vec<Value> = its
         .into_iter()
         .map(|i| minijinja::context! { id => i.id, reference => i.reference, status => i.status, version => i.version, created => i.created_at.format("%Y-%m-%d").to_string() })
@@ -502,6 +538,9 @@ async fn patient_page(c: &Console, v: &Visit, id: i32, status: StatusCode, extra
                 feeds => Value::from(minijinja::value::Serde(&feeds)),
                 line => line,
                 sent => sent,
+                occasions => occasions,
+                decisions => decisions,
+                chartable => chartable,
                 form => form,
                 errors => BTreeMap::<String, String>::new(),
             }
@@ -661,9 +700,28 @@ fn plan_page(
     render(v.lang, status, "plan.html", Some(v), minijinja::context! { ..base, ..extra })
 }
 
-pub(crate) async fn plan_form(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
+#[derive(Deserialize)]
+pub(crate) struct PlanQuery {
+    /// The set whose proposed second set this form starts from.
+    #[serde(default)]
+    draft: Option<i32>,
+}
+
+pub(crate) async fn plan_form(
+    State(c): State<Console>,
+    Extension(v): Extension<Visit>,
+    Path(id): Path<i32>,
+    Query(q): Query<PlanQuery>,
+) -> Response {
     let p = or_page!(c.store.patient(id).await, v.lang);
-    let fields = Fields::from([("protocol".to_owned(), "single-infusion".to_owned())]);
+    let mut fields = Fields::from([("protocol".to_owned(), "single-infusion".to_owned())]);
+    if let Some(set) = q.draft {
+        let outcomes = or_page!(c.store.patient_outcomes(id).await, v.lang);
+        match outcomes.reevaluations.into_iter().find(|r| r.itinerary_id == set).and_then(|r| r.draft) {
+            Some(draft) => fields = fields_of(&draft),
+            None => return error_page(v.lang, StatusCode::NOT_FOUND, "draft_none"),
+        }
+    }
     plan_page(&c, &v, StatusCode::OK, &p, None, &fields, minijinja::context! {})
 }
 
@@ -1172,4 +1230,122 @@ pub(crate) async fn audit(State(c): State<Console>, Extension(v): Extension<Visi
         Some(&v),
         minijinja::context! { rows => shown, entity => entity.unwrap_or_default(), action => action.unwrap_or_default(), older => older },
     )
+}
+
+/// The patient's outcomes chart (SVG), for the patient page's image; the read is audited.
+pub(crate) async fn outcomes_chart(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
+    let outcomes = or_page!(c.store.patient_outcomes(id).await, v.lang);
+    let rows: Vec<_> = outcomes.occasions.into_iter().map(|o| o.occasion).collect();
+    match itinerary_outcomes::chart(&rows, &outcomes.infusions, v.lang == Lang::En) {
+        Ok(svg) => {
+            if let Err(e) =
+                c.store.audit_read(v.session.coordinator_id, "outcomes", &id.to_string(), serde_json::json!({ "as": "svg" })).await
+            {
+                return store_error(v.lang, &e);
+            }
+            ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
+        }
+        Err(itinerary_outcomes::ChartError::Empty) => error_page(v.lang, StatusCode::NOT_FOUND, "outcomes_none_chart"),
+        Err(e) => {
+            tracing::error!(error = %e, "drawing an outcomes chart");
+            error_page(v.lang, StatusCode::INTERNAL_SERVER_ERROR, "error_unavailable")
+        }
+    }
+}
+
+/// The patient's outcomes as CSV, to download; the read is audited.
+pub(crate) async fn outcomes_csv(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
+    let outcomes = or_page!(c.store.patient_outcomes(id).await, v.lang);
+    let rows: Vec<_> = outcomes.occasions.into_iter().map(|o| o.occasion).collect();
+    let Ok(text) = itinerary_outcomes::csv(&rows) else {
+        return error_page(v.lang, StatusCode::INTERNAL_SERVER_ERROR, "error_unavailable");
+    };
+    if let Err(e) = c.store.audit_read(v.session.coordinator_id, "outcomes", &id.to_string(), serde_json::json!({ "as": "csv" })).await {
+        return store_error(v.lang, &e);
+    }
+    let disposition = format!("attachment; filename=\"patient-{id}-outcomes.csv\"");
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)], text).into_response()
+}
+
+/// Everything stored about the patient, to download for an access request; the read is audited.
+pub(crate) async fn export(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
+    let data = or_page!(c.store.export_patient(id).await, v.lang);
+    if let Err(e) = c.store.audit_read(v.session.coordinator_id, "export", &id.to_string(), serde_json::json!({})).await {
+        return store_error(v.lang, &e);
+    }
+    let disposition = format!("attachment; filename=\"patient-{id}-export.json\"");
+    let body = serde_json::to_string_pretty(&data).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json".to_owned()), (header::CONTENT_DISPOSITION, disposition)], body).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DecisionForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    itinerary: i32,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// Records the decision at a set's re-evaluation, back to the patient page.
+pub(crate) async fn decide(
+    State(c): State<Console>,
+    Extension(v): Extension<Visit>,
+    Path(id): Path<i32>,
+    Form(f): Form<DecisionForm>,
+) -> Response {
+    if let Some(r) = forged(&v, f.csrf.as_deref()) {
+        return r;
+    }
+    let now = Utc::now();
+    match c.store.decide_reevaluation(v.session.coordinator_id, f.itinerary, &f.decision, Some(&f.note), now).await {
+        Ok(_) => Redirect::to(&format!("/console/patients/{id}#outcomes-h")).into_response(),
+        Err(InputError::Invalid(e)) => {
+            let errors = field_errors(&e.errors);
+            patient_page(&c, &v, id, StatusCode::UNPROCESSABLE_ENTITY, minijinja::context! { decision_errors => errors }).await
+        }
+        Err(InputError::Store(e)) => store_error(v.lang, &e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EraseForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    /// The patient's id typed again: an erasure cannot be undone.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// Erases the patient (right to erasure), after the id is typed again.
+pub(crate) async fn erase(
+    State(c): State<Console>,
+    Extension(v): Extension<Visit>,
+    Path(id): Path<i32>,
+    Form(f): Form<EraseForm>,
+) -> Response {
+    if let Some(r) = forged(&v, f.csrf.as_deref()) {
+        return r;
+    }
+    if f.confirm.trim() != id.to_string() {
+        return patient_page(&c, &v, id, StatusCode::UNPROCESSABLE_ENTITY, minijinja::context! { erase_error => "erase_confirm_wrong" })
+            .await;
+    }
+    match itinerary_api::erasure::erase_patient(&c.store, c.outbox.as_deref(), v.session.coordinator_id, id, Utc::now()).await {
+        Ok(_) => Redirect::to("/console/patients?erased=1").into_response(),
+        Err(itinerary_store::EraseError::Active { reference }) => {
+            patient_page(
+                &c,
+                &v,
+                id,
+                StatusCode::CONFLICT,
+                minijinja::context! { erase_error => "erase_active", erase_reference => reference },
+            )
+            .await
+        }
+        Err(itinerary_store::EraseError::Store(e)) => store_error(v.lang, &e),
+    }
 }

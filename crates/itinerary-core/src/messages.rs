@@ -671,10 +671,12 @@ pub(crate) fn schedule(
     // online appointment: in the patient's morning, a week before and, if nothing was answered
     // by then (the worker checks), three days before. The key names the occasion
     // (`outcomes.baseline.invite`, `outcomes.followup_3m.nudge`).
-    let first_infusion = plan.events.iter().filter(|e| e.kind == EventKind::Infusion).filter_map(|e| Some((e.start()?, e.key.clone()))).min();
-    let occasions = first_infusion.map(|(start, key)| ("baseline".to_owned(), key, start)).into_iter().chain(
-        plan.events.iter().filter(|e| e.online).filter_map(|e| e.start().map(|st| (e.key.clone(), e.key.clone(), st))),
-    );
+    let first_infusion =
+        plan.events.iter().filter(|e| e.kind == EventKind::Infusion).filter_map(|e| Some((e.start()?, e.key.clone()))).min();
+    let occasions = first_infusion
+        .map(|(start, key)| ("baseline".to_owned(), key, start))
+        .into_iter()
+        .chain(plan.events.iter().filter(|e| e.online).filter_map(|e| e.start().map(|st| (e.key.clone(), e.key.clone(), st))));
     for (occasion, about, start) in occasions.collect::<Vec<_>>() {
         for (days, kind, step, if_late) in [
             (r.outcome_invite_days, MessageKind::OutcomeInvite, "invite", IfLate::SendNow),

@@ -197,6 +197,28 @@ fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rust
     None
 }
 
+/// Deletes the outbox's messages of itineraries `references` (files `{reference}.m{id}.{kind}.eml`,
+/// as the worker names them): a patient's erasure reaches the mail kept here too. How many were
+/// deleted.
+pub fn erase_from_outbox(dir: &Path, references: &[String]) -> std::io::Result<usize> {
+    let mut n = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if references.iter().any(|r| !r.is_empty() && name.starts_with(&format!("{r}.m"))) {
+            std::fs::remove_file(entry.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Writes `dir/name.eml` through a temporary file and a rename, so the file is either whole or
 /// absent; when it already exists the message went out before and nothing is written.
 fn write_once(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, SendError> {

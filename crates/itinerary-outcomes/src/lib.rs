@@ -18,7 +18,7 @@ mod summary;
 
 pub use chart::{ChartError, chart};
 pub use export::csv;
-pub use questionnaire::{Answers, FieldError, Measure, Question, QUESTIONS, Treatment};
+pub use questionnaire::{Answers, FieldError, Measure, QUESTIONS, Question, Treatment};
 pub use summary::summary;
 
 use chrono::{DateTime, Utc};

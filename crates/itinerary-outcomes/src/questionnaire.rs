@@ -294,8 +294,9 @@ mod tests {
 
     #[test]
     fn answers_in_range_are_kept_and_others_named() {
-        let a = Answers::from_fields([("itch", "7"), ("sleep", ""), ("steroid_days", "0"), ("impression", "5"), ("treatments", "biologic")])
-            .unwrap();
+        let a =
+            Answers::from_fields([("itch", "7"), ("sleep", ""), ("steroid_days", "0"), ("impression", "5"), ("treatments", "biologic")])
+                .unwrap();
         assert_eq!((a.itch, a.sleep, a.steroid_days, a.impression), (Some(7), None, Some(0), Some(5)));
         assert_eq!(a.treatments, Some(vec![Treatment::Biologic]));
         let e = Answers::from_fields([("itch", "11"), ("steroid_days", "8"), ("impression", "0"), ("sleep", "-1"), ("treatments", "x")])

@@ -32,7 +32,11 @@ pub fn summary(baseline: &Answers, now: &Answers, english: bool) -> String {
     }
     if let Some(list) = &now.treatments {
         let named: Vec<&str> = list.iter().map(|t| short(*t, english)).collect();
-        let mut line = if english { format!("tablets or injections: {}", named.join(", ")) } else { format!("内服・注射: {}", named.join("、")) };
+        let mut line = if english {
+            format!("tablets or injections: {}", named.join(", "))
+        } else {
+            format!("内服・注射: {}", named.join("、"))
+        };
         if let Some(other) = now.treatment_other.as_deref().filter(|_| list.contains(&Treatment::Other)) {
             line.push_str(&format!(" ({other})"));
         }

@@ -40,8 +40,8 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 pub use line::{AccountLink, CallRequest, LineEvent, LineNotice, LinkProof, NONCE_LIFETIME, PatientMessageView};
 pub use lists::{CurrentPlan, ItinerarySummary};
 pub use outcomes::{
-    DECISIONS, EraseError, Erasure, MAX_SAVES, OccasionView, PatientOutcomes, PlannedOccasion, Questionnaire, QuestionnaireLink, ReevaluationView,
-    occasions_of,
+    DECISIONS, EraseError, Erasure, MAX_SAVES, OccasionView, PatientOutcomes, PlannedOccasion, Questionnaire, QuestionnaireLink,
+    ReevaluationView, occasions_of,
 };
 pub use people::{CoordinatorView, EscortInput, InputError, PatientInput, PatientView, RESOURCES, ResourceView};
 pub use replies::{AppointmentAnswer, InboundAnswer, ReplyRecord};

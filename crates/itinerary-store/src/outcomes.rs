@@ -12,9 +12,7 @@ use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use itinerary_core::plan::{EventKind, Text};
 use itinerary_core::{Plan, Zoned};
 use itinerary_outcomes::{Answers, Occasion, OccasionKind};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 use serde::Serialize;
 use serde_json::json;
 
@@ -49,9 +47,16 @@ pub struct PlannedOccasion {
 /// The occasions of `plan`, in time order: its first infusion, then its online appointments.
 pub fn occasions_of(plan: &Plan) -> Vec<PlannedOccasion> {
     let mut out = Vec::new();
-    let first = plan.events.iter().filter(|e| e.kind == EventKind::Infusion).filter_map(|e| Some((e.start()?, e))).min_by_key(|(s, _)| s.utc());
+    let first =
+        plan.events.iter().filter(|e| e.kind == EventKind::Infusion).filter_map(|e| Some((e.start()?, e))).min_by_key(|(s, _)| s.utc());
     if let Some((start, e)) = first {
-        out.push(PlannedOccasion { key: "baseline".into(), kind: OccasionKind::Baseline, start, event: e.key.clone(), title: e.title.clone() });
+        out.push(PlannedOccasion {
+            key: "baseline".into(),
+            kind: OccasionKind::Baseline,
+            start,
+            event: e.key.clone(),
+            title: e.title.clone(),
+        });
     }
     for e in plan.events.iter().filter(|e| e.online) {
         let Some(start) = e.start() else { continue };
@@ -128,6 +133,12 @@ pub const DECISIONS: [&str; 3] = ["second_set_proposed", "declined", "not_indica
 pub struct Erasure {
     pub patient_id: i32,
     pub rows: std::collections::BTreeMap<&'static str, u64>,
+    /// The erased itineraries' references: the caller erases what it keeps under them (the
+    /// mail outbox).
+    #[serde(skip)]
+    pub references: Vec<String>,
+    /// Messages deleted from the mail outbox (set by the caller).
+    pub outbox_files: usize,
 }
 
 /// Why a patient could not be erased.
@@ -172,7 +183,12 @@ async fn plan_of(db: &impl ConnectionTrait, it: &itinerary::Model) -> Result<Pla
 impl Store {
     /// A fresh link to the questionnaire of `occasion` of itinerary `itinerary_id`, for its
     /// patient; none when the itinerary is not active or the occasion is not ahead.
-    pub async fn issue_questionnaire_link(&self, itinerary_id: i32, occasion: &str, now: DateTime<Utc>) -> Result<Option<String>, StoreError> {
+    pub async fn issue_questionnaire_link(
+        &self,
+        itinerary_id: i32,
+        occasion: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
         let Some(it) = itinerary::Entity::find_by_id(itinerary_id).unique(&self.db).await? else { return Ok(None) };
         if it.status != "active" {
             return Ok(None);
@@ -211,7 +227,9 @@ impl Store {
     /// Saves `given` (only the answers it holds) to the questionnaire the link opens, in one
     /// transaction; what it now holds, or why nothing was saved.
     pub async fn save_questionnaire(&self, secret: &str, given: &Answers, now: DateTime<Utc>) -> Result<QuestionnaireLink, StoreError> {
-        let txn = self.db.begin().await?;
+        // Read, then write: on SQLite the write lock is taken first (BEGIN IMMEDIATE), else the
+        // worker's writes in between make the upgrade fail as "database is locked".
+        let txn = self.begin_write().await?;
         let (link, row) = opened(&txn, secret, now).await?;
         let QuestionnaireLink::Open(mut q) = link else { return Ok(link) };
         if row.as_ref().is_some_and(|r| r.saves >= MAX_SAVES) {
@@ -393,7 +411,10 @@ impl Store {
             draft,
             booked_itinerary_id: None,
         };
-        reevaluation::Entity::insert(reevaluation::ActiveModel::from(row.clone())).exec_without_returning(&txn).await.map_err(StoreError::from)?;
+        reevaluation::Entity::insert(reevaluation::ActiveModel::from(row.clone()))
+            .exec_without_returning(&txn)
+            .await
+            .map_err(StoreError::from)?;
         audit(&txn, Some(by), "decide_reevaluation", "itinerary", &it.id.to_string(), json!({ "decision": decision })).await?;
         txn.commit().await.map_err(StoreError::CommitUnknown)?;
         Ok(reevaluation_view(row, it.reference)?)
@@ -409,7 +430,8 @@ impl Store {
             .all(&self.db)
             .await?;
         for r in open {
-            let same = r.draft.as_deref().and_then(|d| serde_json::from_str::<NewItinerary>(d).ok()).is_some_and(|d| d.protocol == protocol);
+            let same =
+                r.draft.as_deref().and_then(|d| serde_json::from_str::<NewItinerary>(d).ok()).is_some_and(|d| d.protocol == protocol);
             if same && r.itinerary_id != itinerary_id {
                 let mut m: reevaluation::ActiveModel = r.into();
                 m.booked_itinerary_id = Set(Some(itinerary_id));
@@ -442,7 +464,7 @@ impl Store {
             }
         }
         let ids: Vec<i32> = its.iter().map(|i| i.id).collect();
-        let mut e = Erasure { patient_id: p.id, ..Default::default() };
+        let mut e = Erasure { patient_id: p.id, references: its.iter().map(|i| i.reference.clone()).collect(), ..Default::default() };
         let messages: Vec<i32> = scheduled_message::Entity::find()
             .filter(scheduled_message::Column::ItineraryId.is_in(ids.clone()))
             .all(&txn)
@@ -451,7 +473,10 @@ impl Store {
             .map(|m| m.id)
             .collect();
         let mut count = |table: &'static str, n: u64| *e.rows.entry(table).or_default() += n;
-        count("delivery", delivery::Entity::delete_many().filter(delivery::Column::MessageId.is_in(messages)).exec(&txn).await?.rows_affected);
+        count(
+            "delivery",
+            delivery::Entity::delete_many().filter(delivery::Column::MessageId.is_in(messages)).exec(&txn).await?.rows_affected,
+        );
         macro_rules! by_itinerary {
             ($($m:ident),*) => {$(
                 count(stringify!($m), $m::Entity::delete_many().filter($m::Column::ItineraryId.is_in(ids.clone())).exec(&txn).await?.rows_affected);
@@ -465,8 +490,14 @@ impl Store {
         }
         by_patient!(outcome_answer, outcome_token, reevaluation, patient_message, line_link_nonce, line_notice, feed_token);
         if let Some(line) = &p.line_user_id {
-            count("line_notice", line_notice::Entity::delete_many().filter(line_notice::Column::LineUserId.eq(line)).exec(&txn).await?.rows_affected);
-            count("line_contact", line_contact::Entity::delete_many().filter(line_contact::Column::LineUserId.eq(line)).exec(&txn).await?.rows_affected);
+            count(
+                "line_notice",
+                line_notice::Entity::delete_many().filter(line_notice::Column::LineUserId.eq(line)).exec(&txn).await?.rows_affected,
+            );
+            count(
+                "line_contact",
+                line_contact::Entity::delete_many().filter(line_contact::Column::LineUserId.eq(line)).exec(&txn).await?.rows_affected,
+            );
         }
         // Answers kept for idempotent retries (a day) that carry the patient's data: the
         // patient's own (their address is in it) and their itineraries' (their reference).
@@ -493,7 +524,11 @@ impl Store {
             .unique(&self.db)
             .await?
             .ok_or(StoreError::NotFound { entity: "patient", id: patient_id.to_string() })?;
-        let its = itinerary::Entity::find().filter(itinerary::Column::PatientId.eq(p.id)).order_by_asc(itinerary::Column::Id).all(&self.db).await?;
+        let its = itinerary::Entity::find()
+            .filter(itinerary::Column::PatientId.eq(p.id))
+            .order_by_asc(itinerary::Column::Id)
+            .all(&self.db)
+            .await?;
         let mut itineraries = Vec::new();
         for it in &its {
             let versions = itinerary_version::Entity::find()

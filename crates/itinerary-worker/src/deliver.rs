@@ -369,7 +369,8 @@ impl Deliverer {
             }
             _ => None,
         };
-        let mut letter = Letter::of(&m.plan.plan, &subject, &self.setup.clinic.name, self.setup.calendar.follow_up_url.as_deref(), feed_url);
+        let mut letter =
+            Letter::of(&m.plan.plan, &subject, &self.setup.clinic.name, self.setup.calendar.follow_up_url.as_deref(), feed_url);
         // The patient's own questionnaire link, made as the message goes (only its hash is
         // kept); none once the occasion has begun.
         if let (DeliveryTarget::Patient(_), Some(occasion)) = (&m.target, questionnaire_occasion(m)) {
