@@ -227,6 +227,144 @@ async fn a_patient_links_line_on_a_phone_in_a_real_browser() {
     }
 }
 
+/// Issue 17, item 6: a patient answers the outcomes questionnaire on a phone, keyboard only
+/// (Tab to a scale, Space, arrows to the number, Tab to its Save, Enter), in Japanese and in
+/// English; each save comes back at the next question saying it was saved; nothing scrolls
+/// sideways at 390 px. Then a coordinator reads the answers and the chart on the patient page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_answers_the_questionnaire_on_a_phone_in_a_real_browser() {
+    let db = Db::sqlite("console-questionnaire");
+    let s = Server::start_with(&db, &[("ITINERARY_CLOCK_MODE", "test"), ("ITINERARY_SERVER_WORKER", "false")]);
+    let now: chrono::DateTime<chrono::Utc> = "2027-03-01T01:00:00Z".parse().unwrap();
+    let (st, _) = s.call("PUT", "/clock", Some(serde_json::json!({ "now": now.to_rfc3339() }))).await;
+    assert_eq!(st, StatusCode::OK);
+    // The worker makes each link as its message goes; here the store makes them as it would.
+    let store = itinerary_store::Store::connect(&db.url).await.unwrap();
+    let driver = Driver::start();
+    let tab = char::from(Key::Tab).to_string();
+    let mut patient_id = 0;
+    for (k, lang) in ["ja", "en"].into_iter().enumerate() {
+        let mut p = patient(if lang == "ja" { "山田 太郎" } else { "Ken Tanaka" });
+        p["language"] = lang.into();
+        let (st, p) = s.call("POST", "/patients", Some(p)).await;
+        assert_eq!(st, StatusCode::CREATED, "{p}");
+        patient_id = p["id"].as_i64().unwrap();
+        let mut req = request(patient_id, k as i64);
+        // In 2027, as the test clock is: a Sunday night out, back on Thursday night.
+        let days = [["2027-04-18", "2027-04-19", "2027-04-22", "2027-04-23"], ["2027-04-25", "2027-04-26", "2027-04-29", "2027-04-30"]][k];
+        req["trips"][0]["outbound"]["depart"] = format!("{} 21:40", days[0]).into();
+        req["trips"][0]["outbound"]["arrive"] = format!("{} 04:30", days[1]).into();
+        req["trips"][0]["return"]["depart"] = format!("{} 23:35", days[2]).into();
+        req["trips"][0]["return"]["arrive"] = format!("{} 07:15", days[3]).into();
+        let (st, it) = s.call("POST", "/itineraries", Some(req)).await;
+        assert_eq!(st, StatusCode::CREATED, "{it}");
+        let id = i32::try_from(it["id"].as_i64().unwrap()).unwrap();
+        let secret = store.issue_questionnaire_link(id, "baseline", now).await.unwrap().unwrap();
+
+        let b = driver.phone(lang).await;
+        b.goto(&s.url(&format!("/questionnaire/{secret}"))).await.unwrap();
+        let (width, scroll) = (
+            b.execute("return window.innerWidth", vec![]).await.unwrap().as_i64().unwrap(),
+            b.execute("return document.documentElement.scrollWidth", vec![]).await.unwrap().as_i64().unwrap(),
+        );
+        assert!(width <= 400 && scroll <= width, "a phone's width, nothing sideways: {width} {scroll}");
+        assert!(text(&b).await.contains(if lang == "ja" {
+            "診察前のアンケート"
+        } else {
+            "Questionnaire before your appointment"
+        }));
+        // Tab from the top of the page to the first scale (skip link, language link, then it).
+        let body = b.find(Locator::Css("body")).await.unwrap();
+        body.send_keys(&tab).await.unwrap();
+        for _ in 0..5 {
+            if b.active_element().await.unwrap().attr("name").await.unwrap().as_deref() == Some("itch") {
+                break;
+            }
+            b.active_element().await.unwrap().send_keys(&tab).await.unwrap();
+        }
+        let focused = b.active_element().await.unwrap();
+        assert_eq!(focused.attr("name").await.unwrap().as_deref(), Some("itch"), "Tab reaches the first scale");
+        // Space picks 0; eight presses of → move to 8; Tab to its Save; Enter.
+        focused.send_keys(" ").await.unwrap();
+        for _ in 0..8 {
+            b.active_element().await.unwrap().send_keys(&char::from(Key::Right).to_string()).await.unwrap();
+        }
+        b.active_element().await.unwrap().send_keys(&tab).await.unwrap();
+        let save = b.active_element().await.unwrap();
+        assert_eq!(save.attr("value").await.unwrap().as_deref(), Some("itch"), "Tab goes on to the question's Save");
+        next_page(&b, async { save.send_keys(&char::from(Key::Enter).to_string()).await.unwrap() }).await;
+        assert!(b.current_url().await.unwrap().as_str().ends_with("saved=itch#q-sleep"), "{}", b.current_url().await.unwrap());
+        assert!(text(&b).await.contains(if lang == "ja" { "保存しました" } else { "Saved" }));
+        let checked = b.find(Locator::Css("input[name=itch]:checked")).await.unwrap();
+        assert_eq!(checked.attr("value").await.unwrap().as_deref(), Some("8"));
+        // The page came back at the next question: Tab from there reaches its scale.
+        b.active_element().await.unwrap().send_keys(&tab).await.unwrap();
+        let focused = b.active_element().await.unwrap();
+        assert_eq!(focused.attr("name").await.unwrap().as_deref(), Some("sleep"), "the next question comes next");
+        focused.send_keys(" ").await.unwrap();
+        for _ in 0..6 {
+            b.active_element().await.unwrap().send_keys(&char::from(Key::Right).to_string()).await.unwrap();
+        }
+        b.active_element().await.unwrap().send_keys(&tab).await.unwrap();
+        let save = b.active_element().await.unwrap();
+        next_page(&b, async { save.send_keys(&char::from(Key::Enter).to_string()).await.unwrap() }).await;
+        b.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+        shot(&b, &format!("questionnaire-{lang}")).await;
+        let stored = count(&db, &format!("SELECT count(*) FROM outcome_answer WHERE itinerary_id = {id} AND itch = 8 AND sleep = 6")).await;
+        assert_eq!(stored, 1, "both answers saved as given");
+        b.close().await.unwrap();
+
+        // Two follow-ups answered later (by form, as the page sends them), for the chart.
+        for (occasion, itch, sleep, days, severity) in [("followup_1m", "5", "3", "4", "3"), ("followup_3m", "2", "1", "1", "2")] {
+            let secret = store.issue_questionnaire_link(id, occasion, now).await.unwrap().unwrap();
+            let r = line_platform::browser()
+                .post(s.url(&format!("/questionnaire/{secret}")))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(line_platform::form(&[
+                    ("itch", itch),
+                    ("sleep", sleep),
+                    ("steroid_days", days),
+                    ("impression", severity),
+                    ("treatments", "none"),
+                ]))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        }
+        let secret = store.issue_questionnaire_link(id, "baseline", now).await.unwrap().unwrap();
+        let r = line_platform::browser()
+            .post(s.url(&format!("/questionnaire/{secret}")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(line_platform::form(&[("steroid_days", "7"), ("impression", "4"), ("treatments", "antihistamine")]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    }
+
+    // The coordinator's view of the English-speaking patient: the table, the summary and the chart.
+    let b = driver.browser("ja").await;
+    b.goto(&s.url("/console/signin")).await.unwrap();
+    type_into(&b, "token", &s.token).await;
+    press_enter_in(&b, "token").await;
+    b.goto(&s.url(&format!("/console/patients/{patient_id}#outcomes-h"))).await.unwrap();
+    let page = text(&b).await;
+    assert!(page.contains("治療経過") && page.contains("かゆみ 8 → 2 (−75%)"), "{page}");
+    let loaded: bool = b
+        .execute("const i = document.querySelector('figure.chart img'); return i.complete && i.naturalWidth > 0", vec![])
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap();
+    assert!(loaded, "the chart is served to the page as an image the browser draws");
+    b.execute("document.getElementById('outcomes-h').scrollIntoView()", vec![]).await.unwrap();
+    shot(&b, "console-outcomes").await;
+    b.execute("document.querySelector('figure.chart').scrollIntoView()", vec![]).await.unwrap();
+    shot(&b, "console-outcomes-chart").await;
+    b.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     let db = Db::sqlite("console-browser");

@@ -914,6 +914,11 @@ async fn line_reminders_honour_429_and_the_monthly_budget() {
         });
         assert!(april_email.count() >= 1, "after the budget, reminders go by email");
         assert!(reminders.iter().all(|b| b["to"] == user && text(b).contains("山田 太郎 様")));
+        // The outcomes questionnaire (issue 17) goes by LINE too, with the patient's own link.
+        assert!(
+            reminders.iter().any(|b| text(b).contains("アンケート") && text(b).contains("http://feed.example/questionnaire/itq_")),
+            "no questionnaire link on LINE: {reminders:?}"
+        );
         assert!(
             m.iter()
                 .filter(|m| m["kind"].as_str().unwrap().starts_with("calendar_") && m["status"] == "sent")

@@ -1,5 +1,5 @@
 //! Patient-reported outcomes end to end (issue 17), on SQLite and PostgreSQL, on the test clock:
-//! the questionnaire goes with its personal link a week before the first infusion and each
+//! the questionnaire goes with its personal link a week before the journey to the first infusion and each
 //! online follow-up (read from the mail as the patient receives it), answers are saved as given
 //! and can be corrected until the appointment begins, the second asking goes only to a patient
 //! who has not answered; coordinators read the answers as JSON, CSV and a chart that match what
@@ -146,14 +146,17 @@ async fn outcomes_end_to_end(db: Db, name: &str) {
     assert_eq!(st, StatusCode::CREATED, "{it}");
     let (id, reference) = (it["id"].as_i64().unwrap(), it["reference"].as_str().unwrap().to_owned());
 
-    // Planned: a week before the infusion (21 April, MYT) and each online appointment, at 10:00
-    // where the patient is (Tokyo); the second asking three days before.
+    // Planned: a week before the journey to the infusion (leaving Narita on 18 April) and before
+    // each online appointment, at 10:00 where the patient is (Tokyo); the second asking three
+    // days before.
     let keys: Vec<String> = it["messages"].as_array().unwrap().iter().map(|m| m["key"].as_str().unwrap().to_owned()).collect();
     for k in ["outcomes.baseline.invite", "outcomes.baseline.nudge", "outcomes.followup_1m.invite", "outcomes.reevaluation.nudge"] {
         assert!(keys.iter().any(|x| x == k), "{k} not planned: {keys:?}");
     }
     let invite = it["messages"].as_array().unwrap().iter().find(|m| m["key"] == "outcomes.baseline.invite").unwrap();
-    assert_eq!(invite["due_at"], "2027-04-14T01:00:00Z", "10:00 JST a week before the infusion: {invite}");
+    assert_eq!(invite["due_at"], "2027-04-11T01:00:00Z", "10:00 JST a week before the flight: {invite}");
+    let planned = it["plan"]["messages"].as_array().unwrap().iter().find(|m| m["key"] == "outcomes.baseline.invite").unwrap();
+    assert!(planned["before"].to_string().contains("2027-04-21"), "before the infusion on 21 April: {planned}");
 
     // The invitation arrives with the patient's own link; the letter states no score.
     deliver(&s, id, "outcomes.baseline.invite", &["sent"]).await;

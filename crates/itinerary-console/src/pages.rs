@@ -1300,7 +1300,7 @@ pub(crate) async fn decide(
     if let Some(r) = forged(&v, f.csrf.as_deref()) {
         return r;
     }
-    let now = Utc::now();
+    let now = or_page!(c.clock.now().await, v.lang);
     match c.store.decide_reevaluation(v.session.coordinator_id, f.itinerary, &f.decision, Some(&f.note), now).await {
         Ok(_) => Redirect::to(&format!("/console/patients/{id}#outcomes-h")).into_response(),
         Err(InputError::Invalid(e)) => {
@@ -1334,7 +1334,8 @@ pub(crate) async fn erase(
         return patient_page(&c, &v, id, StatusCode::UNPROCESSABLE_ENTITY, minijinja::context! { erase_error => "erase_confirm_wrong" })
             .await;
     }
-    match itinerary_api::erasure::erase_patient(&c.store, c.outbox.as_deref(), v.session.coordinator_id, id, Utc::now()).await {
+    let now = or_page!(c.clock.now().await, v.lang);
+    match itinerary_api::erasure::erase_patient(&c.store, c.outbox.as_deref(), v.session.coordinator_id, id, now).await {
         Ok(_) => Redirect::to("/console/patients?erased=1").into_response(),
         Err(itinerary_store::EraseError::Active { reference }) => {
             patient_page(

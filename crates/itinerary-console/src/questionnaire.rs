@@ -52,6 +52,7 @@ fn notice(c: &Console, lang: Lang, status: StatusCode, key: &str) -> Response {
 }
 
 /// The questionnaire with `q`'s answers (or, after a refused save, what was sent) and errors.
+#[expect(clippy::too_many_arguments, reason = "what one page shows, each needed once")]
 fn page(
     c: &Console,
     lang: Lang,

@@ -670,14 +670,17 @@ pub(crate) fn schedule(
     // The outcomes questionnaire before the first infusion of the set (the baseline) and each
     // online appointment: in the patient's morning, a week before and, if nothing was answered
     // by then (the worker checks), three days before. The key names the occasion
-    // (`outcomes.baseline.invite`, `outcomes.followup_3m.nudge`).
+    // (`outcomes.baseline.invite`, `outcomes.followup_3m.nudge`). The baseline's days count
+    // back from the journey's first flight, so that the patient is asked at home, not at a
+    // stopover; its link stays open until the infusion.
     let first_infusion =
         plan.events.iter().filter(|e| e.kind == EventKind::Infusion).filter_map(|e| Some((e.start()?, e.key.clone()))).min();
+    let journey_start = req.trips.first().and_then(|t| t.keyed_flights("trip1").into_iter().next()).map(|(_, f)| f.departs);
     let occasions = first_infusion
-        .map(|(start, key)| ("baseline".to_owned(), key, start))
+        .map(|(start, key)| ("baseline".to_owned(), key, journey_start.filter(|d| d.utc() < start.utc()).unwrap_or(start), start))
         .into_iter()
-        .chain(plan.events.iter().filter(|e| e.online).filter_map(|e| e.start().map(|st| (e.key.clone(), e.key.clone(), st))));
-    for (occasion, about, start) in occasions.collect::<Vec<_>>() {
+        .chain(plan.events.iter().filter(|e| e.online).filter_map(|e| e.start().map(|st| (e.key.clone(), e.key.clone(), st, st))));
+    for (occasion, about, anchor, start) in occasions.collect::<Vec<_>>() {
         for (days, kind, step, if_late) in [
             (r.outcome_invite_days, MessageKind::OutcomeInvite, "invite", IfLate::SendNow),
             (r.outcome_nudge_days, MessageKind::OutcomeNudge, "nudge", IfLate::Skip),
@@ -685,7 +688,7 @@ pub(crate) fn schedule(
             if days == 0 {
                 continue;
             }
-            let at = s.patient_local(start, i64::from(days), r.morning_message_time);
+            let at = s.patient_local(anchor, i64::from(days), r.morning_message_time);
             s.push(
                 format!("outcomes.{occasion}.{step}"),
                 kind,
@@ -695,7 +698,7 @@ pub(crate) fn schedule(
                 Some(start),
                 format!(
                     "{days} days before {}, {} where the patient is{}",
-                    if occasion == "baseline" { "the first infusion" } else { "the online appointment" },
+                    if occasion == "baseline" { "the journey to the first infusion" } else { "the online appointment" },
                     r.morning_message_time.format("%H:%M"),
                     if step == "nudge" { ", only if the questionnaire is not answered" } else { "" }
                 ),

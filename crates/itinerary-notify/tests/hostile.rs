@@ -17,8 +17,9 @@ use proptest::prelude::*;
 static TEMPLATES: LazyLock<Templates> =
     LazyLock::new(|| Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/messages")).unwrap());
 
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "itinerary_cancelled",
+    "outcome_invite",
     "booking_confirmation",
     "calendar_invite",
     "calendar_cancel",
@@ -58,6 +59,7 @@ proptest! {
             stay: Some(line),
             feed_url: Some("https://x.example/feed/itf_1".into()),
             follow_up_url: None,
+            questionnaire_url: Some("https://x.example/questionnaire/itq_1".into()),
         };
         let words = TEMPLATES.compose(&letter).unwrap();
         prop_assert!(!words.subject.contains(['\r', '\n']), "{:?}", words.subject);
