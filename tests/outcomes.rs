@@ -283,7 +283,7 @@ async fn outcomes_end_to_end(db: Db, name: &str) {
     }
     assert_eq!(
         occasions[1]["summary_en"],
-        "itch 8 → 3 (−62%), sleep lost 6 → 1 (−83%), ointment days 7 → 2, severity 4 → 2, tablets or injections: none"
+        "itch 8 → 3 (−63%), sleep lost 6 → 1 (−83%), ointment days 7 → 2, severity 4 → 2, tablets or injections: none"
     );
     assert_eq!(o["infusions"].as_array().unwrap().len(), 1);
 
@@ -339,8 +339,12 @@ async fn outcomes_end_to_end(db: Db, name: &str) {
         let (st, c) = s.call("POST", &format!("/itineraries/{it}/cancel"), None).await;
         assert_eq!(st, StatusCode::OK, "{c}");
     }
+    let (st, e) = s.call("PUT", &format!("/itineraries/{id}/reevaluation"), Some(json!({ "decision": "declined" }))).await;
+    assert_eq!((st, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("itinerary")), "{e}");
     let (st, export) = s.call("GET", &format!("/patients/{pid}/export"), None).await;
     assert_eq!(st, StatusCode::OK);
+    let audited: Vec<&str> = export["audit"].as_array().unwrap().iter().map(|a| a["entity"].as_str().unwrap()).collect();
+    assert!(audited.contains(&"outcomes") && audited.contains(&"itinerary"), "who read their answers, and what was done: {audited:?}");
     assert_eq!(export["patient"]["email"], "taro.yamada@example.jp");
     assert_eq!(export["outcomes"]["occasions"][0]["answers"]["itch"], 8);
     assert_eq!(export["itineraries"].as_array().unwrap().len(), 2);

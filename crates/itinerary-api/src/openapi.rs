@@ -134,7 +134,7 @@ pub const BODIES: &[(&str, &str, Option<&str>, Option<&str>)] = &[
     ("post", "/line/webhook", Some("LineWebhook"), Some("LineAccepted")),
     ("get", "/itineraries/{id}/answers", None, Some("Answers")),
     ("post", "/inbound/email", None, Some("InboundAnswer")),
-    ("put", "/itineraries/{id}/reevaluation", Some("ReevaluationDecision"), None),
+    ("put", "/itineraries/{id}/reevaluation", Some("ReevaluationDecision"), Some("Reevaluation")),
 ];
 
 fn string() -> Value {
@@ -455,6 +455,15 @@ pub fn document() -> Value {
             // generic clients and fuzzers can send.
             op["requestBody"] = json!({ "required": true, "description": "the raw RFC 5322 message", "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
         }
+        // The answers that are not JSON: their content type.
+        let media = match *path {
+            "/patients/{id}/outcomes.csv" => Some(("text/csv", json!({ "type": "string" }))),
+            "/patients/{id}/outcomes.svg" => Some(("image/svg+xml", json!({ "type": "string" }))),
+            _ => None,
+        };
+        if let Some((media, schema)) = media {
+            op["responses"]["200"] = json!({ "description": "OK", "content": { media: { "schema": schema } } });
+        }
         if *path == "/feed/{token}" {
             op["responses"]["304"] = json!({ "description": "Unchanged since the ETag given in If-None-Match" });
         }
@@ -540,6 +549,14 @@ pub fn document() -> Value {
         json!({ "decision": { "enum": ["second_set_proposed", "declined", "not_indicated"] },
             "note": { "type": "string", "maxLength": 2000, "description": "for the record; no control characters but line breaks" } }),
         &["decision"],
+    );
+    schemas["Reevaluation"] = object(
+        json!({ "itinerary_id": { "type": "integer" }, "reference": string(),
+            "decision": { "enum": ["second_set_proposed", "declined", "not_indicated"] },
+            "note": { "type": ["string", "null"] }, "decided_at": instant(),
+            "draft": { "type": ["object", "null"], "description": "for second_set_proposed until booked: the second set's request (as POST /itineraries takes it), every flight 52 weeks on" },
+            "booked_itinerary_id": { "type": ["integer", "null"] } }),
+        &["itinerary_id", "reference", "decision", "decided_at"],
     );
     schemas["LineAccepted"] = object(
         json!({ "events": { "type": "integer" },

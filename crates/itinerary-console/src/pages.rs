@@ -1300,6 +1300,11 @@ pub(crate) async fn decide(
     if let Some(r) = forged(&v, f.csrf.as_deref()) {
         return r;
     }
+    // The set must be this patient's: the form names it by id.
+    let set = or_page!(c.store.itinerary(f.itinerary).await, v.lang);
+    if set.patient_id != id {
+        return error_page(v.lang, StatusCode::NOT_FOUND, "error_not_found");
+    }
     let now = or_page!(c.clock.now().await, v.lang);
     match c.store.decide_reevaluation(v.session.coordinator_id, f.itinerary, &f.decision, Some(&f.note), now).await {
         Ok(_) => Redirect::to(&format!("/console/patients/{id}#outcomes-h")).into_response(),

@@ -8,7 +8,7 @@
 //! refused whichever door it tries). Nothing of the answers is logged.
 
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use itinerary_core::Zoned;
 use itinerary_outcomes::{Answers, FieldError, Measure, QUESTIONS, Treatment};
@@ -157,11 +157,10 @@ fn refused(c: &Console, lang: Lang, who: std::net::IpAddr, link: &QuestionnaireL
             notice(c, lang, StatusCode::NOT_FOUND, "q_unknown")
         }
         QuestionnaireLink::Closed => notice(c, lang, StatusCode::GONE, "q_closed"),
+        // Final for this occasion (no Retry-After): the clinic can take answers by other means.
         QuestionnaireLink::TooMany => {
-            tracing::warn!("questionnaire: saves refused, too many for one occasion");
-            let mut res = notice(c, lang, StatusCode::TOO_MANY_REQUESTS, "q_too_many");
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("3600"));
-            res
+            tracing::warn!("questionnaire: saves refused, the bound for one occasion reached");
+            notice(c, lang, StatusCode::TOO_MANY_REQUESTS, "q_saves_exhausted")
         }
         QuestionnaireLink::Open(_) => notice(c, lang, StatusCode::INTERNAL_SERVER_ERROR, "q_unavailable"),
     }

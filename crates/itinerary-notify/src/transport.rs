@@ -211,7 +211,9 @@ pub fn erase_from_outbox(dir: &Path, references: &[String]) -> std::io::Result<u
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if references.iter().any(|r| !r.is_empty() && name.starts_with(&format!("{r}.m"))) {
+        // A message, or the temporary file of one a crash left (`.{reference}.m….tmp`).
+        let of = |r: &String| !r.is_empty() && (name.starts_with(&format!("{r}.m")) || name.starts_with(&format!(".{r}.m")));
+        if references.iter().any(of) {
             std::fs::remove_file(entry.path())?;
             n += 1;
         }
@@ -415,6 +417,23 @@ pub fn retry_key(message_id: i32, salt: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::without_addresses;
+
+    #[test]
+    fn an_erasure_takes_the_patients_mail_and_a_crashs_leftovers_only() {
+        let dir = std::env::temp_dir().join(format!("outbox-erase-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        for f in ["it-aa.m1.booking_confirmation.eml", ".it-aa.m2.outcome_invite.77.tmp", "it-aab.m3.evening_before.eml", "it-bb.m4.x.eml"]
+        {
+            std::fs::write(dir.join(f), "x").unwrap_or_default();
+        }
+        assert_eq!(super::erase_from_outbox(&dir, &["it-aa".to_owned()]).ok(), Some(2));
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["it-aab.m3.evening_before.eml", "it-bb.m4.x.eml"]);
+        assert_eq!(super::erase_from_outbox(&dir.join("absent"), &["it-aa".to_owned()]).ok(), Some(0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn reasons_lose_every_address_and_keep_the_rest() {

@@ -2,7 +2,7 @@
 
 use crate::questionnaire::{Answers, Measure, Treatment};
 
-/// `itch 8 → 3 (−63%), sleep 6 → 1 (−83%), ointment days 7 → 2, severity 4 → 2, tablets or
+/// `itch 8 → 3 (−63%), sleep lost 6 → 1 (−83%), ointment days 7 → 2, severity 4 → 2, tablets or
 /// injections: none` (or in Japanese). A measure missing on either side is left out; a
 /// percentage only where the baseline is above zero. Empty when nothing can be compared.
 pub fn summary(baseline: &Answers, now: &Answers, english: bool) -> String {
@@ -24,7 +24,8 @@ pub fn summary(baseline: &Answers, now: &Answers, english: bool) -> String {
                 let p = (f64::from(n) - f64::from(b)) * 100.0 / f64::from(b);
                 // U+2212 MINUS SIGN, as a printed report writes it.
                 let sign = if p < 0.0 { "−" } else { "+" };
-                format!(" ({sign}{:.0}%)", p.abs())
+                // Half away from zero, as a reader rounds (formatting rounds 62.5 to even).
+                format!(" ({sign}{}%)", p.abs().round())
             }
             _ => String::new(),
         };
@@ -73,8 +74,8 @@ mod tests {
     fn a_follow_up_reads_against_its_baseline() {
         let base = Answers::from_fields([("itch", "8"), ("sleep", "0"), ("steroid_days", "7"), ("impression", "4")]).unwrap();
         let now = Answers::from_fields([("itch", "3"), ("sleep", "2"), ("steroid_days", "2"), ("treatments", "none")]).unwrap();
-        assert_eq!(summary(&base, &now, true), "itch 8 → 3 (−62%), sleep lost 0 → 2, ointment days 7 → 2, tablets or injections: none");
-        assert_eq!(summary(&base, &now, false), "かゆみ 8 → 3 (−62%)、睡眠障害 0 → 2、外用薬の日数 7 → 2、内服・注射: なし");
+        assert_eq!(summary(&base, &now, true), "itch 8 → 3 (−63%), sleep lost 0 → 2, ointment days 7 → 2, tablets or injections: none");
+        assert_eq!(summary(&base, &now, false), "かゆみ 8 → 3 (−63%)、睡眠障害 0 → 2、外用薬の日数 7 → 2、内服・注射: なし");
         assert_eq!(summary(&Answers::default(), &Answers::default(), true), "");
         let worse = Answers::from_fields([("itch", "10")]).unwrap();
         assert_eq!(summary(&base, &worse, true), "itch 8 → 10 (+25%)");

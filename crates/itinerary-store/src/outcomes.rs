@@ -12,7 +12,8 @@ use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use itinerary_core::plan::{EventKind, Text};
 use itinerary_core::{Plan, Zoned};
 use itinerary_outcomes::{Answers, Occasion, OccasionKind};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::sea_query::ExprTrait;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
 use serde::Serialize;
 use serde_json::json;
 
@@ -107,7 +108,7 @@ pub struct OccasionView {
     #[serde(flatten)]
     pub occasion: Occasion,
     pub answered: bool,
-    /// `itch 8 → 3 (−62%), …` against the baseline of the same set.
+    /// `itch 8 → 3 (−63%), …` against the baseline of the same set.
     pub summary_en: Option<String>,
     pub summary_ja: Option<String>,
 }
@@ -230,52 +231,53 @@ impl Store {
         // Read, then write: on SQLite the write lock is taken first (BEGIN IMMEDIATE), else the
         // worker's writes in between make the upgrade fail as "database is locked".
         let txn = self.begin_write().await?;
-        let (link, row) = opened(&txn, secret, now).await?;
+        let (link, _) = opened(&txn, secret, now).await?;
         let QuestionnaireLink::Open(mut q) = link else { return Ok(link) };
-        if row.as_ref().is_some_and(|r| r.saves >= MAX_SAVES) {
+        // The occasion's row exists, then is locked (PostgreSQL): two saves at once (a double
+        // tap, a retry after a tunnel) queue here instead of one failing on the unique index
+        // or overwriting the other's answers.
+        let fresh = outcome_answer::ActiveModel {
+            patient_id: Set(q.patient_id),
+            itinerary_id: Set(q.occasion.itinerary_id),
+            occasion: Set(q.occasion.key.clone()),
+            answered_at: Set(now),
+            updated_at: Set(now),
+            saves: Set(0),
+            ..Default::default()
+        };
+        let keys = sea_orm::sea_query::OnConflict::columns([outcome_answer::Column::ItineraryId, outcome_answer::Column::Occasion])
+            .do_nothing()
+            .to_owned();
+        outcome_answer::Entity::insert(fresh).on_conflict(keys).exec_without_returning(&txn).await?;
+        let row = outcome_answer::Entity::find()
+            .filter(outcome_answer::Column::ItineraryId.eq(q.occasion.itinerary_id))
+            .filter(outcome_answer::Column::Occasion.eq(&q.occasion.key))
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::corrupt("outcome answer", "not there after its insert"))?;
+        if row.saves >= MAX_SAVES {
             return Ok(QuestionnaireLink::TooMany);
         }
-        let merged = q.occasion.answers.merged(given);
+        let merged = answers_of(&row).merged(given);
         let n = |v: Option<u8>| Set(v.map(i32::from));
-        match row {
-            Some(r) => {
-                let saves = r.saves + 1;
-                let mut m: outcome_answer::ActiveModel = r.into();
-                m.itch = n(merged.itch);
-                m.sleep = n(merged.sleep);
-                m.steroid_days = n(merged.steroid_days);
-                m.treatments = Set(merged.treatment_codes());
-                m.treatment_other = Set(merged.treatment_other.clone());
-                m.impression = n(merged.impression);
-                m.updated_at = Set(now);
-                m.saves = Set(saves);
-                m.update(&txn).await?;
-                q.occasion.updated_at = Some(now);
-            }
-            None => {
-                outcome_answer::Entity::insert(outcome_answer::ActiveModel {
-                    patient_id: Set(q.patient_id),
-                    itinerary_id: Set(q.occasion.itinerary_id),
-                    occasion: Set(q.occasion.key.clone()),
-                    itch: n(merged.itch),
-                    sleep: n(merged.sleep),
-                    steroid_days: n(merged.steroid_days),
-                    treatments: Set(merged.treatment_codes()),
-                    treatment_other: Set(merged.treatment_other.clone()),
-                    impression: n(merged.impression),
-                    answered_at: Set(now),
-                    updated_at: Set(now),
-                    saves: Set(1),
-                    ..Default::default()
-                })
-                .exec_without_returning(&txn)
-                .await?;
-                q.occasion.answered_at = Some(now);
-                q.occasion.updated_at = Some(now);
-            }
-        }
+        let (first, saves) = (row.saves == 0, row.saves + 1);
+        let answered_at = if first { now } else { row.answered_at };
+        let mut m: outcome_answer::ActiveModel = row.into();
+        m.itch = n(merged.itch);
+        m.sleep = n(merged.sleep);
+        m.steroid_days = n(merged.steroid_days);
+        m.treatments = Set(merged.treatment_codes());
+        m.treatment_other = Set(merged.treatment_other.clone());
+        m.impression = n(merged.impression);
+        m.answered_at = Set(answered_at);
+        m.updated_at = Set(now);
+        m.saves = Set(saves);
+        m.update(&txn).await?;
         txn.commit().await.map_err(StoreError::CommitUnknown)?;
         q.occasion.answers = merged;
+        q.occasion.answered_at = Some(answered_at);
+        q.occasion.updated_at = Some(now);
         Ok(QuestionnaireLink::Open(q))
     }
 
@@ -392,6 +394,15 @@ impl Store {
             .await
             .map_err(StoreError::from)?
             .ok_or(StoreError::NotFound { entity: "itinerary", id: itinerary_id.to_string() })?;
+        if it.status != "active" {
+            return Err(InputError::Invalid(itinerary_core::InvalidRequest {
+                errors: vec![itinerary_core::FieldError {
+                    field: "itinerary".into(),
+                    value: it.reference.clone(),
+                    problem: "is cancelled: a decision is recorded on a set that took place".into(),
+                }],
+            }));
+        }
         let draft = if decision == "second_set_proposed" {
             let mut req = self.itinerary_request(it.id).await?;
             shift_request(&mut req, Duration::weeks(52)).map_err(|e| StoreError::corrupt("request", e))?;
@@ -400,7 +411,6 @@ impl Store {
             None
         };
         let txn = self.db.begin().await.map_err(StoreError::from)?;
-        reevaluation::Entity::delete_by_id(it.id).exec(&txn).await.map_err(StoreError::from)?;
         let row = reevaluation::Model {
             itinerary_id: it.id,
             patient_id: it.patient_id,
@@ -411,7 +421,19 @@ impl Store {
             draft,
             booked_itinerary_id: None,
         };
+        // The last decision stands; two at once on PostgreSQL meet here rather than on the key.
+        let replace = sea_orm::sea_query::OnConflict::column(reevaluation::Column::ItineraryId)
+            .update_columns([
+                reevaluation::Column::Decision,
+                reevaluation::Column::Note,
+                reevaluation::Column::DecidedBy,
+                reevaluation::Column::DecidedAt,
+                reevaluation::Column::Draft,
+                reevaluation::Column::BookedItineraryId,
+            ])
+            .to_owned();
         reevaluation::Entity::insert(reevaluation::ActiveModel::from(row.clone()))
+            .on_conflict(replace)
             .exec_without_returning(&txn)
             .await
             .map_err(StoreError::from)?;
@@ -501,7 +523,11 @@ impl Store {
         }
         // Answers kept for idempotent retries (a day) that carry the patient's data: the
         // patient's own (their address is in it) and their itineraries' (their reference).
-        let mut cached = sea_orm::Condition::any().add(idempotency_key::Column::Body.contains(&p.email));
+        // By id too: an address changed within the day leaves the old one in a cached answer.
+        let mut cached = sea_orm::Condition::any()
+            .add(idempotency_key::Column::Body.contains(&p.email))
+            .add(idempotency_key::Column::Body.contains(format!("{{\"id\":{},\"name\"", p.id)))
+            .add(idempotency_key::Column::Body.contains(format!("\"patient_id\":{},", p.id)));
         for it in &its {
             cached = cached.add(idempotency_key::Column::Body.contains(&it.reference));
         }
@@ -560,12 +586,18 @@ impl Store {
         }
         let sent = patient_message::Entity::find().filter(patient_message::Column::PatientId.eq(p.id)).all(&self.db).await?;
         let outcomes = self.patient_outcomes(p.id).await?;
-        let audit_rows = crate::entity::audit_log::Entity::find()
-            .filter(crate::entity::audit_log::Column::Entity.eq("patient"))
-            .filter(crate::entity::audit_log::Column::EntityId.eq(p.id.to_string()))
-            .order_by_asc(crate::entity::audit_log::Column::Id)
-            .all(&self.db)
-            .await?;
+        use crate::entity::audit_log;
+        // Every entry about them: the record and its reads (answers, messages, feeds, exports)
+        // by the patient's id, their itineraries' by theirs.
+        let about_patient = ["patient", "outcomes", "export", "patient_messages", "feed", "line"];
+        let about = sea_orm::Condition::any()
+            .add(audit_log::Column::Entity.is_in(about_patient).and(audit_log::Column::EntityId.eq(p.id.to_string())))
+            .add(
+                audit_log::Column::Entity
+                    .is_in(["itinerary", "itinerary_answers"])
+                    .and(audit_log::Column::EntityId.is_in(its.iter().map(|i| i.id.to_string()))),
+            );
+        let audit_rows = audit_log::Entity::find().filter(about).order_by_asc(audit_log::Column::Id).all(&self.db).await?;
         Ok(json!({
             "exported_for": "access request (APPI art. 33, PDPA s. 30)",
             "patient": crate::PatientView::from(p),
@@ -574,7 +606,7 @@ impl Store {
                 "channel": m.channel, "kind": m.kind, "body": m.body, "received_at": m.received_at, "answer": m.answer,
             })).collect::<Vec<_>>(),
             "outcomes": outcomes,
-            "audit": audit_rows.iter().map(|a| json!({ "action": a.action, "at": a.at, "coordinator_id": a.coordinator_id, "detail": a.detail })).collect::<Vec<_>>(),
+            "audit": audit_rows.iter().map(|a| json!({ "action": a.action, "entity": a.entity, "entity_id": a.entity_id, "at": a.at, "coordinator_id": a.coordinator_id, "detail": a.detail })).collect::<Vec<_>>(),
         }))
     }
 }
@@ -597,8 +629,20 @@ fn reevaluation_view(r: reevaluation::Model, reference: String) -> Result<Reeval
 
 /// Every date of the request `by` later (flights' local times, preferred dates).
 fn shift_request(req: &mut NewItinerary, by: Duration) -> Result<(), chrono::ParseError> {
+    // Every form a booking accepts (`request.rs`), written back in the canonical one.
     let later = |t: &str| -> Result<String, chrono::ParseError> {
-        Ok((NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M")? + by).format("%Y-%m-%d %H:%M").to_string())
+        let t = t.trim();
+        let mut last = None;
+        for f in ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+            match NaiveDateTime::parse_from_str(t, f) {
+                Ok(v) => return Ok((v + by).format("%Y-%m-%d %H:%M").to_string()),
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            Some(e) => Err(e),
+            None => NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M").map(|v| v.to_string()),
+        }
     };
     for trip in &mut req.trips {
         for f in trip.outbound.0.iter_mut().chain(trip.return_flight.0.iter_mut()) {
@@ -607,7 +651,7 @@ fn shift_request(req: &mut NewItinerary, by: Duration) -> Result<(), chrono::Par
         }
     }
     for d in &mut req.preferred_dates {
-        *d = (chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")? + by).format("%Y-%m-%d").to_string();
+        *d = (chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")? + by).format("%Y-%m-%d").to_string();
     }
     Ok(())
 }
@@ -660,4 +704,43 @@ async fn opened(
     };
     let q = Questionnaire { patient_id: p.id, language: p.language, occasion, title: o.title, closes: o.start };
     Ok((QuestionnaireLink::Open(Box::new(q)), row))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use itinerary_core::request::{RawFlight, RawTrip};
+
+    use super::*;
+
+    #[test]
+    fn a_draft_moves_every_date_52_weeks_in_any_form_a_booking_takes() {
+        let flight = |depart: &str, arrive: &str| RawFlight {
+            flight: "MH71".into(),
+            from: "NRT".into(),
+            depart: depart.into(),
+            to: "KUL".into(),
+            arrive: arrive.into(),
+        };
+        let mut req = NewItinerary {
+            patient_id: 1,
+            protocol: "single-infusion".into(),
+            interval_days: None,
+            trip_mode: None,
+            trips: vec![RawTrip {
+                outbound: flight(" 2027-04-18T21:40 ", "2027-04-19 04:30:00").into(),
+                return_flight: flight("2027-04-22 23:35", "2027-04-23T07:15:00").into(),
+            }],
+            preferred_dates: vec![" 2027-04-21".into()],
+            escort: None,
+        };
+        shift_request(&mut req, Duration::weeks(52)).unwrap();
+        let out = &req.trips[0].outbound.0[0];
+        let back = &req.trips[0].return_flight.0[0];
+        assert_eq!((out.depart.as_str(), out.arrive.as_str()), ("2028-04-16 21:40", "2028-04-17 04:30"));
+        assert_eq!((back.depart.as_str(), back.arrive.as_str()), ("2028-04-20 23:35", "2028-04-21 07:15"));
+        assert_eq!(req.preferred_dates, ["2028-04-19"]);
+        req.trips[0].outbound.0[0].depart = "someday".into();
+        assert!(shift_request(&mut req, Duration::weeks(52)).is_err());
+    }
 }
