@@ -6,7 +6,9 @@
 #
 #   bench/load.sh [ITINERARIES] [CONCURRENCY] [FEED_SECONDS]
 #
-# LOAD_DATABASES (default "sqlite postgres-socket postgres-tcp") picks the runs.
+# LOAD_DATABASES (default "sqlite postgres-socket postgres-tcp") picks the runs. LOAD_RUST_LOG sets
+# the service's log filter (`warn,itinerary_store=debug` logs each booking group's phases to
+# target/bench-load/NAME.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-2000}
@@ -18,7 +20,7 @@ bin=target/release/itinerary
 
 run() { # name database-url
   local name=$1 url=$2
-  export DATABASE_URL=$url ITINERARY_LISTEN=127.0.0.1:0 RUST_LOG=warn ITINERARY_DELIVERY_OUTBOX=$PWD/$out/$name.outbox
+  export DATABASE_URL=$url ITINERARY_LISTEN=127.0.0.1:0 RUST_LOG=${LOAD_RUST_LOG:-warn} ITINERARY_DELIVERY_OUTBOX=$PWD/$out/$name.outbox
   local token
   token=$($bin admin create-coordinator "Load $name" 2>/dev/null)
   $bin serve > "$out/$name.addr" 2> "$out/$name.log" &

@@ -17,6 +17,7 @@ mod m20261130_000010_line_webhook;
 mod m20261130_000011_line_account_link;
 mod m20261130_000012_calendar_replies;
 mod m20261130_000013_outcomes;
+mod m20261130_000014_cheaper_booking_rows;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000011_line_account_link::Migration),
             Box::new(m20261130_000012_calendar_replies::Migration),
             Box::new(m20261130_000013_outcomes::Migration),
+            Box::new(m20261130_000014_cheaper_booking_rows::Migration),
         ]
     }
 }
