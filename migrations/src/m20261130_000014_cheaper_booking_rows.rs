@@ -22,7 +22,9 @@ impl MigrationTrait for Migration {
         m.drop_index(Index::drop().name("ix_message_itinerary").table("scheduled_message").to_owned()).await?;
         if m.get_database_backend() == sea_orm::DbBackend::Postgres {
             for c in COLUMNS {
-                m.get_connection().execute_unprepared(&format!("ALTER TABLE itinerary_version ALTER COLUMN {c} SET STORAGE EXTERNAL")).await?;
+                m.get_connection()
+                    .execute_unprepared(&format!("ALTER TABLE itinerary_version ALTER COLUMN {c} SET STORAGE EXTERNAL"))
+                    .await?;
             }
         }
         Ok(())
@@ -31,7 +33,9 @@ impl MigrationTrait for Migration {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         if m.get_database_backend() == sea_orm::DbBackend::Postgres {
             for c in COLUMNS {
-                m.get_connection().execute_unprepared(&format!("ALTER TABLE itinerary_version ALTER COLUMN {c} SET STORAGE EXTENDED")).await?;
+                m.get_connection()
+                    .execute_unprepared(&format!("ALTER TABLE itinerary_version ALTER COLUMN {c} SET STORAGE EXTENDED"))
+                    .await?;
             }
         }
         m.create_index(Index::create().name("ix_message_itinerary").table("scheduled_message").col("itinerary_id").to_owned()).await
