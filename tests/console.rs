@@ -365,6 +365,114 @@ async fn a_patient_answers_the_questionnaire_on_a_phone_in_a_real_browser() {
     b.close().await.unwrap();
 }
 
+/// Issue 17, items 4 and 5, through the console's forms: the re-evaluation decision (CSRF, a set
+/// of another patient refused), the draft of the second set opening the plan form a year on,
+/// the answers' CSV, chart and the export, and erasure (the id typed again; refused while a
+/// trip is ahead; then the patient is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_patient_page_records_the_decision_drafts_the_second_set_and_erases() {
+    let db = Db::sqlite("console-outcomes");
+    let server = Server::start_with(&db, &[("ITINERARY_CLOCK_MODE", "test"), ("ITINERARY_SERVER_WORKER", "false")]);
+    let s = &server;
+    let (st, _) = s.call("PUT", "/clock", Some(serde_json::json!({ "now": "2027-03-01T01:00:00Z" }))).await;
+    assert_eq!(st, StatusCode::OK);
+    let mut ids = Vec::new();
+    for (k, name) in ["山田 太郎", "佐藤 花子"].into_iter().enumerate() {
+        let (_, p) = s.call("POST", "/patients", Some(patient(name))).await;
+        let mut req = request(p["id"].as_i64().unwrap(), 0);
+        let days = [["2027-04-18", "2027-04-19", "2027-04-22", "2027-04-23"], ["2027-04-25", "2027-04-26", "2027-04-29", "2027-04-30"]][k];
+        for (dir, field, day, time) in [
+            ("outbound", "depart", 0, "21:40"),
+            ("outbound", "arrive", 1, "04:30"),
+            ("return", "depart", 2, "23:35"),
+            ("return", "arrive", 3, "07:15"),
+        ] {
+            req["trips"][0][dir][field] = format!("{} {time}", days[day]).into();
+        }
+        let (st, it) = s.call("POST", "/itineraries", Some(req)).await;
+        assert_eq!(st, StatusCode::CREATED, "{it}");
+        ids.push((p["id"].as_i64().unwrap(), it["id"].as_i64().unwrap()));
+    }
+    let [(pid, id), (_, other)] = ids[..] else { panic!() };
+    let (http, cookie) = signed_in(s).await;
+    let page = |path: String| {
+        let (http, cookie) = (&http, &cookie);
+        async move {
+            let r = http.get(s.url(&path)).header("cookie", cookie).send().await.unwrap();
+            (
+                r.status(),
+                r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default(),
+                r.text().await.unwrap(),
+            )
+        }
+    };
+    let (st, _, html) = page(format!("/console/patients/{pid}")).await;
+    assert_eq!(st, StatusCode::OK);
+    let csrf = hidden(&html, "csrf");
+    let decide = |fields: Vec<(&'static str, String)>| {
+        let (http, cookie) = (&http, &cookie);
+        async move { form_post(http, &s.url(&format!("/console/patients/{pid}/reevaluation")), Some(cookie), &fields).await }
+    };
+    let proposal =
+        |set: i64| vec![("itinerary", set.to_string()), ("decision", "second_set_proposed".to_owned()), ("note", "再燃".to_owned())];
+    assert_eq!(decide(proposal(id)).await.status(), StatusCode::FORBIDDEN, "no CSRF secret");
+    let with = |mut f: Vec<(&'static str, String)>| {
+        f.push(("csrf", csrf.clone()));
+        f
+    };
+    assert_eq!(decide(with(proposal(other))).await.status(), StatusCode::NOT_FOUND, "another patient's set");
+    let bad = decide(with(vec![("itinerary", id.to_string()), ("decision", "maybe".to_owned())])).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text().await.unwrap().contains("`maybe`: is not one of"));
+    let done = decide(with(proposal(id))).await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    let (_, _, html) = page(format!("/console/patients/{pid}")).await;
+    assert!(html.contains("Second set proposed") && html.contains(&format!("/plan?draft={id}")), "the decision and its draft");
+    let (st, _, form) = page(format!("/console/patients/{pid}/plan?draft={id}")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        form.contains("value=\"2028-04-16 21:40\"") && form.contains("value=\"2028-04-20 23:35\""),
+        "the draft a year on, same weekdays"
+    );
+    assert_eq!(page(format!("/console/patients/{pid}/plan?draft={other}")).await.0, StatusCode::NOT_FOUND);
+
+    let (st, kind, csv) = page(format!("/console/patients/{pid}/outcomes.csv")).await;
+    assert_eq!((st, kind.as_str()), (StatusCode::OK, "text/csv; charset=utf-8"));
+    assert_eq!(csv.lines().count(), 6, "a header and five occasions, none answered: {csv}");
+    let (st, kind, svg) = page(format!("/console/patients/{pid}/outcomes.svg")).await;
+    assert_eq!((st, kind.as_str()), (StatusCode::OK, "image/svg+xml"));
+    assert_eq!(svg.matches("stroke=\"#C0392B\"").count(), 4, "the infusion marked, no answer yet");
+    let (st, kind, export) = page(format!("/console/patients/{pid}/export")).await;
+    assert_eq!((st, kind.as_str()), (StatusCode::OK, "application/json"));
+    assert!(export.contains("taro.yamada@example.jp") && !export.contains("佐藤"), "their data only");
+
+    let erase = |confirm: String| {
+        let (http, cookie, csrf) = (&http, &cookie, &csrf);
+        async move {
+            form_post(
+                http,
+                &s.url(&format!("/console/patients/{pid}/erase")),
+                Some(cookie),
+                &[("csrf", csrf.clone()), ("confirm", confirm)],
+            )
+            .await
+        }
+    };
+    assert_eq!(erase("1234567".into()).await.status(), StatusCode::UNPROCESSABLE_ENTITY, "the id typed again, wrongly");
+    let ahead = erase(pid.to_string()).await;
+    assert_eq!(ahead.status(), StatusCode::CONFLICT);
+    assert!(ahead.text().await.unwrap().contains("Cancel it first"));
+    let (st, _) = s.call("POST", &format!("/itineraries/{id}/cancel"), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let gone = erase(pid.to_string()).await;
+    assert_eq!((gone.status(), gone.headers()["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/console/patients?erased=1"));
+    assert!(page("/console/patients?erased=1".into()).await.2.contains("data was erased"));
+    assert_eq!(page(format!("/console/patients/{pid}")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM itinerary WHERE patient_id = {pid}")).await, 0);
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM reevaluation WHERE patient_id = {pid}")).await, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM patient").await, 1, "the other patient stays");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_plans_books_and_cancels_a_trip_in_a_real_browser() {
     let db = Db::sqlite("console-browser");

@@ -342,6 +342,9 @@ pub(crate) async fn week(State(c): State<Console>, Extension(v): Extension<Visit
 pub(crate) struct Search {
     #[serde(default)]
     q: Option<String>,
+    /// Back from erasing a patient: say it was done.
+    #[serde(default)]
+    erased: Option<String>,
 }
 
 pub(crate) async fn patients(State(c): State<Console>, Extension(v): Extension<Visit>, Query(s): Query<Search>) -> Response {
@@ -358,7 +361,7 @@ pub(crate) async fn patients(State(c): State<Console>, Extension(v): Extension<V
                 StatusCode::OK,
                 "patients.html",
                 Some(&v),
-                minijinja::context! { q => q, patients => Value::from(minijinja::value::Serde(&found)), form => BTreeMap::<String, String>::new(), errors => BTreeMap::<String, String>::new() },
+                minijinja::context! { q => q, erased => s.erased.is_some(), patients => Value::from(minijinja::value::Serde(&found)), form => BTreeMap::<String, String>::new(), errors => BTreeMap::<String, String>::new() },
             )
         }
         Err(e) => store_error(v.lang, &e),
