@@ -738,7 +738,9 @@ async fn two_workers_on_postgres_send_each_message_once() {
     // second was up (seen in 2 of 4 runs with larger jobs and batches).
     let a = worker(&db, &settings);
     let b = worker(&db, &settings);
-    let ids = backlog(&s, 8).await;
+    // Sixteen itineraries (~270 messages): with eight, one worker once drained them all while
+    // the other was still starting, under CI's load (2 cores, the other tests running).
+    let ids = backlog(&s, 16).await;
     let seen = drain(&s, &ids, &smtp, 90).await;
     drop((a, b));
     let sent = sent_count(&db).await;
