@@ -352,8 +352,7 @@ async fn patient_outcomes_csv(
 ) -> ApiResult<Response> {
     let id = id(p)?;
     let outcomes = s.store.patient_outcomes(id).await?;
-    let rows: Vec<_> = outcomes.occasions.into_iter().map(|o| o.occasion).collect();
-    let text = itinerary_outcomes::csv(&rows).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let text = outcomes.csv().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     s.store.audit_read(c.0, "outcomes", &id.to_string(), json!({ "as": "csv" })).await?;
     let disposition = format!("attachment; filename=\"patient-{id}-outcomes.csv\"");
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)], text).into_response())
@@ -374,8 +373,7 @@ async fn patient_outcomes_chart(
     let id = id(p)?;
     let english = q.map(|Query(q)| q.lang.as_deref() != Some("ja")).unwrap_or(true);
     let outcomes = s.store.patient_outcomes(id).await?;
-    let rows: Vec<_> = outcomes.occasions.into_iter().map(|o| o.occasion).collect();
-    let svg = match itinerary_outcomes::chart(&rows, &outcomes.infusions, english) {
+    let svg = match outcomes.chart(english) {
         Ok(svg) => svg,
         Err(itinerary_outcomes::ChartError::Empty) => {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "no_outcomes", "nothing to chart: no answer and no infusion"));

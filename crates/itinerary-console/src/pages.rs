@@ -1238,8 +1238,7 @@ pub(crate) async fn audit(State(c): State<Console>, Extension(v): Extension<Visi
 /// The patient's outcomes chart (SVG), for the patient page's image; the read is audited.
 pub(crate) async fn outcomes_chart(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
     let outcomes = or_page!(c.store.patient_outcomes(id).await, v.lang);
-    let rows: Vec<_> = outcomes.occasions.into_iter().map(|o| o.occasion).collect();
-    match itinerary_outcomes::chart(&rows, &outcomes.infusions, v.lang == Lang::En) {
+    match outcomes.chart(v.lang == Lang::En) {
         Ok(svg) => {
             if let Err(e) =
                 c.store.audit_read(v.session.coordinator_id, "outcomes", &id.to_string(), serde_json::json!({ "as": "svg" })).await
@@ -1259,8 +1258,7 @@ pub(crate) async fn outcomes_chart(State(c): State<Console>, Extension(v): Exten
 /// The patient's outcomes as CSV, to download; the read is audited.
 pub(crate) async fn outcomes_csv(State(c): State<Console>, Extension(v): Extension<Visit>, Path(id): Path<i32>) -> Response {
     let outcomes = or_page!(c.store.patient_outcomes(id).await, v.lang);
-    let rows: Vec<_> = outcomes.occasions.into_iter().map(|o| o.occasion).collect();
-    let Ok(text) = itinerary_outcomes::csv(&rows) else {
+    let Ok(text) = outcomes.csv() else {
         return error_page(v.lang, StatusCode::INTERNAL_SERVER_ERROR, "error_unavailable");
     };
     if let Err(e) = c.store.audit_read(v.session.coordinator_id, "outcomes", &id.to_string(), serde_json::json!({ "as": "csv" })).await {

@@ -17,6 +17,8 @@ mod questionnaire;
 mod summary;
 
 pub use chart::{ChartError, chart};
+/// Why the CSV could not be written.
+pub use csv::Error as CsvError;
 pub use export::csv;
 pub use questionnaire::{Answers, FieldError, Measure, QUESTIONS, Question, Treatment};
 pub use summary::summary;

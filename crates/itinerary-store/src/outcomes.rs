@@ -102,6 +102,22 @@ pub struct PatientOutcomes {
     pub reevaluations: Vec<ReevaluationView>,
 }
 
+impl PatientOutcomes {
+    /// The occasions as rows of the CSV a doctor opens (`itinerary_outcomes::csv`).
+    pub fn csv(&self) -> Result<String, itinerary_outcomes::CsvError> {
+        itinerary_outcomes::csv(&self.rows())
+    }
+
+    /// The chart of every measure with the infusions marked (`itinerary_outcomes::chart`).
+    pub fn chart(&self, english: bool) -> Result<String, itinerary_outcomes::ChartError> {
+        itinerary_outcomes::chart(&self.rows(), &self.infusions, english)
+    }
+
+    fn rows(&self) -> Vec<Occasion> {
+        self.occasions.iter().map(|o| o.occasion.clone()).collect()
+    }
+}
+
 /// One occasion, with the summary against its set's baseline for a follow-up.
 #[derive(Clone, Debug, Serialize)]
 pub struct OccasionView {
@@ -222,7 +238,7 @@ impl Store {
 
     /// What the link `secret` opens now.
     pub async fn questionnaire(&self, secret: &str, now: DateTime<Utc>) -> Result<QuestionnaireLink, StoreError> {
-        opened(&self.db, secret, now).await.map(|(link, _)| link)
+        opened(&self.db, secret, now).await
     }
 
     /// Saves `given` (only the answers it holds) to the questionnaire the link opens, in one
@@ -231,7 +247,7 @@ impl Store {
         // Read, then write: on SQLite the write lock is taken first (BEGIN IMMEDIATE), else the
         // worker's writes in between make the upgrade fail as "database is locked".
         let txn = self.begin_write().await?;
-        let (link, _) = opened(&txn, secret, now).await?;
+        let link = opened(&txn, secret, now).await?;
         let QuestionnaireLink::Open(mut q) = link else { return Ok(link) };
         // The occasion's row exists, then is locked (PostgreSQL): two saves at once (a double
         // tap, a retry after a tunnel) queue here instead of one failing on the unique index
@@ -284,10 +300,7 @@ impl Store {
     /// Every occasion of the patient's sets, answered or not, with the summaries and decisions.
     /// Health data: the caller audits the read.
     pub async fn patient_outcomes(&self, patient_id: i32) -> Result<PatientOutcomes, StoreError> {
-        let p = patient::Entity::find_by_id(patient_id)
-            .unique(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound { entity: "patient", id: patient_id.to_string() })?;
+        let p = self.patient(patient_id).await?;
         let its = itinerary::Entity::find()
             .filter(itinerary::Column::PatientId.eq(p.id))
             .order_by_asc(itinerary::Column::Id)
@@ -546,10 +559,7 @@ impl Store {
     /// records, calendar replies, messages they sent, LINE state, answers and decisions, and the
     /// audit entries about them. The caller audits the read.
     pub async fn export_patient(&self, patient_id: i32) -> Result<serde_json::Value, StoreError> {
-        let p = patient::Entity::find_by_id(patient_id)
-            .unique(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound { entity: "patient", id: patient_id.to_string() })?;
+        let p = self.patient(patient_id).await?;
         let its = itinerary::Entity::find()
             .filter(itinerary::Column::PatientId.eq(p.id))
             .order_by_asc(itinerary::Column::Id)
@@ -600,7 +610,7 @@ impl Store {
         let audit_rows = audit_log::Entity::find().filter(about).order_by_asc(audit_log::Column::Id).all(&self.db).await?;
         Ok(json!({
             "exported_for": "access request (APPI art. 33, PDPA s. 30)",
-            "patient": crate::PatientView::from(p),
+            "patient": p,
             "itineraries": itineraries,
             "messages_from_patient": sent.iter().map(|m| json!({
                 "channel": m.channel, "kind": m.kind, "body": m.body, "received_at": m.received_at, "answer": m.answer,
@@ -656,35 +666,31 @@ fn shift_request(req: &mut NewItinerary, by: Duration) -> Result<(), chrono::Par
     Ok(())
 }
 
-/// What link `secret` opens, and the answers row (for a save), read in `db`.
-async fn opened(
-    db: &impl ConnectionTrait,
-    secret: &str,
-    now: DateTime<Utc>,
-) -> Result<(QuestionnaireLink, Option<outcome_answer::Model>), StoreError> {
+/// What link `secret` opens, read in `db`.
+async fn opened(db: &impl ConnectionTrait, secret: &str, now: DateTime<Utc>) -> Result<QuestionnaireLink, StoreError> {
     if !secret.starts_with("itq_") || secret.len() > 100 {
-        return Ok((QuestionnaireLink::Unknown, None));
+        return Ok(QuestionnaireLink::Unknown);
     }
     let Some(t) = outcome_token::Entity::find_by_id(hash_token(secret)).unique(db).await? else {
-        return Ok((QuestionnaireLink::Unknown, None));
+        return Ok(QuestionnaireLink::Unknown);
     };
     if now >= t.expires_at {
-        return Ok((QuestionnaireLink::Closed, None));
+        return Ok(QuestionnaireLink::Closed);
     }
-    let Some(it) = itinerary::Entity::find_by_id(t.itinerary_id).unique(db).await? else { return Ok((QuestionnaireLink::Unknown, None)) };
+    let Some(it) = itinerary::Entity::find_by_id(t.itinerary_id).unique(db).await? else { return Ok(QuestionnaireLink::Unknown) };
     // A link opens its own patient's itinerary only.
     if it.patient_id != t.patient_id {
-        return Ok((QuestionnaireLink::Unknown, None));
+        return Ok(QuestionnaireLink::Unknown);
     }
     if it.status != "active" {
-        return Ok((QuestionnaireLink::Closed, None));
+        return Ok(QuestionnaireLink::Closed);
     }
     let plan = plan_of(db, &it).await?;
-    let Some(o) = occasions_of(&plan).into_iter().find(|o| o.key == t.occasion) else { return Ok((QuestionnaireLink::Closed, None)) };
+    let Some(o) = occasions_of(&plan).into_iter().find(|o| o.key == t.occasion) else { return Ok(QuestionnaireLink::Closed) };
     if now >= o.start.utc() {
-        return Ok((QuestionnaireLink::Closed, None));
+        return Ok(QuestionnaireLink::Closed);
     }
-    let Some(p) = patient::Entity::find_by_id(t.patient_id).unique(db).await? else { return Ok((QuestionnaireLink::Unknown, None)) };
+    let Some(p) = patient::Entity::find_by_id(t.patient_id).unique(db).await? else { return Ok(QuestionnaireLink::Unknown) };
     let row = outcome_answer::Entity::find()
         .filter(outcome_answer::Column::ItineraryId.eq(it.id))
         .filter(outcome_answer::Column::Occasion.eq(&o.key))
@@ -703,7 +709,7 @@ async fn opened(
         updated_at: row.as_ref().map(|r| r.updated_at),
     };
     let q = Questionnaire { patient_id: p.id, language: p.language, occasion, title: o.title, closes: o.start };
-    Ok((QuestionnaireLink::Open(Box::new(q)), row))
+    Ok(QuestionnaireLink::Open(Box::new(q)))
 }
 
 #[cfg(test)]
