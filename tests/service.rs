@@ -482,6 +482,90 @@ async fn parallel_bookings_never_double_book(db: Db, processes: usize) {
     db.drop_pg().await;
 }
 
+/// PostgreSQL stores a booking group's rows before it takes the booking lock, so that several
+/// writers insert at once; the plan, made ahead, is checked under the lock, and the group is
+/// rolled back and planned again when another process took what it needs meanwhile. Here two
+/// servers book two patients on the same flights while the lock is held elsewhere: each plans
+/// the same escort ahead (neither sees the other's), both insert their rows and wait; the one
+/// that gets the lock second must find the escort taken, and book another, with nothing of its
+/// first attempt left behind.
+#[tokio::test]
+async fn postgres_rows_written_before_the_lock_are_checked_under_it() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let Some(db) = Db::postgres("rows_first").await else { return };
+    let a = Server::start(&db);
+    let b = Server::start(&db);
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let (st, p) = a.call("POST", "/patients", Some(patient(&format!("Patient {i}")))).await;
+        assert_eq!(st, StatusCode::CREATED);
+        ids.push(p["id"].as_i64().unwrap());
+    }
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let blocker = conn.begin().await.unwrap();
+    blocker.execute_unprepared("UPDATE booking_lock SET bookings = bookings WHERE id = 1").await.unwrap();
+    let book = |s: &Server, pid: i64| {
+        let (http, url, token) = (s.http.clone(), s.url("/itineraries"), s.token.clone());
+        tokio::spawn(async move {
+            let r = http.post(url).bearer_auth(token).json(&request(pid, 1)).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        })
+    };
+    let (first, second) = (book(&a, ids[0]), book(&b, ids[1]));
+    // Both have written their rows and wait for the lock.
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                   AND query LIKE 'UPDATE booking_lock%'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while count(&db, waiting).await < 2 {
+        assert!(std::time::Instant::now() < deadline, "both bookings should be waiting for the booking lock");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM itinerary").await, 0, "not committed yet");
+    blocker.commit().await.unwrap();
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(first.0, StatusCode::CREATED, "{}", first.1);
+    assert_eq!(second.0, StatusCode::CREATED, "{}", second.1);
+    // Escort duties: none overlaps another unless it is the same shared duty (as a pick-up of
+    // two patients from one flight may be), which only a plan made seeing the other can be.
+    let duties = |v: &Value| -> Vec<(String, String, String, Option<String>)> {
+        v["plan"]["escorts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let text = |k: &str| d[k].as_str().unwrap().to_owned();
+                (
+                    text("escort"),
+                    d["start"]["utc"].as_str().unwrap().to_owned(),
+                    d["end"]["utc"].as_str().unwrap().to_owned(),
+                    d["shared"].as_str().map(Into::into),
+                )
+            })
+            .collect()
+    };
+    let (da, db_) = (duties(&first.1), duties(&second.1));
+    assert!(!da.is_empty() && !db_.is_empty());
+    for x in &da {
+        for y in &db_ {
+            let overlap = x.0 == y.0 && x.1 < y.2 && y.1 < x.2;
+            assert!(!overlap || (x.3.is_some() && x.3 == y.3), "escort {} double-booked: {x:?} and {y:?}", x.0);
+        }
+    }
+    // The attempt rolled back left nothing: one version and one set of rows per itinerary.
+    assert_eq!(count(&db, "SELECT count(*) FROM itinerary").await, 2);
+    assert_eq!(count(&db, "SELECT count(*) FROM itinerary_version").await, 2);
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_log WHERE action = 'create' AND entity = 'itinerary'").await, 2);
+    let per = |table: &str| format!("SELECT count(DISTINCT itinerary_id) FROM {table}");
+    for table in ["booking", "event", "scheduled_message", "calendar_uid"] {
+        assert_eq!(count(&db, &per(table)).await, 2, "{table}");
+    }
+    let rows = |id: i64| format!("SELECT count(*) FROM scheduled_message WHERE itinerary_id = {id}");
+    let (ia, ib) = (first.1["id"].as_i64().unwrap(), second.1["id"].as_i64().unwrap());
+    assert_eq!(count(&db, &rows(ia)).await, count(&db, &rows(ib)).await, "the same plan shape, the same messages");
+    drop((a, b));
+    db.drop_pg().await;
+}
+
 /// SIGTERM while bookings are in flight: the server stops taking connections, finishes what it
 /// accepted, and exits cleanly. No request is cut off mid-answer, and every itinerary it
 /// answered 201 for is there after a restart.

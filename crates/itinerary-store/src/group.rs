@@ -18,6 +18,11 @@ use crate::{BookError, ItineraryView, NewItinerary, PatientView, Store, StoreErr
 /// At most this many itineraries in one transaction.
 const GROUP: usize = 32;
 
+/// Writers of groups at once on PostgreSQL, each with its own connection: while one holds the
+/// booking lock (~5 ms), the others insert their groups' rows (~20 ms), which needs no lock.
+/// SQLite has one writer at a time whatever this says, so one.
+const POSTGRES_WRITERS: usize = 3;
+
 /// A new itinerary on its way to the writer, planned ahead where it fitted then.
 pub(crate) struct NewBooking {
     pub(crate) by: i32,
@@ -101,10 +106,17 @@ impl Store {
                 Some(tx) if !tx.is_closed() => tx.clone(),
                 _ => {
                     let (tx, rx) = mpsc::channel(1024);
-                    // The writer holds a store without the queue: once every other handle is
-                    // dropped, the queue closes and the writer ends.
-                    let store = Store { booker: Writer::default(), ..self.clone() };
-                    tokio::spawn(store.write_groups(rx));
+                    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+                    let writers = match self.backend() {
+                        sea_orm::DbBackend::Postgres => POSTGRES_WRITERS,
+                        _ => 1,
+                    };
+                    for _ in 0..writers {
+                        // A writer holds a store without the queue: once every other handle is
+                        // dropped, the queue closes and the writers end.
+                        let store = Store { booker: Writer::default(), ..self.clone() };
+                        tokio::spawn(store.write_groups(rx.clone()));
+                    }
                     *writer = Some(tx.clone());
                     tx
                 }
@@ -116,11 +128,16 @@ impl Store {
         rx.await.map_err(|_| BookError::Store(StoreError::WriterStopped))?
     }
 
-    async fn write_groups(self, mut rx: mpsc::Receiver<Job>) {
+    /// Takes what has queued (one writer at a time), writes it as one group, and again.
+    async fn write_groups(self, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
         let mut jobs: Vec<Job> = Vec::with_capacity(GROUP);
-        while rx.recv_many(&mut jobs, GROUP).await > 0 {
+        while rx.lock().await.recv_many(&mut jobs, GROUP).await > 0 {
             let (group, replies): (Vec<NewBooking>, Vec<_>) = jobs.drain(..).unzip();
-            match self.write_group(group).await {
+            let written = match self.backend() {
+                sea_orm::DbBackend::Postgres => self.write_group_rows_first(group).await,
+                _ => self.write_group(group).await,
+            };
+            match written {
                 Ok(answers) => {
                     for (answer, reply) in answers.into_iter().zip(replies) {
                         let _ = reply.send(answer);

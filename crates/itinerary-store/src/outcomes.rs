@@ -13,7 +13,10 @@ use itinerary_core::plan::{EventKind, Text};
 use itinerary_core::{Plan, Zoned};
 use itinerary_outcomes::{Answers, Occasion, OccasionKind};
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
 use serde::Serialize;
 use serde_json::json;
 
@@ -455,22 +458,27 @@ impl Store {
         Ok(reevaluation_view(row, it.reference)?)
     }
 
-    /// Marks the patient's proposed second set as booked by `itinerary_id` (a new itinerary of
-    /// theirs with the draft's protocol).
-    pub(crate) async fn draft_booked(&self, patient_id: i32, protocol: &str, itinerary_id: i32) -> Result<(), StoreError> {
+    /// Marks proposed second sets as booked by the new itineraries of `booked` (patient,
+    /// protocol, itinerary: one of the patient's with the draft's protocol), in the transaction
+    /// that stores them: one read for a booking group, an update only where a proposal is open.
+    pub(crate) async fn drafts_booked(txn: &DatabaseTransaction, booked: &[(i32, &str, i32)]) -> Result<(), StoreError> {
+        if booked.is_empty() {
+            return Ok(());
+        }
         let open = reevaluation::Entity::find()
-            .filter(reevaluation::Column::PatientId.eq(patient_id))
+            .filter(reevaluation::Column::PatientId.is_in(booked.iter().map(|(patient, _, _)| *patient)))
             .filter(reevaluation::Column::Decision.eq("second_set_proposed"))
             .filter(reevaluation::Column::BookedItineraryId.is_null())
-            .all(&self.db)
+            .all(txn)
             .await?;
         for r in open {
-            let same =
-                r.draft.as_deref().and_then(|d| serde_json::from_str::<NewItinerary>(d).ok()).is_some_and(|d| d.protocol == protocol);
-            if same && r.itinerary_id != itinerary_id {
+            let protocol = r.draft.as_deref().and_then(|d| serde_json::from_str::<NewItinerary>(d).ok()).map(|d| d.protocol);
+            let by =
+                booked.iter().find(|(patient, p, id)| *patient == r.patient_id && Some(*p) == protocol.as_deref() && *id != r.itinerary_id);
+            if let Some((_, _, id)) = by {
                 let mut m: reevaluation::ActiveModel = r.into();
-                m.booked_itinerary_id = Set(Some(itinerary_id));
-                m.update(&self.db).await?;
+                m.booked_itinerary_id = Set(Some(*id));
+                m.update(txn).await?;
             }
         }
         Ok(())
