@@ -2,17 +2,20 @@
 //! the entities, a JSON value is cloned as a tree twice and serialized while the statement is
 //! bound, under the booking lock; as text it is serialized once, before, and bound as a string.
 //!
-//! On SQLite the rows go as multi-row INSERTs. On PostgreSQL each table's rows go as one JSON
-//! document (`json_populate_recordset`) and every table of a write in one statement (chained
-//! data-modifying CTEs): the statement's text depends only on which tables it fills, so each
-//! connection parses and plans it once and binds one value per table. As multi-row VALUES, a
-//! group of eight bookings bound ~20,000 values to a statement of new text: parsing, planning and
-//! binding it took ~10 ms of the ~25 ms the group held the booking lock (issue 15).
+//! On SQLite the rows go as multi-row INSERTs. On PostgreSQL each column of a table's rows goes
+//! as one array, bound in PostgreSQL's binary format, and `unnest` turns the arrays back into
+//! rows; every table of a write goes in one statement (chained data-modifying CTEs), whose text
+//! depends only on which tables and columns it fills (and which hold a NULL), so each connection
+//! parses and plans it once. As multi-row VALUES, a group of eight bookings bound ~20,000 values
+//! to a statement of new text (parsing, planning and binding it took ~10 ms of the ~25 ms the
+//! group held the booking lock); as one JSON document per table, PostgreSQL lexed every row's
+//! text and looked each field up by name (`json_lex` and its hashing, ~10 % of the machine's CPU
+//! at 450 bookings a second; issue 15).
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Alias, Expr, InsertStatement, Query};
+use sea_orm::sea_query::{Alias, ArrayType, Expr, InsertStatement, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ColumnType, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityName, EntityTrait, Iterable,
     Statement, Value,
@@ -75,25 +78,105 @@ pub(crate) async fn execute(txn: &DatabaseTransaction, tables: Vec<Table>) -> Re
         return Ok(());
     }
     let mut sql = String::new();
-    let mut values = Vec::with_capacity(tables.len());
+    let mut values = Vec::new();
     let last = tables.len() - 1;
     for (i, t) in tables.into_iter().enumerate() {
-        let cols = t.columns.iter().map(|(c, _)| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
-        let insert = format!(
-            "INSERT INTO \"{name}\" ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::\"{name}\", ${n}::json)",
-            name = t.name,
-            n = i + 1
-        );
+        let insert = unnest_insert(t, &mut values)?;
         match (i, i == last) {
             (0, true) => sql.push_str(&insert),
             (_, true) => write!(sql, " {insert}").map_err(|e| DbErr::Custom(e.to_string()))?,
             (0, false) => write!(sql, "WITH \"insert_{i}\" AS ({insert})").map_err(|e| DbErr::Custom(e.to_string()))?,
             _ => write!(sql, ", \"insert_{i}\" AS ({insert})").map_err(|e| DbErr::Custom(e.to_string()))?,
         }
-        values.push(Value::String(Some(document(&t)?)));
     }
     txn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
     Ok(())
+}
+
+/// `INSERT INTO t (…) SELECT … FROM unnest($n::type[], …)`, its arrays pushed onto `values`.
+/// A column with a NULL in some rows goes with a mask (`bool[]`: sea-query binds no NULL
+/// element in an array); a column NULL in every row as a NULL literal.
+fn unnest_insert(t: Table, values: &mut Vec<Value>) -> Result<String, DbErr> {
+    let table = t.name;
+    let mut columns: Vec<Vec<Value>> = t.columns.iter().map(|_| Vec::with_capacity(t.rows.len())).collect();
+    for row in t.rows {
+        for (column, v) in columns.iter_mut().zip(row) {
+            column.push(v);
+        }
+    }
+    let (mut arrays, mut aliases, mut select) = (Vec::new(), Vec::new(), Vec::new());
+    for (j, ((name, json), column)) in t.columns.iter().zip(columns).enumerate() {
+        let fail = |why: String| DbErr::Custom(format!("{table}.{name}: {why}"));
+        let mut kind: Option<Element> = None;
+        for v in &column {
+            match (element(v).map_err(fail)?, &kind) {
+                (Some(k), Some(seen)) if k.name != seen.name => return Err(fail(format!("{v:?} among {} values", seen.name))),
+                (Some(k), None) => kind = Some(k),
+                _ => {}
+            }
+        }
+        let Some(kind) = kind else {
+            select.push("NULL".to_owned());
+            continue;
+        };
+        let mut nulls = Vec::with_capacity(column.len());
+        let mut elements = Vec::with_capacity(column.len());
+        for v in column {
+            let null = !v.is_some();
+            nulls.push(Value::Bool(Some(null)));
+            elements.push(match v {
+                _ if null => kind.stand_in.clone(),
+                Value::Json(Some(j)) => Value::String(Some(j.to_string())),
+                v => v,
+            });
+        }
+        values.push(Value::Array(kind.array, Some(Box::new(elements))));
+        arrays.push(format!("${}::{}[]", values.len(), kind.name));
+        aliases.push(format!("\"c{j}\""));
+        let cast = if *json { "::json" } else { "" };
+        if nulls.contains(&Value::Bool(Some(true))) {
+            values.push(Value::Array(ArrayType::Bool, Some(Box::new(nulls))));
+            arrays.push(format!("${}::bool[]", values.len()));
+            aliases.push(format!("\"n{j}\""));
+            select.push(format!("CASE WHEN \"n{j}\" THEN NULL ELSE \"c{j}\"{cast} END"));
+        } else {
+            select.push(format!("\"c{j}\"{cast}"));
+        }
+    }
+    let cols = t.columns.iter().map(|(c, _)| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    Ok(format!(
+        "INSERT INTO \"{table}\" ({cols}) SELECT {} FROM unnest({}) AS \"u\"({})",
+        select.join(", "),
+        arrays.join(", "),
+        aliases.join(", ")
+    ))
+}
+
+/// How a column's values go as an array.
+struct Element {
+    array: ArrayType,
+    /// PostgreSQL's name for its elements.
+    name: &'static str,
+    /// What stands in an array for a NULL (masked).
+    stand_in: Value,
+}
+
+/// The array a value goes in; None for a NULL.
+fn element(v: &Value) -> Result<Option<Element>, String> {
+    let e = |array, name, stand_in| Ok(Some(Element { array, name, stand_in }));
+    match v {
+        _ if !v.is_some() => Ok(None),
+        Value::Bool(_) => e(ArrayType::Bool, "bool", Value::Bool(Some(false))),
+        Value::SmallInt(_) => e(ArrayType::SmallInt, "int2", Value::SmallInt(Some(0))),
+        Value::Int(_) => e(ArrayType::Int, "int4", Value::Int(Some(0))),
+        Value::BigInt(_) => e(ArrayType::BigInt, "int8", Value::BigInt(Some(0))),
+        Value::String(_) | Value::Json(_) => e(ArrayType::String, "text", Value::String(Some(String::new()))),
+        Value::ChronoDateTimeUtc(_) => {
+            e(ArrayType::ChronoDateTimeUtc, "timestamptz", Value::ChronoDateTimeUtc(Some(DateTime::<Utc>::UNIX_EPOCH)))
+        }
+        Value::ChronoDate(_) => e(ArrayType::ChronoDate, "date", Value::ChronoDate(Some(DateTime::<Utc>::UNIX_EPOCH.date_naive()))),
+        other => Err(format!("no array for {other:?}")),
+    }
 }
 
 /// One INSERT per thousand rows (within SQLite's limit on bound values).
@@ -109,54 +192,6 @@ fn sqlite_inserts(t: Table) -> Vec<InsertStatement> {
         out.push(q);
     }
     out
-}
-
-/// The rows as a JSON array of objects, JSON columns embedded as they are.
-fn document(t: &Table) -> Result<String, DbErr> {
-    let mut out = String::with_capacity(t.rows.len() * 256);
-    out.push('[');
-    for (i, row) in t.rows.iter().enumerate() {
-        out.push_str(if i == 0 { "{" } else { ",{" });
-        for (j, ((name, json), v)) in t.columns.iter().zip(row).enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            out.push('"');
-            out.push_str(name);
-            out.push_str("\":");
-            write_value(&mut out, v, *json).map_err(|e| DbErr::Custom(format!("{}.{name}: {e}", t.name)))?;
-        }
-        out.push('}');
-    }
-    out.push(']');
-    Ok(out)
-}
-
-fn write_value(out: &mut String, v: &Value, json: bool) -> Result<(), String> {
-    let text = |s: &str| serde_json::to_string(s).map_err(|e| e.to_string());
-    match v {
-        Value::Bool(Some(b)) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Int(Some(n)) => write!(out, "{n}").map_err(|e| e.to_string())?,
-        Value::BigInt(Some(n)) => write!(out, "{n}").map_err(|e| e.to_string())?,
-        Value::SmallInt(Some(n)) => write!(out, "{n}").map_err(|e| e.to_string())?,
-        // Serialized by us, before: valid JSON text.
-        Value::String(Some(s)) if json => out.push_str(s),
-        Value::String(Some(s)) => out.push_str(&text(s)?),
-        Value::Json(Some(j)) => out.push_str(&serde_json::to_string(j).map_err(|e| e.to_string())?),
-        // Microseconds, truncated, as sqlx binds an instant: PostgreSQL keeps no more.
-        Value::ChronoDateTimeUtc(Some(t)) => write!(out, "\"{}\"", t.format("%Y-%m-%dT%H:%M:%S%.6fZ")).map_err(|e| e.to_string())?,
-        Value::ChronoDate(Some(d)) => write!(out, "\"{}\"", d.format("%Y-%m-%d")).map_err(|e| e.to_string())?,
-        Value::Bool(None)
-        | Value::Int(None)
-        | Value::BigInt(None)
-        | Value::SmallInt(None)
-        | Value::String(None)
-        | Value::Json(None)
-        | Value::ChronoDateTimeUtc(None)
-        | Value::ChronoDate(None) => out.push_str("null"),
-        other => return Err(format!("no JSON form for {other:?}")),
-    }
-    Ok(())
 }
 
 pub(crate) struct Uid {
@@ -263,5 +298,54 @@ impl Row for Version {
             self.coordinator_id.into(),
             self.calendar_changes.into(),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn table(rows: Vec<Vec<Value>>) -> Table {
+        Table { name: "t", columns: vec![("a", false), ("b", false), ("c", true), ("d", false)], rows }
+    }
+
+    #[test]
+    fn each_column_goes_as_one_array_and_nulls_as_a_mask() {
+        let at = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(1);
+        let rows = vec![
+            vec![1.into(), Value::String(Some("x".into())), Value::String(Some("{\"k\":1}".into())), Value::ChronoDateTimeUtc(None)],
+            vec![2.into(), Value::String(None), Value::Json(Some(Box::new(serde_json::json!([1])))), Value::ChronoDateTimeUtc(None)],
+        ];
+        let mut values = Vec::new();
+        let sql = unnest_insert(table(rows), &mut values).unwrap();
+        assert_eq!(
+            sql,
+            "INSERT INTO \"t\" (\"a\", \"b\", \"c\", \"d\") SELECT \"c0\", CASE WHEN \"n1\" THEN NULL ELSE \"c1\" END, \"c2\"::json, NULL \
+             FROM unnest($1::int4[], $2::text[], $3::bool[], $4::text[]) AS \"u\"(\"c0\", \"c1\", \"n1\", \"c2\")"
+        );
+        let strings =
+            |v: &[&str]| Value::Array(ArrayType::String, Some(Box::new(v.iter().map(|s| Value::String(Some((*s).into()))).collect())));
+        let bools = |v: &[bool]| Value::Array(ArrayType::Bool, Some(Box::new(v.iter().map(|b| Value::Bool(Some(*b))).collect())));
+        assert_eq!(values[0], Value::Array(ArrayType::Int, Some(Box::new(vec![1.into(), 2.into()]))));
+        assert_eq!(values[1], strings(&["x", ""]));
+        assert_eq!(values[2], bools(&[false, true]));
+        assert_eq!(values[3], strings(&["{\"k\":1}", "[1]"]));
+        // A column of instants, one of them NULL.
+        let rows = vec![vec![Value::ChronoDateTimeUtc(Some(at))], vec![Value::ChronoDateTimeUtc(None)]];
+        let mut values = Vec::new();
+        let t = Table { name: "t", columns: vec![("at", false)], rows };
+        assert!(unnest_insert(t, &mut values).unwrap().contains("$1::timestamptz[], $2::bool[]"));
+    }
+
+    #[test]
+    fn a_column_of_mixed_or_unknown_values_is_refused() {
+        let rows = vec![vec![1.into(), 1.into(), 1.into(), 1.into()], vec![Value::String(Some("1".into())), 1.into(), 1.into(), 1.into()]];
+        let e = unnest_insert(table(rows), &mut Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("t.a") && e.contains("among int4 values"), "{e}");
+        let rows = vec![vec![Value::Double(Some(1.0)), 1.into(), 1.into(), 1.into()]];
+        let e = unnest_insert(table(rows), &mut Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("t.a") && e.contains("no array for"), "{e}");
     }
 }
