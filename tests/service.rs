@@ -566,6 +566,57 @@ async fn postgres_rows_written_before_the_lock_are_checked_under_it() {
     db.drop_pg().await;
 }
 
+/// An escort stood down by another process is not booked by this one: its bookings are planned
+/// ahead against the clinic as it last read it, and the writer, under the lock, reads the
+/// clinic again when its change count (kept by triggers, migration 15) moved.
+async fn an_escort_stood_down_elsewhere_is_not_booked(db: Db) {
+    let a = Server::start(&db);
+    let b = Server::start(&db);
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let (st, p) = a.call("POST", "/patients", Some(patient(&format!("Patient {i}")))).await;
+        assert_eq!(st, StatusCode::CREATED);
+        ids.push(p["id"].as_i64().unwrap());
+    }
+    let escorts = |v: &Value| -> std::collections::BTreeSet<String> {
+        v["plan"]["escorts"].as_array().unwrap().iter().map(|d| d["escort"].as_str().unwrap().to_owned()).collect()
+    };
+    let (st, first) = a.call("POST", "/itineraries", Some(request(ids[0], 1))).await;
+    assert_eq!(st, StatusCode::CREATED, "{first}");
+    let pickup = first["plan"]["escorts"].as_array().unwrap().iter().find(|d| d["event"] == "trip1.pickup").unwrap()["escort"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, stood_down) = b.call("GET", &format!("/escorts/{pickup}"), None).await;
+    let (st, _) = b.call("DELETE", &format!("/escorts/{pickup}"), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    // Another week: nothing of the first booking stands in its way, only the clinic changed,
+    // and the sample rota has no other escort for a 04:30 landing.
+    let (st, refused) = a.call("POST", "/itineraries", Some(request(ids[1], 3))).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "booked with {pickup} stood down: {refused}");
+    assert_eq!(refused["error"]["violations"][0]["rule"], "escort_available", "{refused}");
+    // Back on the rota (again through the other process): booked with them.
+    let (st, _) = b.call("PUT", &format!("/escorts/{pickup}"), Some(stood_down)).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, second) = a.call("POST", "/itineraries", Some(request(ids[1], 3))).await;
+    assert_eq!(st, StatusCode::CREATED, "{second}");
+    assert!(escorts(&second).contains(&pickup), "{second}");
+    drop((a, b));
+    db.drop_pg().await;
+}
+
+#[tokio::test]
+async fn sqlite_an_escort_stood_down_elsewhere_is_not_booked() {
+    an_escort_stood_down_elsewhere_is_not_booked(Db::sqlite("stood_down")).await;
+}
+
+#[tokio::test]
+async fn postgres_an_escort_stood_down_elsewhere_is_not_booked() {
+    if let Some(db) = Db::postgres("stood_down").await {
+        an_escort_stood_down_elsewhere_is_not_booked(db).await;
+    }
+}
+
 /// SIGTERM while bookings are in flight: the server stops taking connections, finishes what it
 /// accepted, and exits cleanly. No request is cut off mid-answer, and every itinerary it
 /// answered 201 for is there after a restart.

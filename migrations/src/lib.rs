@@ -18,6 +18,7 @@ mod m20261130_000011_line_account_link;
 mod m20261130_000012_calendar_replies;
 mod m20261130_000013_outcomes;
 mod m20261130_000014_cheaper_booking_rows;
+mod m20261130_000015_clinic_changes;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000012_calendar_replies::Migration),
             Box::new(m20261130_000013_outcomes::Migration),
             Box::new(m20261130_000014_cheaper_booking_rows::Migration),
+            Box::new(m20261130_000015_clinic_changes::Migration),
         ]
     }
 }

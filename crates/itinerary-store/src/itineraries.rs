@@ -27,6 +27,10 @@ use crate::people::{audit, audit_row, escort_from_model};
 use crate::unique::Unique;
 use crate::{IdempotencyKey, PatientView, Store, StoreError, idempotency, stored};
 
+/// A new booking planned ahead: where its bookings can fall, its plan and rows (none when what
+/// it needs was held), and the hold on its bookings.
+type PlannedAhead = ((DateTime<Utc>, DateTime<Utc>), Option<(Plan, VersionRows)>, Option<crate::group::Hold>);
+
 /// What a coordinator sends to create or change an itinerary: the plan request, for a stored
 /// patient.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -179,15 +183,42 @@ impl Store {
     /// change made since (an escort stood down, a chair added, by this process or another) is
     /// found by the writer, which then plans the booking again under the lock: two reads fewer
     /// per booking.
-    async fn setup_seen(&self, base: &ClinicSetup) -> Result<Arc<ClinicSetup>, StoreError> {
+    async fn setup_seen(&self, base: &ClinicSetup) -> Result<(Arc<ClinicSetup>, bool), StoreError> {
         let key = std::ptr::from_ref(base) as usize;
         if let Ok(cached) = self.planning.lock()
             && let Some(p) = cached.as_ref()
             && p.base == key
         {
+            return Ok((p.setup.clone(), false));
+        }
+        Ok((self.setup_now(&self.db, base).await?, true))
+    }
+
+    /// The clinic as it is, under the booking lock whose row said `clinic_changes`: as last
+    /// read when nothing changed since (the count is kept by triggers on escorts and resources,
+    /// migration 15), read again otherwise.
+    async fn setup_locked(
+        &self,
+        txn: &DatabaseTransaction,
+        base: &ClinicSetup,
+        clinic_changes: i64,
+    ) -> Result<Arc<ClinicSetup>, StoreError> {
+        let key = std::ptr::from_ref(base) as usize;
+        if let Ok(cached) = self.planning.lock()
+            && let Some(p) = cached.as_ref()
+            && p.base == key
+            && p.clinic_changes == Some(clinic_changes)
+        {
             return Ok(p.setup.clone());
         }
-        self.setup_now(&self.db, base).await
+        let setup = self.setup_now(txn, base).await?;
+        if let Ok(mut cached) = self.planning.lock()
+            && let Some(p) = cached.as_mut()
+            && Arc::ptr_eq(&p.setup, &setup)
+        {
+            p.clinic_changes = Some(clinic_changes);
+        }
+        Ok(setup)
     }
 
     async fn setup_now(&self, db: &impl ConnectionTrait, base: &ClinicSetup) -> Result<Arc<ClinicSetup>, StoreError> {
@@ -214,7 +245,7 @@ impl Store {
         }
         let setup = Arc::new(setup);
         if let Ok(mut cached) = self.planning.lock() {
-            *cached = Some(PlanningSetup { base: key, escorts, resources, setup: setup.clone() });
+            *cached = Some(PlanningSetup { base: key, escorts, resources, setup: setup.clone(), clinic_changes: None });
         }
         Ok(setup)
     }
@@ -236,25 +267,15 @@ impl Store {
         let patient = self.patient(req.patient_id).await?;
         let raw = raw_request(&patient, req);
         let reference = reference();
-        let setup = self.setup_seen(base).await?;
-        let planning = planning_setup(&setup, req)?;
-        let parsed = PlanRequest::parse(&raw, &planning)?;
-        let window = window(&parsed, now);
-        let held = bookings_between(&self.db, window).await?;
-        // Against what is stored and what this process is about to store (bookings planned
-        // but not yet written), so that concurrent requests rarely plan the same escort or
-        // chair and the writer seldom has to plan again.
-        let (planned, hold) = self.pending.plan(|ledger| plan_with(&planning, &parsed, now, ledger), ledger_of(&planning, &held));
-        let ahead = match planned {
-            Ok(plan) => {
-                let rows =
-                    version_rows(&planning, &reference, &patient, &raw, &plan, 1, by, self.update_grace, &CalendarState::default(), false)?;
-                Some((plan, rows))
-            }
-            // Against a reading that may be stale: decided again under the lock.
-            Err(BookError::Conflict(_)) => None,
-            Err(e) => return Err(e),
-        };
+        // Against the clinic as last read; should that fail, against the clinic as it is now:
+        // an escort back on the rota since must not make a request infeasible.
+        let (mut setup, fresh) = self.setup_seen(base).await?;
+        let mut planned = self.plan_ahead(&setup, req, &raw, &patient, &reference, by, now).await;
+        if planned.is_err() && !fresh {
+            setup = self.setup_now(&self.db, base).await?;
+            planned = self.plan_ahead(&setup, req, &raw, &patient, &reference, by, now).await;
+        }
+        let (window, ahead, hold) = planned?;
         let booking = crate::group::NewBooking {
             by,
             base: base.clone(),
@@ -270,6 +291,40 @@ impl Store {
             key,
         };
         self.book(booking).await
+    }
+
+    /// Plans a new booking ahead, against `setup` and the bookings stored and pending: where its
+    /// bookings can fall, and its plan and rows with the hold on its bookings; no plan when what
+    /// it needs was held (stale, perhaps: the writer decides again under the lock).
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_ahead(
+        &self,
+        setup: &Arc<ClinicSetup>,
+        req: &NewItinerary,
+        raw: &RawPlanRequest,
+        patient: &PatientView,
+        reference: &str,
+        by: i32,
+        now: DateTime<Utc>,
+    ) -> Result<PlannedAhead, BookError> {
+        let planning = planning_setup(setup, req)?;
+        let parsed = PlanRequest::parse(raw, &planning)?;
+        let window = window(&parsed, now);
+        let held = bookings_between(&self.db, window).await?;
+        // Against what is stored and what this process is about to store (bookings planned
+        // but not yet written), so that concurrent requests rarely plan the same escort or
+        // chair and the writer seldom has to plan again.
+        let (planned, hold) = self.pending.plan(|ledger| plan_with(&planning, &parsed, now, ledger), ledger_of(&planning, &held));
+        let ahead = match planned {
+            Ok(plan) => {
+                let rows =
+                    version_rows(&planning, reference, patient, raw, &plan, 1, by, self.update_grace, &CalendarState::default(), false)?;
+                Some((plan, rows))
+            }
+            Err(BookError::Conflict(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok((window, ahead, hold))
     }
 
     /// What booking `req` now would plan, against the bookings as they stand, storing nothing:
@@ -595,7 +650,7 @@ impl Store {
         let drafts: Vec<_> = group.iter().zip(&views).map(|(b, v)| (v.patient_id, b.req.protocol.as_str(), v.id)).collect();
         Store::drafts_booked(&txn, &drafts).await?;
         let rows_us = started.elapsed().as_micros() as u64;
-        lock(&txn).await?;
+        let clinic_changes = lock_counting_clinic_changes(&txn).await?;
         let locked = std::time::Instant::now();
         let mut fits = true;
         for b in &group {
@@ -614,7 +669,7 @@ impl Store {
             let i = match ledgers.iter().position(|(base, _, _)| Arc::ptr_eq(base, &b.base)) {
                 Some(i) => i,
                 None => {
-                    let setup = self.setup_now(&txn, &b.base).await?;
+                    let setup = self.setup_locked(&txn, &b.base, clinic_changes).await?;
                     ledgers.push((b.base.clone(), setup.clone(), ledger_of(&setup, &held)));
                     ledgers.len() - 1
                 }
@@ -1135,6 +1190,18 @@ async fn bookings_between(
 }
 
 /// Takes the booking lock: every booking transaction updates this one row first.
+/// The booking lock, as `lock`, answering how many changes the clinic has seen.
+async fn lock_counting_clinic_changes(txn: &DatabaseTransaction) -> Result<i64, StoreError> {
+    let row = txn
+        .query_one_raw(sea_orm::Statement::from_string(
+            txn.get_database_backend(),
+            "UPDATE booking_lock SET bookings = bookings + 1 WHERE id = 1 RETURNING clinic_changes",
+        ))
+        .await?
+        .ok_or(StoreError::corrupt("booking_lock", "no row 1"))?;
+    Ok(row.try_get_by_index::<i64>(0)?)
+}
+
 pub(crate) async fn lock(txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
     txn.execute_unprepared("UPDATE booking_lock SET bookings = bookings + 1 WHERE id = 1").await?;
     Ok(())

@@ -164,6 +164,9 @@ pub(crate) struct PlanningSetup {
     pub(crate) escorts: Vec<entity::escort::Model>,
     pub(crate) resources: Vec<entity::resource::Model>,
     pub(crate) setup: Arc<ClinicSetup>,
+    /// The clinic's change count (`booking_lock.clinic_changes`) when these were read under
+    /// the booking lock; None when read outside it.
+    pub(crate) clinic_changes: Option<i64>,
 }
 
 impl Store {
