@@ -3,7 +3,15 @@
 //! Under the booking lock a group costs the lock, one read of the clinic (escorts, resources)
 //! and one of what is held, an INSERT … RETURNING of the itineraries, and one INSERT per table
 //! of their rows (chained into one statement on PostgreSQL), however many itineraries it holds;
-//! one at a time, every booking paid all of these.
+//! one at a time, every booking paid all of these. On PostgreSQL three writers store groups at
+//! once: each inserts its rows first, then takes the lock only to check the plans, insert the
+//! bookings and commit (`write_group_rows_first`), and reads the clinic only when it changed.
+//!
+//! Plans are made ahead against what is stored and what this process holds pending (`Pending`):
+//! bookings planned and not yet written, and those written in the last seconds that the
+//! planner's reading of the stored bookings may have missed. A plan made again by the writer is
+//! held there at once too. Whatever the writer finds taken under the lock was taken by another
+//! process (or its clinic changed), not by this one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -55,13 +63,58 @@ pub(crate) struct Pending {
 struct PendingBookings {
     next: u64,
     by_ticket: BTreeMap<u64, Vec<Booking>>,
+    /// Bookings written lately, by itinerary: a plan whose reading of the stored bookings
+    /// began before they were committed counts them from here, or it would take what they
+    /// hold and the writer would have to plan its whole group again.
+    written: std::collections::VecDeque<Written>,
 }
+
+/// An itinerary's bookings, written at `at`, falling within `span` (Unix seconds).
+#[derive(Debug)]
+struct Written {
+    at: std::time::Instant,
+    itinerary: i32,
+    span: (i64, i64),
+    bookings: Vec<Booking>,
+}
+
+/// When a booking begins and ends (Unix seconds).
+fn span(b: &Booking) -> (i64, i64) {
+    match b {
+        Booking::Escort { start, end, .. } | Booking::Chair { start, end } | Booking::Lab { start, end } => (*start, *end),
+    }
+}
+
+/// How long written bookings are counted from memory: far longer than a reading of the stored
+/// bookings takes to reach the planner.
+const WRITTEN_KEPT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A pending plan's bookings, released when dropped.
 #[derive(Debug)]
 pub(crate) struct Hold {
-    ticket: u64,
+    pub(crate) ticket: u64,
     pending: Pending,
+}
+
+/// What the stored bookings a plan is made against were read with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Read<'a> {
+    /// Outside the booking lock: these itineraries' bookings within this window.
+    Before { itineraries: &'a std::collections::HashSet<i32>, window: (DateTime<Utc>, DateTime<Utc>) },
+    /// Under it: everything committed.
+    Locked,
+}
+
+impl Hold {
+    /// Its itinerary was committed as `itinerary` with `bookings` (the plan stored, which the
+    /// writer may have made again): counted from memory for a while, for plans made against a
+    /// reading from before.
+    pub(crate) fn written(self, itinerary: i32, bookings: Vec<Booking>) {
+        if let Ok(mut p) = self.pending.held.lock() {
+            let span = bookings.iter().map(span).fold((i64::MAX, i64::MIN), |(s, e), (bs, be)| (s.min(bs), e.max(be)));
+            p.written.push_back(Written { at: std::time::Instant::now(), itinerary, span, bookings });
+        }
+    }
 }
 
 impl Drop for Hold {
@@ -76,10 +129,32 @@ impl Pending {
     /// Plans with `plan` against `stored` plus every pending booking, and holds the plan's
     /// bookings when it succeeds; one plan at a time in the process (the planner alone, tens of
     /// microseconds; requests build their rows in parallel), so two cannot take the same chair.
-    pub(crate) fn plan<E>(&self, plan: impl FnOnce(&Ledger) -> Result<Plan, E>, mut stored: Ledger) -> (Result<Plan, E>, Option<Hold>) {
+    /// `read` holds the itineraries `stored` was read with: those written lately but not among
+    /// them are counted too (none when `stored` was read under the booking lock, and so holds
+    /// every one written). Holds in `mine` are already in `stored` (the writer's group).
+    pub(crate) fn plan<E>(
+        &self,
+        plan: impl FnOnce(&Ledger) -> Result<Plan, E>,
+        mut stored: Ledger,
+        read: Read<'_>,
+        mine: &[u64],
+    ) -> (Result<Plan, E>, Option<Hold>) {
         let Ok(mut p) = self.held.lock() else { return (plan(&stored), None) };
-        for b in p.by_ticket.values().flatten() {
-            stored.book(b);
+        while p.written.front().is_some_and(|w| w.at.elapsed() > WRITTEN_KEPT) {
+            p.written.pop_front();
+        }
+        for (_, bookings) in p.by_ticket.iter().filter(|(t, _)| !mine.contains(t)) {
+            for b in bookings {
+                stored.book(b);
+            }
+        }
+        if let Read::Before { itineraries, window: (from, to) } = read {
+            let (from, to) = (from.timestamp(), to.timestamp());
+            for w in p.written.iter().filter(|w| w.span.0 < to && from < w.span.1 && !itineraries.contains(&w.itinerary)) {
+                for b in &w.bookings {
+                    stored.book(b);
+                }
+            }
         }
         let made = plan(&stored);
         let hold = made.as_ref().ok().map(|plan| {

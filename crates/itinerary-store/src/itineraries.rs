@@ -176,13 +176,11 @@ fn as_booking(m: &booking::Model) -> Booking {
 type Made = (ItineraryView, VersionRows, Option<IdempotencyKey>);
 
 impl Store {
-    /// The clinic as the planner sees it now: the configuration with the stored escorts and
-    /// resources. Rebuilt (a clone of the airport and holiday tables) only when they changed.
-    /// The clinic as last read (by the booking writer, under the lock, for every group), or as
-    /// it is now when it has not been read yet: what a new booking is planned against ahead. A
-    /// change made since (an escort stood down, a chair added, by this process or another) is
-    /// found by the writer, which then plans the booking again under the lock: two reads fewer
-    /// per booking.
+    /// The clinic as last read (by the booking writer, under the lock, whenever it changed), or
+    /// as it is now when it has not been read yet (then `true`): what a new booking is planned
+    /// against ahead. A change made since (an escort stood down, a chair added, by this process
+    /// or another) is found by the writer, which then plans the booking again under the lock:
+    /// two reads fewer per booking.
     async fn setup_seen(&self, base: &ClinicSetup) -> Result<(Arc<ClinicSetup>, bool), StoreError> {
         let key = std::ptr::from_ref(base) as usize;
         if let Ok(cached) = self.planning.lock()
@@ -221,6 +219,8 @@ impl Store {
         Ok(setup)
     }
 
+    /// The clinic as the planner sees it now: the configuration with the stored escorts and
+    /// resources. Rebuilt (a clone of the airport and holiday tables) only when they changed.
     async fn setup_now(&self, db: &impl ConnectionTrait, base: &ClinicSetup) -> Result<Arc<ClinicSetup>, StoreError> {
         let escorts = escort::Entity::find().filter(escort::Column::Active.eq(true)).order_by_asc(escort::Column::Id).all(db).await?;
         let resources = resource::Entity::find().order_by_asc(resource::Column::Id).all(db).await?;
@@ -314,7 +314,13 @@ impl Store {
         // Against what is stored and what this process is about to store (bookings planned
         // but not yet written), so that concurrent requests rarely plan the same escort or
         // chair and the writer seldom has to plan again.
-        let (planned, hold) = self.pending.plan(|ledger| plan_with(&planning, &parsed, now, ledger), ledger_of(&planning, &held));
+        let read = held.iter().map(|b| b.itinerary_id).collect();
+        let (planned, hold) = self.pending.plan(
+            |ledger| plan_with(&planning, &parsed, now, ledger),
+            ledger_of(&planning, &held),
+            crate::group::Read::Before { itineraries: &read, window },
+            &[],
+        );
         let ahead = match planned {
             Ok(plan) => {
                 let rows =
@@ -437,6 +443,8 @@ impl Store {
         // has one, tests several), and one ledger for each.
         let mut bases: Vec<(Arc<ClinicSetup>, Arc<ClinicSetup>)> = Vec::new();
         let protocols: Vec<String> = group.iter().map(|b| b.req.protocol.clone()).collect();
+        // This group's holds: its bookings are in the ledger already.
+        let mut mine: Vec<u64> = group.iter().filter_map(|b| b.hold.as_ref().map(|h| h.ticket)).collect();
         for b in group {
             holds.push(b.hold);
             if let Some(k) = &b.key {
@@ -470,7 +478,21 @@ impl Store {
                 _ => (|| {
                     let planning = planning_setup(&setup, &b.req)?;
                     let parsed = PlanRequest::parse(&b.raw, &planning)?;
-                    let plan = plan_with(&planning, &parsed, b.now, ledger)?;
+                    // Planned again: against what other writers' groups hold too, as planned
+                    // ahead (they wait for this lock, and would find it taken), and held
+                    // itself at once, for the plans made meanwhile.
+                    if let Some(old) = holds.last_mut().and_then(Option::take) {
+                        mine.retain(|t| *t != old.ticket);
+                    }
+                    let (plan, hold) =
+                        self.pending.plan(|l| plan_with(&planning, &parsed, b.now, l), ledger.clone(), crate::group::Read::Locked, &mine);
+                    let plan = plan?;
+                    if let Some(h) = hold {
+                        mine.push(h.ticket);
+                        if let Some(last) = holds.last_mut() {
+                            *last = Some(h);
+                        }
+                    }
                     let rows = version_rows(
                         &planning,
                         &b.reference,
@@ -572,7 +594,11 @@ impl Store {
             "booking group phases"
         );
         drop(turn);
-        drop(holds);
+        for (hold, answer) in holds.into_iter().zip(&out) {
+            if let (Some(hold), Ok(view)) = (hold, answer) {
+                hold.written(view.id, view.plan.bookings());
+            }
+        }
         Ok(out)
     }
 
@@ -693,7 +719,11 @@ impl Store {
             total_us = started.elapsed().as_micros() as u64,
             "booking group phases, rows first"
         );
-        drop(group);
+        for (b, view) in group.into_iter().zip(&views) {
+            if let Some(hold) = b.hold {
+                hold.written(view.id, view.plan.bookings());
+            }
+        }
         Ok(views.into_iter().map(Ok).collect())
     }
 
