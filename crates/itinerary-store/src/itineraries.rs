@@ -542,40 +542,22 @@ impl Store {
         } else {
             itinerary::Entity::insert_many(stored).exec_with_returning(&txn).await?.into_iter().map(|m| (m.reference, m.id)).collect()
         };
-        let mut all = VersionRows::default();
-        let mut audits = Vec::new();
-        let mut answered = Vec::new();
-        let mut latest = DateTime::<Utc>::MIN_UTC;
+        let mut rows_of = GroupRows::default();
         let mut out = Vec::with_capacity(answers.len());
         for a in answers {
             out.push(match a {
-                Ok((mut view, rows, key)) => {
-                    let id = *ids.get(&view.reference).ok_or(StoreError::corrupt("itinerary", "not inserted"))?;
-                    view.id = id;
-                    let mut rows = rows;
-                    let (version, messages) = std::mem::take(&mut rows.views);
-                    view.versions = vec![version];
-                    view.messages = messages;
-                    audits.push(audit_row(
-                        Some(rows.by),
-                        "create",
-                        "itinerary",
-                        &id.to_string(),
-                        json!({ "version": 1, "protocol": view.plan.protocol }),
-                    ));
-                    latest = latest.max(rows.planned_at);
-                    if let Some(k) = key {
-                        answered.push(idempotency::row(&k, &view, rows.planned_at)?);
-                    }
-                    all.append(id, rows);
+                Ok((mut view, mut rows, key)) => {
+                    view.id = *ids.get(&view.reference).ok_or(StoreError::corrupt("itinerary", "not inserted"))?;
+                    (view.versions, view.messages) = rows.views_of_version();
+                    rows_of.add(&view, key.as_ref(), rows)?;
                     Ok(view)
                 }
                 Err(e) => Err(e),
             });
         }
         let insert_us = lap(&mut t);
-        write_rows(&txn, all, audits).await?;
-        idempotency::save(&txn, answered, latest).await?;
+        write_rows(&txn, rows_of.all, rows_of.audits).await?;
+        idempotency::save(&txn, rows_of.answered, rows_of.latest).await?;
         let booked: Vec<_> =
             out.iter().zip(&protocols).filter_map(|(v, p)| v.as_ref().ok().map(|v| (v.patient_id, p.as_str(), v.id))).collect();
         Store::drafts_booked(&txn, &booked).await?;
@@ -639,40 +621,26 @@ impl Store {
             .collect();
         let ids: std::collections::HashMap<String, i32> =
             itinerary::Entity::insert_many(stored).exec_with_returning(&txn).await?.into_iter().map(|m| (m.reference, m.id)).collect();
-        let mut all = VersionRows::default();
-        let mut audits = Vec::with_capacity(group.len());
-        let mut answered = Vec::new();
-        let mut latest = DateTime::<Utc>::MIN_UTC;
+        let mut rows_of = GroupRows::default();
         let mut views = Vec::with_capacity(group.len());
         for (b, (plan, mut rows)) in group.iter().zip(made) {
-            let id = *ids.get(&b.reference).ok_or(StoreError::corrupt("itinerary", "not inserted"))?;
-            let (version, messages) = std::mem::take(&mut rows.views);
+            let (versions, messages) = rows.views_of_version();
             let view = ItineraryView {
-                id,
+                id: *ids.get(&b.reference).ok_or(StoreError::corrupt("itinerary", "not inserted"))?,
                 reference: b.reference.clone(),
                 patient_id: b.patient.id,
                 status: "active".to_owned(),
                 version: 1,
                 plan,
-                versions: vec![version],
+                versions,
                 messages,
             };
-            audits.push(audit_row(
-                Some(rows.by),
-                "create",
-                "itinerary",
-                &id.to_string(),
-                json!({ "version": 1, "protocol": view.plan.protocol }),
-            ));
-            latest = latest.max(rows.planned_at);
-            if let Some(k) = &b.key {
-                answered.push(idempotency::row(k, &view, rows.planned_at)?);
-            }
-            all.append(id, rows);
+            rows_of.add(&view, b.key.as_ref(), rows)?;
             views.push(view);
         }
+        let (mut all, answered, latest) = (rows_of.all, rows_of.answered, rows_of.latest);
         let booked = std::mem::take(&mut all.bookings);
-        write_rows(&txn, all, audits).await?;
+        write_rows(&txn, all, rows_of.audits).await?;
         let drafts: Vec<_> = group.iter().zip(&views).map(|(b, v)| (v.patient_id, b.req.protocol.as_str(), v.id)).collect();
         Store::drafts_booked(&txn, &drafts).await?;
         let rows_us = started.elapsed().as_micros() as u64;
@@ -1310,7 +1278,44 @@ pub(crate) struct VersionRows {
     views: (VersionView, Vec<MessageView>),
 }
 
+/// The rows of a group's new itineraries, gathered for one write: theirs, an audit entry each,
+/// and the answers of those sent with an idempotency key.
+#[derive(Default)]
+struct GroupRows {
+    all: VersionRows,
+    audits: Vec<audit_log::ActiveModel>,
+    answered: Vec<crate::entity::idempotency_key::ActiveModel>,
+    /// When the last of them was planned.
+    latest: DateTime<Utc>,
+}
+
+impl GroupRows {
+    /// Adds new itinerary `view`'s rows.
+    fn add(&mut self, view: &ItineraryView, key: Option<&IdempotencyKey>, rows: VersionRows) -> Result<(), StoreError> {
+        let id = view.id;
+        self.audits.push(audit_row(
+            Some(rows.by),
+            "create",
+            "itinerary",
+            &id.to_string(),
+            json!({ "version": 1, "protocol": view.plan.protocol }),
+        ));
+        self.latest = self.latest.max(rows.planned_at);
+        if let Some(k) = key {
+            self.answered.push(idempotency::row(k, view, rows.planned_at)?);
+        }
+        self.all.append(id, rows);
+        Ok(())
+    }
+}
+
 impl VersionRows {
+    /// What the answer shows of the version these rows store: the version and its messages.
+    fn views_of_version(&mut self) -> (Vec<VersionView>, Vec<MessageView>) {
+        let (version, messages) = std::mem::take(&mut self.views);
+        (vec![version], messages)
+    }
+
     /// Adds `rows`, of itinerary `id`, to these (the rows of one group, written together).
     fn append(&mut self, id: i32, rows: VersionRows) {
         let mut rows = rows.of(id);
