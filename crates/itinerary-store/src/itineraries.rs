@@ -524,19 +524,8 @@ impl Store {
             }));
         }
         let check_us = lap(&mut t);
-        let stored: Vec<itinerary::ActiveModel> = answers
-            .iter()
-            .filter_map(|a| a.as_ref().ok())
-            .map(|(v, rows, _)| itinerary::ActiveModel {
-                reference: Set(v.reference.clone()),
-                patient_id: Set(v.patient_id),
-                status: Set("active".to_owned()),
-                current_version: Set(1),
-                created_at: Set(rows.planned_at),
-                updated_at: Set(rows.planned_at),
-                ..Default::default()
-            })
-            .collect();
+        let stored: Vec<itinerary::ActiveModel> =
+            answers.iter().filter_map(|a| a.as_ref().ok()).map(|(v, rows, _)| rows.itinerary(&v.reference, v.patient_id)).collect();
         let ids: std::collections::HashMap<String, i32> = if stored.is_empty() {
             std::collections::HashMap::new()
         } else {
@@ -606,19 +595,8 @@ impl Store {
         let bookings = group.len();
         let started = std::time::Instant::now();
         let txn = self.db.begin().await?;
-        let stored: Vec<itinerary::ActiveModel> = group
-            .iter()
-            .zip(&made)
-            .map(|(b, (_, rows))| itinerary::ActiveModel {
-                reference: Set(b.reference.clone()),
-                patient_id: Set(b.patient.id),
-                status: Set("active".to_owned()),
-                current_version: Set(1),
-                created_at: Set(rows.planned_at),
-                updated_at: Set(rows.planned_at),
-                ..Default::default()
-            })
-            .collect();
+        let stored: Vec<itinerary::ActiveModel> =
+            group.iter().zip(&made).map(|(b, (_, rows))| rows.itinerary(&b.reference, b.patient.id)).collect();
         let ids: std::collections::HashMap<String, i32> =
             itinerary::Entity::insert_many(stored).exec_with_returning(&txn).await?.into_iter().map(|m| (m.reference, m.id)).collect();
         let mut rows_of = GroupRows::default();
@@ -1310,6 +1288,19 @@ impl GroupRows {
 }
 
 impl VersionRows {
+    /// The new itinerary whose first version these rows store.
+    fn itinerary(&self, reference: &str, patient_id: i32) -> itinerary::ActiveModel {
+        itinerary::ActiveModel {
+            reference: Set(reference.to_owned()),
+            patient_id: Set(patient_id),
+            status: Set("active".to_owned()),
+            current_version: Set(1),
+            created_at: Set(self.planned_at),
+            updated_at: Set(self.planned_at),
+            ..Default::default()
+        }
+    }
+
     /// What the answer shows of the version these rows store: the version and its messages.
     fn views_of_version(&mut self) -> (Vec<VersionView>, Vec<MessageView>) {
         let (version, messages) = std::mem::take(&mut self.views);
