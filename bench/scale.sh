@@ -9,6 +9,9 @@
 # received twice (by Message-ID at the SMTP server), a due message not delivered.
 #
 #   bench/scale.sh [ITINERARIES] [CONCURRENCY]     (release build; PostgreSQL at 127.0.0.1:5432)
+#
+# SCALE_RUST_LOG sets the processes' log filter (`warn,itinerary_store=debug` logs each booking
+# group, and each group planned again under the lock, to target/bench-scale/*.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
@@ -23,7 +26,7 @@ if ! psql -h 127.0.0.1 -U postgres -d test -qc 'select 1' >/dev/null 2>&1; then
   echo "bench/scale.sh needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust)" >&2
   exit 2
 fi
-export RUST_LOG=warn ITINERARY_LISTEN=127.0.0.1:0 ITINERARY_CLOCK_MODE=test ITINERARY_DELIVERY_UPDATE_GRACE_SECONDS=0 \
+export RUST_LOG=${SCALE_RUST_LOG:-warn} ITINERARY_LISTEN=127.0.0.1:0 ITINERARY_CLOCK_MODE=test ITINERARY_DELIVERY_UPDATE_GRACE_SECONDS=0 \
   ITINERARY_WORKER_POLL_MS=100 ITINERARY_SERVER_WORKER=false ITINERARY_SMTP_SECURITY=none
 
 pids=()
