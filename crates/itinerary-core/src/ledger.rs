@@ -45,6 +45,12 @@ impl Booking {
     pub fn lab(start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
         Booking::Lab { start: start.timestamp(), end: end.timestamp() }
     }
+    /// When it begins and ends (Unix seconds).
+    pub fn span(&self) -> (i64, i64) {
+        match self {
+            Booking::Escort { start, end, .. } | Booking::Chair { start, end } | Booking::Lab { start, end } => (*start, *end),
+        }
+    }
 }
 
 impl Plan {

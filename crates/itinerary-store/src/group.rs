@@ -78,13 +78,6 @@ struct Written {
     bookings: Vec<Booking>,
 }
 
-/// When a booking begins and ends (Unix seconds).
-fn span(b: &Booking) -> (i64, i64) {
-    match b {
-        Booking::Escort { start, end, .. } | Booking::Chair { start, end } | Booking::Lab { start, end } => (*start, *end),
-    }
-}
-
 /// How long written bookings are counted from memory: far longer than a reading of the stored
 /// bookings takes to reach the planner.
 const WRITTEN_KEPT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -111,7 +104,7 @@ impl Hold {
     /// reading from before.
     pub(crate) fn written(self, itinerary: i32, bookings: Vec<Booking>) {
         if let Ok(mut p) = self.pending.held.lock() {
-            let span = bookings.iter().map(span).fold((i64::MAX, i64::MIN), |(s, e), (bs, be)| (s.min(bs), e.max(be)));
+            let span = bookings.iter().map(Booking::span).fold((i64::MAX, i64::MIN), |(s, e), (bs, be)| (s.min(bs), e.max(be)));
             p.written.push_back(Written { at: std::time::Instant::now(), itinerary, span, bookings });
         }
     }

@@ -209,28 +209,35 @@ impl Store {
         {
             return Ok(p.setup.clone());
         }
-        let setup = self.setup_now(txn, base).await?;
-        if let Ok(mut cached) = self.planning.lock()
-            && let Some(p) = cached.as_mut()
-            && Arc::ptr_eq(&p.setup, &setup)
-        {
-            p.clinic_changes = Some(clinic_changes);
-        }
-        Ok(setup)
+        self.read_setup(txn, base, Some(clinic_changes)).await
     }
 
     /// The clinic as the planner sees it now: the configuration with the stored escorts and
     /// resources. Rebuilt (a clone of the airport and holiday tables) only when they changed.
     async fn setup_now(&self, db: &impl ConnectionTrait, base: &ClinicSetup) -> Result<Arc<ClinicSetup>, StoreError> {
+        self.read_setup(db, base, None).await
+    }
+
+    /// `setup_now`, read under the booking lock whose row said `clinic_changes` when that is
+    /// given: the cache remembers it, for `setup_locked`.
+    async fn read_setup(
+        &self,
+        db: &impl ConnectionTrait,
+        base: &ClinicSetup,
+        clinic_changes: Option<i64>,
+    ) -> Result<Arc<ClinicSetup>, StoreError> {
         let escorts = escort::Entity::find().filter(escort::Column::Active.eq(true)).order_by_asc(escort::Column::Id).all(db).await?;
         let resources = resource::Entity::find().order_by_asc(resource::Column::Id).all(db).await?;
         let key = std::ptr::from_ref(base) as usize;
-        if let Ok(cached) = self.planning.lock()
-            && let Some(p) = cached.as_ref()
+        if let Ok(mut cached) = self.planning.lock()
+            && let Some(p) = cached.as_mut()
             && p.base == key
             && p.escorts == escorts
             && p.resources == resources
         {
+            if clinic_changes.is_some() {
+                p.clinic_changes = clinic_changes;
+            }
             return Ok(p.setup.clone());
         }
         let mut setup = base.clone();
@@ -245,7 +252,7 @@ impl Store {
         }
         let setup = Arc::new(setup);
         if let Ok(mut cached) = self.planning.lock() {
-            *cached = Some(PlanningSetup { base: key, escorts, resources, setup: setup.clone(), clinic_changes: None });
+            *cached = Some(PlanningSetup { base: key, escorts, resources, setup: setup.clone(), clinic_changes });
         }
         Ok(setup)
     }
