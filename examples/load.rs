@@ -110,8 +110,12 @@ async fn book(
                 let t = Instant::now();
                 let r = http.post(format!("{base}/itineraries")).bearer_auth(&*token).json(&body).send().await.unwrap();
                 let status = r.status().as_u16();
-                let _ = r.bytes().await;
+                let answer = r.bytes().await;
                 out.push((t.elapsed().as_secs_f64(), status));
+                // A refusal is a finding, not just a count: say what the service answered.
+                if !(200..300).contains(&status) {
+                    eprintln!("booking {i} answered {status}: {}", String::from_utf8_lossy(&answer.unwrap_or_default()));
+                }
             }
         }));
     }

@@ -62,11 +62,20 @@ pub(crate) struct Pending {
 #[derive(Debug, Default)]
 struct PendingBookings {
     next: u64,
-    by_ticket: BTreeMap<u64, Vec<Booking>>,
+    by_ticket: BTreeMap<u64, Held>,
     /// Bookings written lately, by itinerary: a plan whose reading of the stored bookings
     /// began before they were committed counts them from here, or it would take what they
     /// hold and the writer would have to plan its whole group again.
     written: std::collections::VecDeque<Written>,
+}
+
+/// A pending plan's bookings, and the itinerary they are being stored as once a writer's
+/// transaction has inserted it: from its COMMIT until the hold is released, a reading of the
+/// stored bookings holds them too, and must not count them twice.
+#[derive(Debug)]
+struct Held {
+    itinerary: Option<i32>,
+    bookings: Vec<Booking>,
 }
 
 /// An itinerary's bookings, written at `at`, falling within `span` (Unix seconds).
@@ -89,16 +98,26 @@ pub(crate) struct Hold {
     pending: Pending,
 }
 
-/// What the stored bookings a plan is made against were read with.
+/// What a plan's reading of the stored bookings held: these itineraries' bookings within this
+/// window (under the booking lock or not). Pending bookings of an itinerary among them are
+/// counted once, from the reading.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Read<'a> {
-    /// Outside the booking lock: these itineraries' bookings within this window.
-    Before { itineraries: &'a std::collections::HashSet<i32>, window: (DateTime<Utc>, DateTime<Utc>) },
-    /// Under it: everything committed.
-    Locked,
+pub(crate) struct Read<'a> {
+    pub(crate) itineraries: &'a std::collections::HashSet<i32>,
+    pub(crate) window: (DateTime<Utc>, DateTime<Utc>),
 }
 
 impl Hold {
+    /// Its itinerary is being stored as `itinerary`, in a transaction not yet committed: once it
+    /// is, readings of the stored bookings hold them and plans count them from there.
+    pub(crate) fn stored_as(&self, itinerary: i32) {
+        if let Ok(mut p) = self.pending.held.lock()
+            && let Some(held) = p.by_ticket.get_mut(&self.ticket)
+        {
+            held.itinerary = Some(itinerary);
+        }
+    }
+
     /// Its itinerary was committed as `itinerary` with `bookings` (the plan stored, which the
     /// writer may have made again): counted from memory for a while, for plans made against a
     /// reading from before.
@@ -106,6 +125,8 @@ impl Hold {
         if let Ok(mut p) = self.pending.held.lock() {
             let span = bookings.iter().map(Booking::span).fold((i64::MAX, i64::MIN), |(s, e), (bs, be)| (s.min(bs), e.max(be)));
             p.written.push_back(Written { at: std::time::Instant::now(), itinerary, span, bookings });
+            // In the same turn of the lock, or a plan could count it twice.
+            p.by_ticket.remove(&self.ticket);
         }
     }
 }
@@ -122,9 +143,9 @@ impl Pending {
     /// Plans with `plan` against `stored` plus every pending booking, and holds the plan's
     /// bookings when it succeeds; one plan at a time in the process (the planner alone, tens of
     /// microseconds; requests build their rows in parallel), so two cannot take the same chair.
-    /// `read` holds the itineraries `stored` was read with: those written lately but not among
-    /// them are counted too (none when `stored` was read under the booking lock, and so holds
-    /// every one written). Holds in `mine` are already in `stored` (the writer's group).
+    /// `read` holds the itineraries `stored` was read with: those pending or written lately but
+    /// not among them are counted too (every one committed is among them when `stored` was read
+    /// under the booking lock). Holds in `mine` are already in `stored` (the writer's group).
     pub(crate) fn plan<E>(
         &self,
         plan: impl FnOnce(&Ledger) -> Result<Plan, E>,
@@ -136,27 +157,29 @@ impl Pending {
         while p.written.front().is_some_and(|w| w.at.elapsed() > WRITTEN_KEPT) {
             p.written.pop_front();
         }
-        for (_, bookings) in p.by_ticket.iter().filter(|(t, _)| !mine.contains(t)) {
-            for b in bookings {
+        let unread = |itinerary: Option<i32>| itinerary.is_none_or(|i| !read.itineraries.contains(&i));
+        for (_, held) in p.by_ticket.iter().filter(|(t, held)| !mine.contains(t) && unread(held.itinerary)) {
+            for b in &held.bookings {
                 stored.book(b);
             }
         }
-        if let Read::Before { itineraries, window: (from, to) } = read {
-            let (from, to) = (from.timestamp(), to.timestamp());
-            for w in p.written.iter().filter(|w| w.span.0 < to && from < w.span.1 && !itineraries.contains(&w.itinerary)) {
-                for b in &w.bookings {
-                    stored.book(b);
-                }
+        let (from, to) = (read.window.0.timestamp(), read.window.1.timestamp());
+        for w in p.written.iter().filter(|w| w.span.0 < to && from < w.span.1 && unread(Some(w.itinerary))) {
+            for b in &w.bookings {
+                stored.book(b);
             }
         }
         let made = plan(&stored);
-        let hold = made.as_ref().ok().map(|plan| {
-            p.next += 1;
-            let ticket = p.next;
-            p.by_ticket.insert(ticket, plan.bookings());
-            Hold { ticket, pending: self.clone() }
-        });
+        let hold = made.as_ref().ok().map(|plan| p.hold(self, plan.bookings()));
         (made, hold)
+    }
+}
+
+impl PendingBookings {
+    fn hold(&mut self, pending: &Pending, bookings: Vec<Booking>) -> Hold {
+        self.next += 1;
+        self.by_ticket.insert(self.next, Held { itinerary: None, bookings });
+        Hold { ticket: self.next, pending: pending.clone() }
     }
 }
 
@@ -228,5 +251,62 @@ impl Store {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    /// Whether a plan made now would find one of `chairs` free for the hour `pending` holds,
+    /// against `stored` read with `read`.
+    fn chair_free(pending: &Pending, stored: &[Booking], read: &[i32], chairs: u16) -> bool {
+        let start = Utc.with_ymd_and_hms(2027, 3, 1, 2, 0, 0).unwrap();
+        let mut ledger = Ledger::new(15);
+        for b in stored {
+            ledger.book(b);
+        }
+        let read: HashSet<i32> = read.iter().copied().collect();
+        let window = (start - chrono::Duration::hours(6), start + chrono::Duration::hours(6));
+        let (answer, hold) = pending.plan(
+            |l| {
+                Err::<Plan, bool>(itinerary_core::ledger::Availability::new(l).chair_free(
+                    start,
+                    start + chrono::Duration::hours(1),
+                    chairs,
+                ))
+            },
+            ledger,
+            Read { itineraries: &read, window },
+            &[],
+        );
+        assert!(hold.is_none());
+        answer.unwrap_err()
+    }
+
+    #[test]
+    fn a_pending_booking_is_counted_once_from_its_commit_to_its_release() {
+        let start = Utc.with_ymd_and_hms(2027, 3, 1, 2, 0, 0).unwrap();
+        let chair = Booking::chair(start, start + chrono::Duration::hours(1));
+        let pending = Pending::default();
+        let hold = pending.held.lock().unwrap().hold(&pending, vec![chair.clone()]);
+        // Planned, not stored: counted from memory.
+        assert!(!chair_free(&pending, &[], &[], 1));
+        assert!(chair_free(&pending, &[], &[], 2));
+        // Inserted as itinerary 7, not committed: a reading without it counts it from memory.
+        hold.stored_as(7);
+        assert!(!chair_free(&pending, &[], &[], 1));
+        // Committed, not yet released: a reading that holds itinerary 7 counts it once.
+        assert!(chair_free(&pending, std::slice::from_ref(&chair), &[7], 2));
+        // Released as written: the same, and a reading from before its commit counts it too.
+        hold.written(7, vec![chair.clone()]);
+        assert!(chair_free(&pending, std::slice::from_ref(&chair), &[7], 2));
+        assert!(!chair_free(&pending, &[], &[], 1));
+        assert!(chair_free(&pending, &[], &[], 2));
+        assert!(pending.held.lock().unwrap().by_ticket.is_empty());
     }
 }

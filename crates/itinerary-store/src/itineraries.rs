@@ -325,7 +325,7 @@ impl Store {
         let (planned, hold) = self.pending.plan(
             |ledger| plan_with(&planning, &parsed, now, ledger),
             ledger_of(&planning, &held),
-            crate::group::Read::Before { itineraries: &read, window },
+            crate::group::Read { itineraries: &read, window },
             &[],
         );
         let ahead = match planned {
@@ -440,6 +440,7 @@ impl Store {
         let held = bookings_between(&txn, (from, to)).await?;
         let read_us = lap(&mut t);
         let held_rows = held.len();
+        let read: std::collections::HashSet<i32> = held.iter().map(|b| b.itinerary_id).collect();
         let mut ledgers: Vec<(Arc<ClinicSetup>, Ledger)> = Vec::new();
         let mut answers: Vec<Result<Made, BookError>> = Vec::with_capacity(group.len());
         // Keys of this group: a second request with one is refused rather than done twice.
@@ -491,8 +492,12 @@ impl Store {
                     if let Some(old) = holds.last_mut().and_then(Option::take) {
                         mine.retain(|t| *t != old.ticket);
                     }
-                    let (plan, hold) =
-                        self.pending.plan(|l| plan_with(&planning, &parsed, b.now, l), ledger.clone(), crate::group::Read::Locked, &mine);
+                    let (plan, hold) = self.pending.plan(
+                        |l| plan_with(&planning, &parsed, b.now, l),
+                        ledger.clone(),
+                        crate::group::Read { itineraries: &read, window: (from, to) },
+                        &mine,
+                    );
                     let plan = plan?;
                     if let Some(h) = hold {
                         mine.push(h.ticket);
@@ -552,6 +557,11 @@ impl Store {
             });
         }
         let insert_us = lap(&mut t);
+        for (hold, answer) in holds.iter().zip(&out) {
+            if let (Some(hold), Ok(view)) = (hold, answer) {
+                hold.stored_as(view.id);
+            }
+        }
         write_rows(&txn, rows_of.all, rows_of.audits).await?;
         idempotency::save(&txn, rows_of.answered, rows_of.latest).await?;
         let booked: Vec<_> =
@@ -621,6 +631,9 @@ impl Store {
                 messages,
             };
             rows_of.add(&view, b.key.as_ref(), rows)?;
+            if let Some(hold) = &b.hold {
+                hold.stored_as(view.id);
+            }
             views.push(view);
         }
         let (mut all, answered, latest) = (rows_of.all, rows_of.answered, rows_of.latest);
@@ -1172,7 +1185,6 @@ async fn bookings_between(
         .await
 }
 
-/// Takes the booking lock: every booking transaction updates this one row first.
 /// The booking lock, as `lock`, answering how many changes the clinic has seen.
 async fn lock_counting_clinic_changes(txn: &DatabaseTransaction) -> Result<i64, StoreError> {
     let row = txn
@@ -1185,6 +1197,7 @@ async fn lock_counting_clinic_changes(txn: &DatabaseTransaction) -> Result<i64, 
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
+/// Takes the booking lock: every booking transaction updates this one row first.
 pub(crate) async fn lock(txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
     txn.execute_unprepared("UPDATE booking_lock SET bookings = bookings + 1 WHERE id = 1").await?;
     Ok(())
