@@ -35,21 +35,20 @@ static KL_HOLIDAYS: std::sync::LazyLock<std::collections::BTreeSet<chrono::Naive
         .collect()
 });
 
-/// A single infusion for patient `pid` in week `week` from a year ahead, counting only weeks whose
-/// Monday to Friday hold no Kuala Lumpur holiday: Sunday night out on the red-eye, back Thursday
-/// night. Spread over weeks so the clinic does not simply fill up.
-fn request(pid: i64, week: i64) -> Value {
+/// The Sundays of the first `count` weeks from a year ahead whose Monday to Friday hold no Kuala
+/// Lumpur holiday: found once, before the clock starts (the clients' CPU is the service's too).
+fn clear_weeks(count: usize) -> Vec<chrono::NaiveDate> {
     let today = Utc::now().date_naive();
-    let mut d = today + chrono::Duration::days(365 - i64::from(today.weekday().num_days_from_monday()) - 1);
-    let mut left = week;
-    loop {
-        let clear = (1..=5).all(|n| !KL_HOLIDAYS.contains(&(d + chrono::Duration::days(n))));
-        if clear && left == 0 {
-            break;
-        }
-        left -= i64::from(clear);
-        d += chrono::Duration::days(7);
-    }
+    let first = today + chrono::Duration::days(365 - i64::from(today.weekday().num_days_from_monday()) - 1);
+    std::iter::successors(Some(first), |d| Some(*d + chrono::Duration::days(7)))
+        .filter(|d| (1..=5).all(|n| !KL_HOLIDAYS.contains(&(*d + chrono::Duration::days(n)))))
+        .take(count)
+        .collect()
+}
+
+/// A single infusion for patient `pid` in the week of Sunday `d`: Sunday night out on the
+/// red-eye, back Thursday night. Spread over weeks so the clinic does not simply fill up.
+fn request(pid: i64, d: chrono::NaiveDate) -> Value {
     let f = |n: i64| (d + chrono::Duration::days(n)).format("%Y-%m-%d").to_string();
     json!({ "patient_id": pid, "protocol": "single-infusion", "trips": [{
         "outbound": { "flight": "MH71", "from": "NRT", "depart": format!("{} 21:40", f(0)), "to": "KUL", "arrive": format!("{} 04:30", f(1)) },
@@ -91,13 +90,15 @@ async fn book(
     token: &Arc<String>,
     pids: Vec<i64>,
     first: usize,
+    weeks: &Arc<Vec<chrono::NaiveDate>>,
     concurrency: usize,
 ) -> Vec<Seen> {
     let pids = Arc::new(pids);
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for c in 0..concurrency {
-        let (http, base, token, pids, next) = (http.clone(), bases[c % bases.len()].clone(), token.clone(), pids.clone(), next.clone());
+        let (http, base, token, pids, next, weeks) =
+            (http.clone(), bases[c % bases.len()].clone(), token.clone(), pids.clone(), next.clone(), weeks.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
@@ -106,7 +107,7 @@ async fn book(
                     return out;
                 }
                 // Three patients a week: what the sample rota's early escorts can meet.
-                let body = request(pids[i], ((first + i) / 3) as i64);
+                let body = request(pids[i], weeks[(first + i) / 3]);
                 let t = Instant::now();
                 let r = http.post(format!("{base}/itineraries")).bearer_auth(&*token).json(&body).send().await.unwrap();
                 let status = r.status().as_u16();
@@ -183,10 +184,11 @@ async fn main() {
         pids.push(r["id"].as_i64().unwrap());
     }
     let later = pids.split_off(n);
+    let clear = Arc::new(clear_weeks((n + n / 2).div_ceil(3)));
 
     // Itineraries alone.
     let started = Instant::now();
-    let seen = book(&http, &bases, &token, pids.clone(), 0, concurrency).await;
+    let seen = book(&http, &bases, &token, pids.clone(), 0, &clear, concurrency).await;
     summarize("create itinerary", started, seen, concurrency);
 
     // Feeds alone: one URL per patient with an itinerary, fetched round-robin for `feed_seconds`.
@@ -216,7 +218,7 @@ async fn main() {
             move || done.load(Ordering::Relaxed)
         }),
     );
-    let seen = book(&http, &bases, &token, later, n, concurrency).await;
+    let seen = book(&http, &bases, &token, later, n, &clear, concurrency).await;
     done.store(true, Ordering::Relaxed);
     summarize("create itinerary, while feeds are fetched", started, seen, concurrency);
     summarize("fetch feed, while itineraries are created", started, joined(polling).await, concurrency);
