@@ -58,9 +58,35 @@ fn request(pid: i64, d: chrono::NaiveDate) -> Value {
 /// What one phase's clients saw: each request's latency and status.
 type Seen = Vec<(f64, u16)>;
 
-/// Prints one phase's throughput (all answers, and 2xx only) and latency percentiles.
-fn summarize(what: &str, started: Instant, seen: Vec<Seen>, concurrency: usize) {
-    let secs = started.elapsed().as_secs_f64();
+/// When a phase began: the wall clock, and the machine's busy CPU time then.
+struct Started {
+    at: Instant,
+    busy_ms: Option<f64>,
+}
+
+impl Started {
+    fn now() -> Self {
+        Self { at: Instant::now(), busy_ms: busy_ms() }
+    }
+}
+
+/// CPU time every core of the machine has spent busy since boot (Linux's /proc/stat, in its
+/// USER_HZ of 100 per second): what service, database and this client cost together. Bookings
+/// per second drift ±15 % between runs on a shared 2-core machine; the CPU cost of one booking
+/// is the steadier figure to compare changes by.
+fn busy_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).map(|n| n.parse().unwrap_or(0.0)).collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy = cpu.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, n)| n).sum::<f64>();
+    Some(busy * 10.0)
+}
+
+/// Prints one phase's throughput (all answers, and 2xx only), latency percentiles, and, for a
+/// phase that ran `alone`, the machine's CPU time per request.
+fn summarize(what: &str, started: &Started, seen: Vec<Seen>, concurrency: usize, alone: bool) {
+    let secs = started.at.elapsed().as_secs_f64();
+    let busy_ms = busy_ms().zip(started.busy_ms).filter(|_| alone).map(|(now, then)| now - then);
     let mut lat = Vec::new();
     let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
     for (l, st) in seen.into_iter().flatten() {
@@ -78,6 +104,7 @@ fn summarize(what: &str, started: Instant, seen: Vec<Seen>, concurrency: usize) 
         "p99_ms": (percentile(&lat, 0.99) * 1e5).round() / 100.0,
         "max_ms": (percentile(&lat, 1.0) * 1e5).round() / 100.0,
         "concurrency": concurrency, "status": by_status,
+        "cpu_ms_per_request": busy_ms.map(|ms| (ms / lat.len().max(1) as f64 * 100.0).round() / 100.0),
     });
     println!("{v}");
 }
@@ -187,9 +214,9 @@ async fn main() {
     let clear = Arc::new(clear_weeks((n + n / 2).div_ceil(3)));
 
     // Itineraries alone.
-    let started = Instant::now();
+    let started = Started::now();
     let seen = book(&http, &bases, &token, pids.clone(), 0, &clear, concurrency).await;
-    summarize("create itinerary", started, seen, concurrency);
+    summarize("create itinerary", &started, seen, concurrency, true);
 
     // Feeds alone: one URL per patient with an itinerary, fetched round-robin for `feed_seconds`.
     let mut feeds = Vec::new();
@@ -201,14 +228,14 @@ async fn main() {
     }
     let feeds = Arc::new(feeds);
     let deadline = Instant::now() + Duration::from_secs(feed_seconds);
-    let started = Instant::now();
+    let started = Started::now();
     let seen = joined(poll_feeds(&http, &feeds, concurrency, Arc::new(move || Instant::now() >= deadline))).await;
-    summarize("fetch feed", started, seen, concurrency);
+    summarize("fetch feed", &started, seen, concurrency, true);
 
     // Both at once: `concurrency` clients book the other `n / 2` patients while as many poll
     // feeds, until the bookings are done.
     let done = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
+    let started = Started::now();
     let polling = poll_feeds(
         &http,
         &feeds,
@@ -220,6 +247,6 @@ async fn main() {
     );
     let seen = book(&http, &bases, &token, later, n, &clear, concurrency).await;
     done.store(true, Ordering::Relaxed);
-    summarize("create itinerary, while feeds are fetched", started, seen, concurrency);
-    summarize("fetch feed, while itineraries are created", started, joined(polling).await, concurrency);
+    summarize("create itinerary, while feeds are fetched", &started, seen, concurrency, false);
+    summarize("fetch feed, while itineraries are created", &started, joined(polling).await, concurrency, false);
 }
