@@ -566,6 +566,64 @@ async fn postgres_rows_written_before_the_lock_are_checked_under_it() {
     db.drop_pg().await;
 }
 
+/// A patient erased while a booking of theirs waits for the booking lock with its rows written:
+/// the one queued first at the lock goes first, and neither waits on the other (migration 16:
+/// the itinerary's patient is checked at COMMIT, under the lock; before, the booking's check had
+/// locked the patient's row, and the two deadlocked until PostgreSQL failed one of them a second
+/// later: the test counts PostgreSQL's deadlocks). Here the erasure queued first: the patient is erased, the booking
+/// is answered that nothing was stored, and nothing of it is.
+#[tokio::test]
+async fn postgres_an_erasure_queued_before_a_booking_goes_first() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let Some(db) = Db::postgres("erase_first").await else { return };
+    let a = Server::start(&db);
+    let (st, p) = a.call("POST", "/patients", Some(patient("Patient 0"))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let pid = p["id"].as_i64().unwrap();
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let blocker = conn.begin().await.unwrap();
+    blocker.execute_unprepared("UPDATE booking_lock SET bookings = bookings WHERE id = 1").await.unwrap();
+    let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let (http, url, token) = (a.http.clone(), a.url(path), a.token.clone());
+        tokio::spawn(async move {
+            let mut r = http.request(method, url).bearer_auth(token);
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let r = r.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                   AND query LIKE 'UPDATE booking_lock%'";
+    let wait_for = async |n: i64, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while count(&db, waiting).await < n {
+            assert!(std::time::Instant::now() < deadline, "{what} should be waiting for the booking lock");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let erase = send(reqwest::Method::DELETE, &format!("/patients/{pid}"), None);
+    wait_for(1, "the erasure").await;
+    let book = send(reqwest::Method::POST, "/itineraries", Some(request(pid, 1)));
+    wait_for(2, "the booking, its rows written,").await;
+    let deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()";
+    let before = count(&db, deadlocks).await;
+    blocker.commit().await.unwrap();
+    let (erase, book) = (erase.await.unwrap(), book.await.unwrap());
+    assert_eq!(erase.0, StatusCode::OK, "the erasure queued first: {}", erase.1);
+    assert_eq!(book.0, StatusCode::SERVICE_UNAVAILABLE, "{}", book.1);
+    assert_eq!(book.1["error"]["code"], "store_unavailable", "answered that nothing was stored: {}", book.1);
+    for table in ["patient", "itinerary", "itinerary_version", "booking", "event", "scheduled_message", "calendar_uid"] {
+        assert_eq!(count(&db, &format!("SELECT count(*) FROM {table}")).await, 0, "{table}");
+    }
+    // Statistics reach pg_stat_database when a backend reports them: give them the chance.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(count(&db, deadlocks).await, before, "no deadlock between the erasure and the booking");
+    drop(a);
+    db.drop_pg().await;
+}
+
 /// An escort stood down by another process is not booked by this one: its bookings are planned
 /// ahead against the clinic as it last read it, and the writer, under the lock, reads the
 /// clinic again when its change count (kept by triggers, migration 15) moved.

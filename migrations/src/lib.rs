@@ -19,6 +19,7 @@ mod m20261130_000012_calendar_replies;
 mod m20261130_000013_outcomes;
 mod m20261130_000014_cheaper_booking_rows;
 mod m20261130_000015_clinic_changes;
+mod m20261130_000016_patient_checked_at_commit;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000013_outcomes::Migration),
             Box::new(m20261130_000014_cheaper_booking_rows::Migration),
             Box::new(m20261130_000015_clinic_changes::Migration),
+            Box::new(m20261130_000016_patient_checked_at_commit::Migration),
         ]
     }
 }

@@ -564,7 +564,7 @@ impl Store {
             .filter(feed_token::Column::RevokedAt.is_null())
             .exec(&txn)
             .await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(())
     }
 

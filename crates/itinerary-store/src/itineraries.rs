@@ -568,7 +568,7 @@ impl Store {
             out.iter().zip(&protocols).filter_map(|(v, p)| v.as_ref().ok().map(|v| (v.patient_id, p.as_str(), v.id))).collect();
         Store::drafts_booked(&txn, &booked).await?;
         let rows_us = lap(&mut t);
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         tracing::debug!(
             bookings,
             lock_us,
@@ -640,7 +640,7 @@ impl Store {
         let booked = std::mem::take(&mut all.bookings);
         write_rows(&txn, all, rows_of.audits).await?;
         let drafts: Vec<_> = group.iter().zip(&views).map(|(b, v)| (v.patient_id, b.req.protocol.as_str(), v.id)).collect();
-        Store::drafts_booked(&txn, &drafts).await?;
+        let drafts = Store::drafts_open(&txn, &drafts).await?;
         let rows_us = started.elapsed().as_micros() as u64;
         let clinic_changes = lock_counting_clinic_changes(&txn).await?;
         let locked = std::time::Instant::now();
@@ -676,8 +676,9 @@ impl Store {
             return self.write_group(group).await;
         }
         stored::execute(&txn, stored::model_inserts(booked)).await?;
+        Store::mark_drafts_booked(&txn, &drafts).await?;
         idempotency::save(&txn, answered, latest).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         tracing::debug!(
             bookings,
             rows_us,
@@ -739,7 +740,7 @@ impl Store {
         audit(&txn, Some(by), "change", "itinerary", &id.to_string(), json!({ "version": version })).await?;
         let view = itinerary_on(&txn, id).await?;
         idempotency::save_one(&txn, key.as_ref(), &view, now).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         drop(turn);
         Ok(view)
     }
@@ -810,7 +811,7 @@ impl Store {
         audit(&txn, Some(by), "cancel", "itinerary", &id.to_string(), json!({ "version": version })).await?;
         let view = itinerary_on(&txn, id).await?;
         idempotency::save_one(&txn, key.as_ref(), &view, now).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         drop(turn);
         Ok(view)
     }

@@ -89,6 +89,23 @@ impl StoreError {
     }
 }
 
+/// Commits `txn`. An error the database answered with that rolls the transaction back (a
+/// constraint checked at COMMIT, class 23; a serialization failure or deadlock, class 40) means
+/// nothing was stored: a plain store error. Any other (the connection dropped, no answer, the
+/// backend terminated) leaves the outcome unknown.
+pub(crate) async fn commit(txn: sea_orm::DatabaseTransaction) -> Result<(), StoreError> {
+    use sea_orm::{DbErr, RuntimeErr, sqlx};
+    txn.commit().await.map_err(|e| {
+        let rolled_back = match &e {
+            DbErr::Exec(RuntimeErr::SqlxError(s)) | DbErr::Query(RuntimeErr::SqlxError(s)) | DbErr::Conn(RuntimeErr::SqlxError(s)) => {
+                matches!(&**s, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("23") || c.starts_with("40")))
+            }
+            _ => false,
+        };
+        if rolled_back { StoreError::Db(e) } else { StoreError::CommitUnknown(e) }
+    })
+}
+
 impl StoreError {
     pub(crate) fn corrupt(what: &'static str, e: impl std::fmt::Display) -> Self {
         StoreError::Corrupt { what, detail: e.to_string() }

@@ -220,7 +220,7 @@ impl Store {
                 .await?;
             outcomes.push(outcome);
         }
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(outcomes)
     }
 }
@@ -496,7 +496,7 @@ impl Store {
             m.line_link_failed_at = Set(Some(now));
             m.update(&txn).await?;
             audit(&txn, None, "line_link_refused", "patient", &id.to_string(), json!({ "failures": failures + 1 })).await?;
-            txn.commit().await.map_err(StoreError::CommitUnknown)?;
+            crate::commit(txn).await?;
             return Ok(LinkProof::NoMatch);
         }
         if p.line_user_id.is_some() {
@@ -523,7 +523,7 @@ impl Store {
             .exec(&txn)
             .await?;
         audit(&txn, None, "start_line_link", "patient", &p.id.to_string(), json!({})).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(LinkProof::Nonce(nonce.secret))
     }
 
@@ -545,7 +545,7 @@ impl Store {
         m.update(&txn).await?;
         forget_line(&txn, &[patient_id], now).await?;
         audit(&txn, Some(by), "unlink_line", "patient", &patient_id.to_string(), json!({ "why": "coordinator" })).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(true)
     }
 
@@ -588,7 +588,7 @@ impl Store {
                     .filter(|p| p.line_user_id.as_deref() == Some(n.line_user_id.as_str())),
                 None => None,
             };
-            txn.commit().await.map_err(StoreError::CommitUnknown)?;
+            crate::commit(txn).await?;
             if taken.rows_affected == 1 {
                 claimed.push(LineNotice {
                     id: n.id,
@@ -635,7 +635,7 @@ impl Store {
         };
         let txn = self.begin_write().await?;
         q.exec(&txn).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(())
     }
 

@@ -293,7 +293,7 @@ impl Store {
         m.updated_at = Set(now);
         m.saves = Set(saves);
         m.update(&txn).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         q.occasion.answers = merged;
         q.occasion.answered_at = Some(answered_at);
         q.occasion.updated_at = Some(now);
@@ -454,7 +454,7 @@ impl Store {
             .await
             .map_err(StoreError::from)?;
         audit(&txn, Some(by), "decide_reevaluation", "itinerary", &it.id.to_string(), json!({ "decision": decision })).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(reevaluation_view(row, it.reference)?)
     }
 
@@ -462,8 +462,16 @@ impl Store {
     /// protocol, itinerary: one of the patient's with the draft's protocol), in the transaction
     /// that stores them: one read for a booking group, an update only where a proposal is open.
     pub(crate) async fn drafts_booked(txn: &DatabaseTransaction, booked: &[(i32, &str, i32)]) -> Result<(), StoreError> {
+        let open = Self::drafts_open(txn, booked).await?;
+        Self::mark_drafts_booked(txn, &open).await
+    }
+
+    /// The proposed second sets the itineraries of `booked` book, as (the re-evaluation's
+    /// itinerary, the new one): a read, which locks nothing, so that a booking group can make it
+    /// before it takes the booking lock.
+    pub(crate) async fn drafts_open(txn: &DatabaseTransaction, booked: &[(i32, &str, i32)]) -> Result<Vec<(i32, i32)>, StoreError> {
         if booked.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let open = reevaluation::Entity::find()
             .filter(reevaluation::Column::PatientId.is_in(booked.iter().map(|(patient, _, _)| *patient)))
@@ -471,15 +479,30 @@ impl Store {
             .filter(reevaluation::Column::BookedItineraryId.is_null())
             .all(txn)
             .await?;
-        for r in open {
-            let protocol = r.draft.as_deref().and_then(|d| serde_json::from_str::<NewItinerary>(d).ok()).map(|d| d.protocol);
-            let by =
-                booked.iter().find(|(patient, p, id)| *patient == r.patient_id && Some(*p) == protocol.as_deref() && *id != r.itinerary_id);
-            if let Some((_, _, id)) = by {
-                let mut m: reevaluation::ActiveModel = r.into();
-                m.booked_itinerary_id = Set(Some(*id));
-                m.update(txn).await?;
-            }
+        Ok(open
+            .into_iter()
+            .filter_map(|r| {
+                let protocol = r.draft.as_deref().and_then(|d| serde_json::from_str::<NewItinerary>(d).ok()).map(|d| d.protocol);
+                booked
+                    .iter()
+                    .find(|(patient, p, id)| *patient == r.patient_id && Some(*p) == protocol.as_deref() && *id != r.itinerary_id)
+                    .map(|(_, _, id)| (r.itinerary_id, *id))
+            })
+            .collect())
+    }
+
+    /// Marks the proposals `drafts_open` found as booked, where they are still open: under the
+    /// booking lock, as erasure deletes them (rows locked in that order only, never the
+    /// other way round).
+    pub(crate) async fn mark_drafts_booked(txn: &DatabaseTransaction, open: &[(i32, i32)]) -> Result<(), StoreError> {
+        for (reevaluated, by) in open {
+            reevaluation::Entity::update_many()
+                .col_expr(reevaluation::Column::BookedItineraryId, sea_orm::sea_query::Expr::value(*by))
+                .filter(reevaluation::Column::ItineraryId.eq(*reevaluated))
+                .filter(reevaluation::Column::Decision.eq("second_set_proposed"))
+                .filter(reevaluation::Column::BookedItineraryId.is_null())
+                .exec(txn)
+                .await?;
         }
         Ok(())
     }
@@ -557,7 +580,7 @@ impl Store {
         count("patient", patient::Entity::delete_by_id(p.id).exec(&txn).await?.rows_affected);
         let removed: u64 = e.rows.values().sum();
         audit(&txn, Some(by), "erase", "patient", &p.id.to_string(), json!({ "rows": removed })).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         drop(turn);
         Ok(e)
     }

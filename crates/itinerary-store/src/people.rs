@@ -300,7 +300,7 @@ impl Store {
         audit(&txn, Some(by), "create", "patient", &m.id.to_string(), json!({})).await?;
         let view = PatientView::from(m);
         crate::idempotency::save_one(&txn, key.as_ref(), &view, now).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(view)
     }
 
@@ -367,7 +367,7 @@ impl Store {
         }
         // Field names only: the values are personal data.
         audit(&txn, Some(by), "update", "patient", &id.to_string(), json!({ "fields": changed })).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(patient)
     }
 
@@ -398,7 +398,7 @@ impl Store {
         let exists = escort::Entity::find_by_id(e.id.clone()).unique(&txn).await?.is_some();
         let saved = if exists { m.update(&txn).await? } else { m.insert(&txn).await? };
         audit(&txn, by, if exists { "update" } else { "create" }, "escort", &saved.id, json!({})).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         escort_from_model(&saved).map_err(Into::into)
     }
 
@@ -435,7 +435,7 @@ impl Store {
         m.updated_at = Set(Utc::now());
         m.update(&txn).await?;
         audit(&txn, Some(by), "deactivate", "escort", id, json!({})).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(())
     }
 
@@ -488,7 +488,7 @@ impl Store {
             m.insert(&txn).await?
         };
         audit(&txn, by, "update", "resource", id, json!({ "capacity": capacity })).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(saved.into())
     }
 
@@ -509,7 +509,7 @@ impl Store {
             coordinator::ActiveModel { name: Set(name.to_owned()), created_at: Set(Utc::now()), ..Default::default() }.insert(&txn).await?;
         let secret = insert_coordinator_token(&txn, c.id, valid_for).await?;
         audit(&txn, None, "create", "coordinator", &c.id.to_string(), json!({})).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok((c.id, secret))
     }
 
@@ -523,7 +523,7 @@ impl Store {
             .ok_or(StoreError::NotFound { entity: "coordinator", id: id.to_string() })?;
         let secret = insert_coordinator_token(&txn, id, valid_for).await?;
         audit(&txn, None, "issue_token", "coordinator", &id.to_string(), json!({ "days": valid_for.num_days() })).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(secret)
     }
 
@@ -543,7 +543,7 @@ impl Store {
             .await?
             .rows_affected;
         audit(&txn, None, "revoke", "coordinator", &id.to_string(), json!({ "tokens": revoked })).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(revoked)
     }
 
@@ -627,7 +627,7 @@ impl Store {
             .await?;
         }
         audit(&txn, Some(by), action, "feed", &patient_id.to_string(), json!({})).await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         Ok(())
     }
 

@@ -218,7 +218,7 @@ impl Store {
             let detail = json!({ "event": m.event, "role": m.role, "answer": partstat.as_deref().map(str::to_ascii_lowercase), "method": c.method, "alert": alert });
             audit(&txn, None, "calendar_reply", "itinerary", &m.itinerary_id.to_string(), detail).await?;
         }
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         tracing::info!(outcome, %reason, alert, "calendar reply");
         Ok(InboundAnswer { outcome, reason, alert })
     }
@@ -269,7 +269,7 @@ impl Store {
         }
         .insert(&txn)
         .await?;
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
+        crate::commit(txn).await?;
         tracing::info!(answers_a_message = message_id.is_some(), "a text reply kept for the patient");
         Ok(InboundAnswer { outcome: "kept", reason: "kept as a message from the patient".to_owned(), alert: false })
     }
