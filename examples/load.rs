@@ -35,8 +35,9 @@ static KL_HOLIDAYS: std::sync::LazyLock<std::collections::BTreeSet<chrono::Naive
         .collect()
 });
 
-/// The Sundays of the first `count` weeks from a year ahead whose Monday to Friday hold no Kuala
-/// Lumpur holiday: found once, before the clock starts (the clients' CPU is the service's too).
+/// The Mondays of the first `count` weeks from a year ahead whose Tuesday to Saturday (the days
+/// in Kuala Lumpur) hold no holiday there: found once, before the clock starts (the clients'
+/// CPU is the service's too).
 fn clear_weeks(count: usize) -> Vec<chrono::NaiveDate> {
     let today = Utc::now().date_naive();
     let first = today + chrono::Duration::days(365 - i64::from(today.weekday().num_days_from_monday()) - 1);
@@ -46,8 +47,8 @@ fn clear_weeks(count: usize) -> Vec<chrono::NaiveDate> {
         .collect()
 }
 
-/// A single infusion for patient `pid` in the week of Sunday `d`: Sunday night out on the
-/// red-eye, back Thursday night. Spread over weeks so the clinic does not simply fill up.
+/// A single infusion for patient `pid` in the week of Monday `d`: Monday night out on the
+/// red-eye, back Friday night. Spread over weeks so the clinic does not simply fill up.
 fn request(pid: i64, d: chrono::NaiveDate) -> Value {
     let f = |n: i64| (d + chrono::Duration::days(n)).format("%Y-%m-%d").to_string();
     json!({ "patient_id": pid, "protocol": "single-infusion", "trips": [{
@@ -77,8 +78,9 @@ impl Started {
 fn busy_ms() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let cpu: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).map(|n| n.parse().unwrap_or(0.0)).collect();
-    // user nice system idle iowait irq softirq steal: all but idle and iowait.
-    let busy = cpu.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, n)| n).sum::<f64>();
+    // user nice system idle iowait irq softirq: all but idle and iowait (and steal, the time the
+    // host gave other guests).
+    let busy = cpu.iter().take(7).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, n)| n).sum::<f64>();
     Some(busy * 10.0)
 }
 

@@ -610,7 +610,11 @@ async fn postgres_an_erasure_queued_before_a_booking_goes_first() {
     let deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()";
     let before = count(&db, deadlocks).await;
     blocker.commit().await.unwrap();
+    let released = std::time::Instant::now();
     let (erase, book) = (erase.await.unwrap(), book.await.unwrap());
+    // PostgreSQL looks for a deadlock only after deadlock_timeout (1 s) of waiting.
+    let took = released.elapsed();
+    assert!(took < std::time::Duration::from_millis(800), "both answered {took:?} after the lock was released");
     assert_eq!(erase.0, StatusCode::OK, "the erasure queued first: {}", erase.1);
     assert_eq!(book.0, StatusCode::SERVICE_UNAVAILABLE, "{}", book.1);
     assert_eq!(book.1["error"]["code"], "store_unavailable", "answered that nothing was stored: {}", book.1);

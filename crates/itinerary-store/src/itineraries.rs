@@ -325,7 +325,7 @@ impl Store {
         let (planned, hold) = self.pending.plan(
             |ledger| plan_with(&planning, &parsed, now, ledger),
             ledger_of(&planning, &held),
-            crate::group::Read { itineraries: &read, window },
+            crate::group::Read { itineraries: &read, window, locked: false },
             &[],
         );
         let ahead = match planned {
@@ -495,7 +495,7 @@ impl Store {
                     let (plan, hold) = self.pending.plan(
                         |l| plan_with(&planning, &parsed, b.now, l),
                         ledger.clone(),
-                        crate::group::Read { itineraries: &read, window: (from, to) },
+                        crate::group::Read { itineraries: &read, window: (from, to), locked: true },
                         &mine,
                     );
                     let plan = plan?;

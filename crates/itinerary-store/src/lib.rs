@@ -89,19 +89,23 @@ impl StoreError {
     }
 }
 
-/// Commits `txn`. An error the database answered with that rolls the transaction back (a
-/// constraint checked at COMMIT, class 23; a serialization failure or deadlock, class 40) means
-/// nothing was stored: a plain store error. Any other (the connection dropped, no answer, the
-/// backend terminated) leaves the outcome unknown.
+/// Commits `txn`. An error PostgreSQL answered with that rolls the transaction back (a
+/// constraint checked at COMMIT, SQLSTATE class 23; a serialization failure 40001 or deadlock
+/// 40P01) means nothing was stored: a plain store error. Any other (the connection dropped, no
+/// answer, the backend terminated; and on SQLite, whose codes are not SQLSTATEs, every one)
+/// leaves the outcome unknown.
 pub(crate) async fn commit(txn: sea_orm::DatabaseTransaction) -> Result<(), StoreError> {
-    use sea_orm::{DbErr, RuntimeErr, sqlx};
+    use sea_orm::{ConnectionTrait, DbErr, RuntimeErr, sqlx};
+    let postgres = txn.get_database_backend() == DbBackend::Postgres;
     txn.commit().await.map_err(|e| {
-        let rolled_back = match &e {
-            DbErr::Exec(RuntimeErr::SqlxError(s)) | DbErr::Query(RuntimeErr::SqlxError(s)) | DbErr::Conn(RuntimeErr::SqlxError(s)) => {
-                matches!(&**s, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("23") || c.starts_with("40")))
-            }
-            _ => false,
-        };
+        let rolled_back = postgres
+            && match &e {
+                DbErr::Exec(RuntimeErr::SqlxError(s)) | DbErr::Query(RuntimeErr::SqlxError(s)) | DbErr::Conn(RuntimeErr::SqlxError(s)) => {
+                    matches!(&**s, sqlx::Error::Database(d)
+                        if d.code().is_some_and(|c| c.starts_with("23") || c == "40001" || c == "40P01"))
+                }
+                _ => false,
+            };
         if rolled_back { StoreError::Db(e) } else { StoreError::CommitUnknown(e) }
     })
 }
