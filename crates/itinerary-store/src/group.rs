@@ -120,15 +120,16 @@ impl Hold {
         }
     }
 
-    /// Its itinerary was committed as `itinerary` with `bookings` (the plan stored, which the
-    /// writer may have made again): counted from memory for a while, for plans made against a
-    /// reading from before.
-    pub(crate) fn written(self, itinerary: i32, bookings: Vec<Booking>) {
-        if let Ok(mut p) = self.pending.held.lock() {
+    /// Its itinerary (`stored_as`) was committed: its bookings (those of the plan stored; a plan
+    /// the writer made again has a hold of its own) are counted from memory for a while, for
+    /// plans made against a reading from before.
+    pub(crate) fn written(self) {
+        if let Ok(mut p) = self.pending.held.lock()
+            // Taken from the pending in the same turn of the lock, or a plan could count it twice.
+            && let Some(Held { itinerary: Some(itinerary), bookings }) = p.by_ticket.remove(&self.ticket)
+        {
             let span = bookings.iter().map(Booking::span).fold((i64::MAX, i64::MIN), |(s, e), (bs, be)| (s.min(bs), e.max(be)));
             p.written.push_back(Written { at: std::time::Instant::now(), itinerary, span, bookings });
-            // In the same turn of the lock, or a plan could count it twice.
-            p.by_ticket.remove(&self.ticket);
         }
     }
 }
@@ -309,7 +310,7 @@ mod tests {
         // Committed, not yet released: a reading that holds itinerary 7 counts it once.
         assert!(chair_free(&pending, std::slice::from_ref(&chair), &[7], 2));
         // Released as written: the same, and a reading from before its commit counts it too.
-        hold.written(7, vec![chair.clone()]);
+        hold.written();
         assert!(chair_free(&pending, std::slice::from_ref(&chair), &[7], 2));
         assert!(!chair_free(&pending, &[], &[], 1));
         assert!(chair_free(&pending, &[], &[], 2));

@@ -582,10 +582,8 @@ impl Store {
             "booking group phases"
         );
         drop(turn);
-        for (hold, answer) in holds.into_iter().zip(&out) {
-            if let (Some(hold), Ok(view)) = (hold, answer) {
-                hold.written(view.id, view.plan.bookings());
-            }
+        for hold in holds.into_iter().flatten() {
+            hold.written();
         }
         Ok(out)
     }
@@ -686,10 +684,8 @@ impl Store {
             total_us = started.elapsed().as_micros() as u64,
             "booking group phases, rows first"
         );
-        for (b, view) in group.into_iter().zip(&views) {
-            if let Some(hold) = b.hold {
-                hold.written(view.id, view.plan.bookings());
-            }
+        for hold in group.into_iter().filter_map(|b| b.hold) {
+            hold.written();
         }
         Ok(views.into_iter().map(Ok).collect())
     }
