@@ -667,6 +667,98 @@ async fn an_escort_stood_down_elsewhere_is_not_booked(db: Db) {
     db.drop_pg().await;
 }
 
+/// An itinerary's rows (versions, events, bookings, messages, calendar UIDs) always belong to
+/// an itinerary that exists, and an itinerary with rows is not deleted: foreign keys on SQLite,
+/// per-statement triggers on PostgreSQL (migration 17). Each statement copies a booked
+/// itinerary's rows, some of them to an itinerary that does not exist.
+async fn rows_always_belong_to_an_itinerary(db: Db) {
+    use sea_orm::{ConnectionTrait, SqlErr};
+    let a = Server::start(&db);
+    let (st, p) = a.call("POST", "/patients", Some(patient("Patient 0"))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, it) = a.call("POST", "/itineraries", Some(request(p["id"].as_i64().unwrap(), 1))).await;
+    assert_eq!(st, StatusCode::CREATED, "{it}");
+    let id = it["id"].as_i64().unwrap();
+    let none = id + 1_000_000;
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let copy = |to: &[i64]| {
+        let from = to.iter().map(|t| format!("SELECT {t} AS t")).collect::<Vec<_>>().join(" UNION ALL ");
+        format!(
+            "INSERT INTO event (itinerary_id, key, kind, starts_at, ends_at, start_zone, end_zone, start_date, end_date, escort_id) \
+             SELECT to_.t, key, kind, starts_at, ends_at, start_zone, end_zone, start_date, end_date, escort_id \
+             FROM event, ({from}) AS to_ WHERE itinerary_id = {id}"
+        )
+    };
+    let events = format!("SELECT count(*) FROM event WHERE itinerary_id = {id}");
+    let before = count(&db, &events).await;
+    assert!(before > 0);
+    // SQLite reports a RESTRICT as its trigger's code (1811), which sea-orm does not map.
+    let foreign_key = |e: &sea_orm::DbErr| {
+        matches!(e.sql_err(), Some(SqlErr::ForeignKeyConstraintViolation(_))) || e.to_string().contains("FOREIGN KEY constraint failed")
+    };
+    let refused = async |sql: String| {
+        let e = conn.execute_unprepared(&sql).await.expect_err(&sql);
+        assert!(foreign_key(&e), "{sql}: {e}");
+    };
+    // Copied to itself: stored.
+    conn.execute_unprepared(&copy(&[id])).await.unwrap();
+    assert_eq!(count(&db, &events).await, 2 * before);
+    // To a missing itinerary, alone or among rows whose itinerary exists: refused, whole.
+    refused(copy(&[none])).await;
+    refused(copy(&[id, none])).await;
+    refused(copy(&[none, id])).await;
+    assert_eq!(count(&db, &events).await, 2 * before);
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM event WHERE itinerary_id = {none}")).await, 0);
+    // Moved to a missing itinerary, or the itinerary deleted or renumbered under its rows.
+    refused(format!("UPDATE calendar_uid SET itinerary_id = {none} WHERE itinerary_id = {id}")).await;
+    refused(format!("DELETE FROM itinerary WHERE id = {id}")).await;
+    refused(format!("UPDATE itinerary SET id = {none} WHERE id = {id}")).await;
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM itinerary WHERE id = {id}")).await, 1);
+    if db.pg_name.is_some() {
+        // An erasure deletes the rows, then the itinerary; a copy made meanwhile waits for it
+        // (the itinerary is locked as a foreign key locks it), then finds the itinerary gone.
+        use sea_orm::TransactionTrait;
+        let eraser = conn.begin().await.unwrap();
+        eraser
+            .execute_unprepared(&format!(
+                "DELETE FROM delivery WHERE message_id IN (SELECT id FROM scheduled_message WHERE itinerary_id = {id})"
+            ))
+            .await
+            .unwrap();
+        for table in ["itinerary_version", "event", "booking", "scheduled_message", "calendar_uid"] {
+            eraser.execute_unprepared(&format!("DELETE FROM {table} WHERE itinerary_id = {id}")).await.unwrap();
+        }
+        eraser.execute_unprepared(&format!("DELETE FROM itinerary WHERE id = {id}")).await.unwrap();
+        let url = db.url.clone();
+        let sql = copy(&[id]);
+        let copier = tokio::spawn(async move { sea_orm::Database::connect(&url).await.unwrap().execute_unprepared(&sql).await });
+        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while count(&db, waiting).await < 1 {
+            assert!(std::time::Instant::now() < deadline, "the copy should wait for the erasure");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        eraser.commit().await.unwrap();
+        let e = copier.await.unwrap().expect_err("a copy to an erased itinerary");
+        assert!(foreign_key(&e), "{e}");
+        assert_eq!(count(&db, &format!("SELECT count(*) FROM event WHERE itinerary_id = {id}")).await, 0);
+    }
+    drop(a);
+    db.drop_pg().await;
+}
+
+#[tokio::test]
+async fn sqlite_rows_always_belong_to_an_itinerary() {
+    rows_always_belong_to_an_itinerary(Db::sqlite("rows_belong")).await;
+}
+
+#[tokio::test]
+async fn postgres_rows_always_belong_to_an_itinerary() {
+    if let Some(db) = Db::postgres("rows_belong").await {
+        rows_always_belong_to_an_itinerary(db).await;
+    }
+}
+
 #[tokio::test]
 async fn sqlite_an_escort_stood_down_elsewhere_is_not_booked() {
     an_escort_stood_down_elsewhere_is_not_booked(Db::sqlite("stood_down")).await;

@@ -20,6 +20,7 @@ mod m20261130_000013_outcomes;
 mod m20261130_000014_cheaper_booking_rows;
 mod m20261130_000015_clinic_changes;
 mod m20261130_000016_patient_checked_at_commit;
+mod m20261201_000017_itinerary_rows_checked_per_statement;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000014_cheaper_booking_rows::Migration),
             Box::new(m20261130_000015_clinic_changes::Migration),
             Box::new(m20261130_000016_patient_checked_at_commit::Migration),
+            Box::new(m20261201_000017_itinerary_rows_checked_per_statement::Migration),
         ]
     }
 }
