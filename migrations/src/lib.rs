@@ -21,6 +21,7 @@ mod m20261130_000014_cheaper_booking_rows;
 mod m20261130_000015_clinic_changes;
 mod m20261130_000016_patient_checked_at_commit;
 mod m20261201_000017_itinerary_rows_checked_per_statement;
+mod m20261201_000018_booking_json_as_text;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000015_clinic_changes::Migration),
             Box::new(m20261130_000016_patient_checked_at_commit::Migration),
             Box::new(m20261201_000017_itinerary_rows_checked_per_statement::Migration),
+            Box::new(m20261201_000018_booking_json_as_text::Migration),
         ]
     }
 }

@@ -328,7 +328,7 @@ impl Store {
             if_late: m.if_late,
             attempt: m.attempts,
             last_error: m.last_error,
-            payload: m.payload,
+            payload: m.payload.map(|p| serde_json::from_str(&p)).transpose().map_err(|e| StoreError::corrupt("message payload", e))?,
             plan: version,
             target,
             already_sent,
@@ -347,7 +347,7 @@ impl Store {
             .unique(&self.db)
             .await?
             .ok_or(StoreError::NotFound { entity: "itinerary", id: itinerary_id.to_string() })?;
-        let plan: Option<serde_json::Value> = itinerary_version::Entity::find()
+        let plan: Option<String> = itinerary_version::Entity::find()
             .select_only()
             .column(itinerary_version::Column::Plan)
             .filter(itinerary_version::Column::ItineraryId.eq(itinerary_id))
@@ -356,7 +356,7 @@ impl Store {
             .unique(&self.db)
             .await?;
         let plan = plan.ok_or(StoreError::corrupt("itinerary version", format!("{version} of itinerary {itinerary_id}")))?;
-        let plan: Plan = serde_json::from_value(plan).map_err(|e| StoreError::corrupt("plan", e))?;
+        let plan: Plan = serde_json::from_str(&plan).map_err(|e| StoreError::corrupt("plan", e))?;
         let v = Arc::new(VersionPlan { reference: it.reference, patient_id: it.patient_id, plan });
         if let Ok(mut c) = self.plans.lock() {
             // A worker touches the versions of a few days at a time: a small cache will do.
@@ -399,7 +399,7 @@ impl Store {
             .col_expr(scheduled_message::Column::SentAt, Expr::value(now))
             .col_expr(scheduled_message::Column::Channel, Expr::value(d.channel.clone()))
             .col_expr(scheduled_message::Column::LastError, Expr::value(Option::<String>::None))
-            .col_expr(scheduled_message::Column::Payload, Expr::value(Option::<serde_json::Value>::None))
+            .col_expr(scheduled_message::Column::Payload, Expr::value(Option::<String>::None))
             .filter(scheduled_message::Column::Id.eq(id))
             // Superseded or cancelled while it was being sent: it went out all the same, so it
             // says sent.
@@ -484,7 +484,7 @@ impl Store {
             .filter(scheduled_message::Column::ClaimedBy.eq(worker));
         match next {
             Some(next) => update = update.col_expr(scheduled_message::Column::DueAt, Expr::value(next)),
-            None => update = update.col_expr(scheduled_message::Column::Payload, Expr::value(Option::<serde_json::Value>::None)),
+            None => update = update.col_expr(scheduled_message::Column::Payload, Expr::value(Option::<String>::None)),
         }
         let held = update.exec(&txn).await?;
         if held.rows_affected == 1 && status != "skipped" {

@@ -162,7 +162,8 @@ pub mod itinerary_version {
         pub itinerary_id: i32,
         pub version: i32,
         pub request: Json,
-        pub plan: Json,
+        /// JSON, kept as text: PostgreSQL checks a `json` value by lexing it, ~22 KB a plan.
+        pub plan: String,
         pub planned_at: DateTimeUtc,
         pub coordinator_id: Option<i32>,
         pub calendar_changes: Json,
@@ -228,8 +229,9 @@ pub mod scheduled_message {
         pub status: String,
         /// The instant the message must precede (the event's start, the window's close).
         pub before_at: Option<DateTimeUtc>,
-        /// For calendar messages: the `Change` (appointment, SEQUENCE, invite/update/cancel).
-        pub payload: Option<Json>,
+        /// For calendar messages: the `Change` (appointment, SEQUENCE, invite/update/cancel), as
+        /// JSON text.
+        pub payload: Option<String>,
         pub attempts: i32,
         /// The worker sending it now, and since when (a claim older than the lease is stale).
         pub claimed_by: Option<String>,
@@ -252,7 +254,8 @@ pub mod calendar_uid {
         pub uid: String,
         pub sequence: i32,
         pub cancelled: bool,
-        pub appointment: Json,
+        /// JSON text.
+        pub appointment: String,
     }
     no_relations!();
 }

@@ -197,7 +197,7 @@ async fn plan_of(db: &impl ConnectionTrait, it: &itinerary::Model) -> Result<Pla
         .unique(db)
         .await?
         .ok_or(StoreError::corrupt("itinerary version", format!("itinerary {} has no version {}", it.id, it.current_version)))?;
-    serde_json::from_value(v.plan).map_err(|e| StoreError::corrupt("plan", e))
+    serde_json::from_str(&v.plan).map_err(|e| StoreError::corrupt("plan", e))
 }
 
 impl Store {

@@ -125,7 +125,7 @@ impl Store {
                 return Err("unknown UID".to_owned());
             };
             let appointment: Appointment =
-                serde_json::from_value(row.appointment).map_err(|e| format!("stored appointment unreadable: {e}"))?;
+                serde_json::from_str(&row.appointment).map_err(|e| format!("stored appointment unreadable: {e}"))?;
             let (role, escort_id) = match &appointment.attendee.audience {
                 Audience::Patient => ("patient".to_owned(), None),
                 Audience::Escort { id } => ("escort".to_owned(), Some(id.clone())),
@@ -290,7 +290,7 @@ impl Store {
             .await?;
         let mut out = Vec::with_capacity(uids.len());
         for u in uids {
-            let a: Appointment = serde_json::from_value(u.appointment).map_err(|e| StoreError::corrupt("calendar appointment", e))?;
+            let a: Appointment = serde_json::from_str(&u.appointment).map_err(|e| StoreError::corrupt("calendar appointment", e))?;
             let (role, escort_id) = match a.attendee.audience {
                 Audience::Patient => ("patient".to_owned(), None),
                 Audience::Escort { id } => ("escort".to_owned(), Some(id)),
