@@ -348,6 +348,8 @@ async fn outcomes_end_to_end(db: Db, name: &str) {
     assert_eq!(export["patient"]["email"], "taro.yamada@example.jp");
     assert_eq!(export["outcomes"]["occasions"][0]["answers"]["itch"], 8);
     assert_eq!(export["itineraries"].as_array().unwrap().len(), 2);
+    let plan = &export["itineraries"][0]["versions"][0]["plan"];
+    assert!(plan.is_object() && plan["events"].is_array(), "the plan as JSON, not as its text: {plan}");
     // Another patient's mail in the outbox stays (their confirmation waits out the update grace).
     let other = db.outbox.join(format!("{}.m999.booking_confirmation.eml", it2["reference"].as_str().unwrap()));
     std::fs::write(&other, "Subject: kept\r\n\r\nkept\r\n").unwrap();

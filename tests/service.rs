@@ -571,7 +571,11 @@ async fn postgres_rows_written_before_the_lock_are_checked_under_it() {
 /// the itinerary's patient is checked at COMMIT, under the lock; before, the booking's check had
 /// locked the patient's row, and the two deadlocked until PostgreSQL failed one of them a second
 /// later: the test counts PostgreSQL's deadlocks). Here the erasure queued first: the patient is erased, the booking
-/// is answered that nothing was stored, and nothing of it is.
+/// is answered that nothing was stored, and nothing of it is. The lock is held here by `SELECT …
+/// FOR UPDATE`: a holder that updated the row (as a booking group does) lets the waiters race
+/// for its new version when it commits, and either may win (PostgreSQL's EvalPlanQual), which
+/// failed this test once in CI with the booking first (answered truly: stored, and the erasure
+/// refused with `itinerary_active`).
 #[tokio::test]
 async fn postgres_an_erasure_queued_before_a_booking_goes_first() {
     use sea_orm::{ConnectionTrait, TransactionTrait};
@@ -582,7 +586,7 @@ async fn postgres_an_erasure_queued_before_a_booking_goes_first() {
     let pid = p["id"].as_i64().unwrap();
     let conn = sea_orm::Database::connect(&db.url).await.unwrap();
     let blocker = conn.begin().await.unwrap();
-    blocker.execute_unprepared("UPDATE booking_lock SET bookings = bookings WHERE id = 1").await.unwrap();
+    blocker.execute_unprepared("SELECT 1 FROM booking_lock WHERE id = 1 FOR UPDATE").await.unwrap();
     let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
         let (http, url, token) = (a.http.clone(), a.url(path), a.token.clone());
         tokio::spawn(async move {

@@ -15,6 +15,11 @@
 //! - deleting an itinerary, or changing its id, that still has rows fails with 23503, as
 //!   `ON DELETE RESTRICT` did (erasure deletes the rows first).
 //!
+//! The checks rely on READ COMMITTED (every transaction of the service runs in it): each query
+//! in a trigger sees what committed before it, as a foreign key's cross-check does. Under
+//! REPEATABLE READ the delete-side check would miss rows committed after the snapshot. TRUNCATE
+//! of `itinerary` is not refused (nothing truncates).
+//!
 //! SQLite keeps its foreign keys: it checks them in-process, cheaply, and has one writer.
 
 use sea_orm_migration::prelude::*;

@@ -609,12 +609,20 @@ impl Store {
                 .all(&self.db)
                 .await?;
             let replies = calendar_reply::Entity::find().filter(calendar_reply::Column::ItineraryId.eq(it.id)).all(&self.db).await?;
+            // The plan is stored as JSON text (migration 18): given back as JSON, not a string.
+            let versions = versions
+                .iter()
+                .map(|v| {
+                    let plan: serde_json::Value = serde_json::from_str(&v.plan).map_err(|e| StoreError::corrupt("plan", e))?;
+                    Ok(json!({ "version": v.version, "planned_at": v.planned_at, "request": v.request, "plan": plan }))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
             itineraries.push(json!({
                 "id": it.id,
                 "reference": it.reference,
                 "status": it.status,
                 "created_at": it.created_at,
-                "versions": versions.iter().map(|v| json!({ "version": v.version, "planned_at": v.planned_at, "request": v.request, "plan": v.plan })).collect::<Vec<_>>(),
+                "versions": versions,
                 "messages": messages.iter().map(|m| json!({
                     "id": m.id, "kind": m.kind, "key": m.key, "due_at": m.due_at, "status": m.status,
                     "sent_at": m.sent_at, "channel": m.channel,
