@@ -328,7 +328,7 @@ impl Store {
             if_late: m.if_late,
             attempt: m.attempts,
             last_error: m.last_error,
-            payload: m.payload.map(|p| serde_json::from_str(&p)).transpose().map_err(|e| StoreError::corrupt("message payload", e))?,
+            payload: m.payload.map(|p| crate::stored::parsed("message payload", &p)).transpose()?,
             plan: version,
             target,
             already_sent,
@@ -356,7 +356,7 @@ impl Store {
             .unique(&self.db)
             .await?;
         let plan = plan.ok_or(StoreError::corrupt("itinerary version", format!("{version} of itinerary {itinerary_id}")))?;
-        let plan: Plan = serde_json::from_str(&plan).map_err(|e| StoreError::corrupt("plan", e))?;
+        let plan: Plan = crate::stored::parsed("plan", &plan)?;
         let v = Arc::new(VersionPlan { reference: it.reference, patient_id: it.patient_id, plan });
         if let Ok(mut c) = self.plans.lock() {
             // A worker touches the versions of a few days at a time: a small cache will do.

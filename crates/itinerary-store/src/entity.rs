@@ -1,4 +1,6 @@
-//! One sea-orm entity per table of `migrations/` (instants are `DateTimeUtc`, JSON is `Json`).
+//! One sea-orm entity per table of `migrations/` (instants are `DateTimeUtc`, JSON is `Json`, but
+//! for the plan, calendar appointments and message payloads, JSON text since migration 18: read
+//! them with `stored::parsed`).
 #![allow(missing_docs)]
 
 macro_rules! no_relations {

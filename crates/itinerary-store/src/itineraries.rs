@@ -379,7 +379,7 @@ impl Store {
         let held: Vec<booking::Model> =
             bookings_between(&self.db, window(&parsed, now)).await?.into_iter().filter(|b| b.itinerary_id != id).collect();
         let plan = plan_with(&planning, &parsed, now, &ledger_of(&planning, &held))?;
-        let before: Plan = serde_json::from_str(&current_version(&self.db, &it).await?.plan).map_err(|e| StoreError::corrupt("plan", e))?;
+        let before: Plan = stored::parsed("plan", &current_version(&self.db, &it).await?.plan)?;
         let calendar = Itinerary {
             id: &it.reference,
             plan: &plan,
@@ -841,7 +841,7 @@ impl Store {
             .map(escort_from_model)
             .collect::<Result<_, _>>()?;
         for it in standing {
-            let plan: Plan = serde_json::from_str(&current_version(txn, &it).await?.plan).map_err(|e| StoreError::corrupt("plan", e))?;
+            let plan: Plan = stored::parsed("plan", &current_version(txn, &it).await?.plan)?;
             let calendar = Itinerary {
                 id: &it.reference,
                 plan: &plan,
@@ -939,7 +939,7 @@ async fn itinerary_on(db: &impl ConnectionTrait, id: i32) -> Result<ItineraryVie
             .rev()
             .find(|v| v.version <= it.current_version)
             .ok_or(StoreError::corrupt("itinerary version", "none stored"))?;
-        let plan: Plan = serde_json::from_str(&current.plan).map_err(|e| StoreError::corrupt("plan", e))?;
+        let plan: Plan = stored::parsed("plan", &current.plan)?;
         let rows = scheduled_message::Entity::find()
             .filter(scheduled_message::Column::ItineraryId.eq(id))
             .order_by_asc(scheduled_message::Column::DueAt)
@@ -1053,7 +1053,7 @@ impl Store {
             .unique(&self.db)
             .await?
             .ok_or(StoreError::NotFound { entity: "itinerary", id: newest.to_string() })?;
-        let plan: Plan = serde_json::from_str(&current_version(&self.db, &it).await?.plan).map_err(|e| StoreError::corrupt("plan", e))?;
+        let plan: Plan = stored::parsed("plan", &current_version(&self.db, &it).await?.plan)?;
         let patient = self.patient(it.patient_id).await?;
         let mut sequences = std::collections::HashMap::new();
         let mut live: Vec<Appointment> = Vec::new();
@@ -1709,7 +1709,7 @@ async fn calendar_state(db: &impl ConnectionTrait, itinerary_id: i32) -> Result<
     let rows = calendar_uid::Entity::find().filter(calendar_uid::Column::ItineraryId.eq(itinerary_id)).all(db).await?;
     let mut state = CalendarState::default();
     for r in rows {
-        let appointment: Appointment = serde_json::from_str(&r.appointment).map_err(|e| StoreError::corrupt("calendar appointment", e))?;
+        let appointment: Appointment = stored::parsed("calendar appointment", &r.appointment)?;
         state.issued.insert(r.uid, Issued { sequence: u32::try_from(r.sequence).unwrap_or(0), cancelled: r.cancelled, appointment });
     }
     Ok(state)

@@ -99,7 +99,7 @@ impl Store {
             let Some(v) = versions.iter().find(|v| v.itinerary_id == it.id) else {
                 return Err(StoreError::corrupt("itinerary version", format!("itinerary {} has no version {}", it.id, it.current_version)));
             };
-            let plan = serde_json::from_str(&v.plan).map_err(|e| StoreError::corrupt("plan", e))?;
+            let plan = crate::stored::parsed("plan", &v.plan)?;
             let patient_name = patients.iter().find(|p| p.id == it.patient_id).map(|p| p.name.clone()).unwrap_or_default();
             out.push(CurrentPlan { id: it.id, reference: it.reference, status: it.status, patient_id: it.patient_id, patient_name, plan });
         }

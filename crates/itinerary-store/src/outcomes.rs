@@ -197,7 +197,7 @@ async fn plan_of(db: &impl ConnectionTrait, it: &itinerary::Model) -> Result<Pla
         .unique(db)
         .await?
         .ok_or(StoreError::corrupt("itinerary version", format!("itinerary {} has no version {}", it.id, it.current_version)))?;
-    serde_json::from_str(&v.plan).map_err(|e| StoreError::corrupt("plan", e))
+    crate::stored::parsed("plan", &v.plan)
 }
 
 impl Store {
@@ -613,7 +613,7 @@ impl Store {
             let versions = versions
                 .iter()
                 .map(|v| {
-                    let plan: serde_json::Value = serde_json::from_str(&v.plan).map_err(|e| StoreError::corrupt("plan", e))?;
+                    let plan: serde_json::Value = crate::stored::parsed("plan", &v.plan)?;
                     Ok(json!({ "version": v.version, "planned_at": v.planned_at, "request": v.request, "plan": plan }))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;

@@ -290,7 +290,7 @@ impl Store {
             .await?;
         let mut out = Vec::with_capacity(uids.len());
         for u in uids {
-            let a: Appointment = serde_json::from_str(&u.appointment).map_err(|e| StoreError::corrupt("calendar appointment", e))?;
+            let a: Appointment = crate::stored::parsed("calendar appointment", &u.appointment)?;
             let (role, escort_id) = match a.attendee.audience {
                 Audience::Patient => ("patient".to_owned(), None),
                 Audience::Escort { id } => ("escort".to_owned(), Some(id)),

@@ -21,7 +21,14 @@ use sea_orm::{
     Statement, Value,
 };
 
+use crate::StoreError;
 use crate::entity::{calendar_uid, itinerary_version, scheduled_message};
+
+/// A JSON column stored as text (a plan, an appointment, a payload), parsed; unreadable, it is
+/// `what` corrupt.
+pub(crate) fn parsed<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::corrupt(what, e))
+}
 
 /// A row of one of these tables, its JSON columns as text.
 pub(crate) trait Row: Sized {
