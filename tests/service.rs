@@ -482,6 +482,11 @@ async fn parallel_bookings_never_double_book(db: Db, processes: usize) {
     db.drop_pg().await;
 }
 
+/// Sessions waiting for the booking lock: a change or an erasure updates its row, a booking group
+/// takes it with `booking_lock_then_held` (migration 19).
+const WAITING_FOR_THE_BOOKING_LOCK: &str = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+     AND wait_event_type = 'Lock' AND (query LIKE 'UPDATE booking_lock%' OR query LIKE 'SELECT * FROM booking_lock_then_held(%')";
+
 /// PostgreSQL stores a booking group's rows before it takes the booking lock, so that several
 /// writers insert at once; the plan, made ahead, is checked under the lock, and the group is
 /// rolled back and planned again when another process took what it needs meanwhile. Here two
@@ -513,8 +518,7 @@ async fn postgres_rows_written_before_the_lock_are_checked_under_it() {
     };
     let (first, second) = (book(&a, ids[0]), book(&b, ids[1]));
     // Both have written their rows and wait for the lock.
-    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
-                   AND query LIKE 'UPDATE booking_lock%'";
+    let waiting = WAITING_FOR_THE_BOOKING_LOCK;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while count(&db, waiting).await < 2 {
         assert!(std::time::Instant::now() < deadline, "both bookings should be waiting for the booking lock");
@@ -598,8 +602,7 @@ async fn postgres_an_erasure_queued_before_a_booking_goes_first() {
             (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
         })
     };
-    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
-                   AND query LIKE 'UPDATE booking_lock%'";
+    let waiting = WAITING_FOR_THE_BOOKING_LOCK;
     let wait_for = async |n: i64, what: &str| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while count(&db, waiting).await < n {

@@ -22,6 +22,7 @@ mod m20261130_000015_clinic_changes;
 mod m20261130_000016_patient_checked_at_commit;
 mod m20261201_000017_itinerary_rows_checked_per_statement;
 mod m20261201_000018_booking_json_as_text;
+mod m20261201_000019_booking_lock_then_held;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000016_patient_checked_at_commit::Migration),
             Box::new(m20261201_000017_itinerary_rows_checked_per_statement::Migration),
             Box::new(m20261201_000018_booking_json_as_text::Migration),
+            Box::new(m20261201_000019_booking_lock_then_held::Migration),
         ]
     }
 }

@@ -4,8 +4,9 @@
 //! and one of what is held, an INSERT … RETURNING of the itineraries, and one INSERT per table
 //! of their rows (chained into one statement on PostgreSQL), however many itineraries it holds;
 //! one at a time, every booking paid all of these. On PostgreSQL three writers store groups at
-//! once: each inserts its rows first, then takes the lock only to check the plans, insert the
-//! bookings and commit (`write_group_rows_first`), and reads the clinic only when it changed.
+//! once: each inserts all its rows first, then takes the lock and reads what is held in one
+//! round trip, checks the plans and commits (`write_group_rows_first`), and reads the clinic
+//! only when it changed.
 //!
 //! Plans are made ahead against what is stored and what this process holds pending (`Pending`):
 //! bookings planned and not yet written, and those written in the last seconds that the

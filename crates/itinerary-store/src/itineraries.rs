@@ -587,10 +587,11 @@ impl Store {
         Ok(out)
     }
 
-    /// PostgreSQL's way to store a group: as `write_group`, but the rows go in before the booking
-    /// lock is taken, so that several writers insert at once, each in its own backend, and the
-    /// lock is held only to check what is held, insert the bookings and commit (~5 ms of a
-    /// group's ~25). Every plan here was made ahead, against what was stored and pending in this
+    /// PostgreSQL's way to store a group: as `write_group`, but every row, the bookings too, goes
+    /// in before the booking lock is taken, so that several writers insert at once, each in its
+    /// own backend; the lock is taken with the reading of what is held in one round trip
+    /// (migration 19), and held only for that, the check and the commit (~4 ms of a group's
+    /// ~25). Every plan here was made ahead, against what was stored and pending in this
     /// process; should one no longer fit under the lock (another process took what it needs, the
     /// clinic changed) or a key have been answered meanwhile, the transaction is rolled back and
     /// the group written by `write_group`, which plans again under the lock.
@@ -633,23 +634,25 @@ impl Store {
             }
             views.push(view);
         }
-        let (mut all, answered, latest) = (rows_of.all, rows_of.answered, rows_of.latest);
-        let booked = std::mem::take(&mut all.bookings);
+        let (all, answered, latest) = (rows_of.all, rows_of.answered, rows_of.latest);
+        // The bookings too: until COMMIT no one else sees them, and the check below leaves
+        // this group's own out.
         write_rows(&txn, all, rows_of.audits).await?;
         let drafts: Vec<_> = group.iter().zip(&views).map(|(b, v)| (v.patient_id, b.req.protocol.as_str(), v.id)).collect();
         let drafts = Store::drafts_open(&txn, &drafts).await?;
         let rows_us = started.elapsed().as_micros() as u64;
-        let clinic_changes = lock_counting_clinic_changes(&txn).await?;
+        let from = group.iter().map(|b| b.window.0).min().unwrap_or_default();
+        let to = group.iter().map(|b| b.window.1).max().unwrap_or_default();
+        let (clinic_changes, mut held) = lock_then_held(&txn, (from, to)).await?;
         let locked = std::time::Instant::now();
+        let ours: std::collections::HashSet<i32> = views.iter().map(|v| v.id).collect();
+        held.retain(|b| !ours.contains(&b.itinerary_id));
         let mut fits = true;
         for b in &group {
             if let Some(k) = &b.key {
                 fits &= idempotency::answered_on(&txn, k.coordinator_id, &k.key, b.now).await?.is_none();
             }
         }
-        let from = group.iter().map(|b| b.window.0).min().unwrap_or_default();
-        let to = group.iter().map(|b| b.window.1).max().unwrap_or_default();
-        let held = bookings_between(&txn, (from, to)).await?;
         let mut ledgers: Vec<(Arc<ClinicSetup>, Arc<ClinicSetup>, Ledger)> = Vec::new();
         for (b, view) in group.iter().zip(&views) {
             if !fits {
@@ -672,7 +675,6 @@ impl Store {
             tracing::debug!(bookings, "booking group planned again under the lock");
             return self.write_group(group).await;
         }
-        stored::execute(&txn, stored::model_inserts(booked)).await?;
         Store::mark_drafts_booked(&txn, &drafts).await?;
         idempotency::save(&txn, answered, latest).await?;
         crate::commit(txn).await?;
@@ -1181,16 +1183,30 @@ async fn bookings_between(
         .await
 }
 
-/// The booking lock, as `lock`, answering how many changes the clinic has seen.
-async fn lock_counting_clinic_changes(txn: &DatabaseTransaction) -> Result<i64, StoreError> {
-    let row = txn
-        .query_one_raw(sea_orm::Statement::from_string(
+/// The booking lock, as `lock`, and then the bookings `bookings_between` would read, in one
+/// round trip on PostgreSQL (`booking_lock_then_held`, migration 19: its reading begins after
+/// the lock is held, so it sees what the lock's previous holder committed); with how many
+/// changes the clinic has seen.
+async fn lock_then_held(
+    txn: &DatabaseTransaction,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<(i64, Vec<booking::Model>), StoreError> {
+    let rows = txn
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
             txn.get_database_backend(),
-            "UPDATE booking_lock SET bookings = bookings + 1 WHERE id = 1 RETURNING clinic_changes",
+            "SELECT * FROM booking_lock_then_held($1, $2, $3)",
+            [from.into(), to.into(), (from - LONGEST_BOOKING).into()],
         ))
-        .await?
-        .ok_or(StoreError::corrupt("booking_lock", "no row 1"))?;
-    Ok(row.try_get_by_index::<i64>(0)?)
+        .await?;
+    let mut changes = None;
+    let mut held = Vec::with_capacity(rows.len());
+    for row in rows {
+        changes = Some(row.try_get::<i64>("", "clinic_changes")?);
+        if row.try_get::<Option<i32>>("", "id")?.is_some() {
+            held.push(<booking::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?);
+        }
+    }
+    Ok((changes.ok_or(StoreError::corrupt("booking_lock", "no row 1"))?, held))
 }
 
 /// Takes the booking lock: every booking transaction updates this one row first.
