@@ -28,7 +28,7 @@ use crate::{BookError, ItineraryView, NewItinerary, PatientView, Store, StoreErr
 const GROUP: usize = 32;
 
 /// Writers of groups at once on PostgreSQL, each with its own connection: while one holds the
-/// booking lock (~5 ms), the others insert their groups' rows (~20 ms), which needs no lock.
+/// booking lock (~4 ms), the others insert their groups' rows (~20 ms), which needs no lock.
 /// SQLite has one writer at a time whatever this says, so one.
 const POSTGRES_WRITERS: usize = 3;
 

@@ -590,8 +590,10 @@ impl Store {
     /// PostgreSQL's way to store a group: as `write_group`, but every row, the bookings too, goes
     /// in before the booking lock is taken, so that several writers insert at once, each in its
     /// own backend; the lock is taken with the reading of what is held in one round trip
-    /// (migration 19), and held only for that, the check and the commit (~4 ms of a group's
-    /// ~25). Every plan here was made ahead, against what was stored and pending in this
+    /// (migration 19), and held for that, the check and the commit (~4 ms of a group's ~25),
+    /// and for what only a few groups need: a keyed booking's check that its key is still
+    /// unanswered and its answer saved, the clinic read again when it changed, a proposed second
+    /// set marked booked. Every plan here was made ahead, against what was stored and pending in this
     /// process; should one no longer fit under the lock (another process took what it needs, the
     /// clinic changed) or a key have been answered meanwhile, the transaction is rolled back and
     /// the group written by `write_group`, which plans again under the lock.

@@ -135,10 +135,6 @@ impl DatabaseState {
     }
 }
 
-/// A PostgreSQL connection idle this long is pinged before it is handed out (sqlx pinged it
-/// when it was handed back; a dead one is then replaced, not failed on a request).
-const POSTGRES_PING_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// How the connection pool admits requests (`[database]` in config/default.toml).
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
@@ -221,11 +217,6 @@ impl Store {
             opts.map_sqlx_sqlite_pool_opts(|p| p.after_connect(pool::sqlite_writable).after_release(pool::sqlite_outside_transaction));
         } else {
             opts.max_connections(pool.max_connections.unwrap_or(16));
-            // sqlx pings a connection when it is handed back, and by default again when it is
-            // handed out: two round trips on top of each statement run outside a transaction
-            // (issue 15: 3 of a booking's). Handed out, it is pinged only after a second idle,
-            // long enough for the server or the network to have dropped it unseen.
-            opts.test_before_acquire_if_idle_for(POSTGRES_PING_IDLE);
             opts.map_sqlx_postgres_pool_opts(|p| p.after_release(pool::postgres_outside_transaction));
         }
         let db = Database::connect(opts).await?;

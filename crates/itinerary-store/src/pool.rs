@@ -46,7 +46,9 @@ pub(crate) fn sqlite_outside_transaction(conn: &mut SqliteConnection, _: PoolCon
 /// `after_release` for PostgreSQL: the same test on sqlx's count (PostgreSQL ends a failed
 /// transaction itself; a broken connection is closed by sqlx). No ping here: sqlx pings every
 /// connection handed back right after this test (which also sends a rollback a dropped
-/// transaction queued), and a second one was a round trip per statement for nothing.
+/// transaction queued), and a second one was a round trip per statement for nothing. (sqlx
+/// pings it again when it is handed out: kept, so that a connection the server dropped since,
+/// in a restart or a failover, is replaced unseen instead of failing a request.)
 pub(crate) fn postgres_outside_transaction(conn: &mut PgConnection, _: PoolConnectionMetadata) -> Check<'_> {
     Box::pin(async move {
         if conn.is_in_transaction() {
