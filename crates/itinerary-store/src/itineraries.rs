@@ -434,9 +434,8 @@ impl Store {
         let txn = self.db.begin().await?;
         lock(&txn).await?;
         let lock_us = lap(&mut t);
-        let from = group.iter().map(|b| b.window.0).min().unwrap_or_default();
-        let to = group.iter().map(|b| b.window.1).max().unwrap_or_default();
-        let held = bookings_between(&txn, (from, to)).await?;
+        let window = group_window(&group);
+        let held = bookings_between(&txn, window).await?;
         let read_us = lap(&mut t);
         let held_rows = held.len();
         let read: std::collections::HashSet<i32> = held.iter().map(|b| b.itinerary_id).collect();
@@ -494,7 +493,7 @@ impl Store {
                     let (plan, hold) = self.pending.plan(
                         |l| plan_with(&planning, &parsed, b.now, l),
                         ledger.clone(),
-                        crate::group::Read { itineraries: &read, window: (from, to), locked: true },
+                        crate::group::Read { itineraries: &read, window, locked: true },
                         &mine,
                     );
                     let plan = plan?;
@@ -643,9 +642,7 @@ impl Store {
         let drafts: Vec<_> = group.iter().zip(&views).map(|(b, v)| (v.patient_id, b.req.protocol.as_str(), v.id)).collect();
         let drafts = Store::drafts_open(&txn, &drafts).await?;
         let rows_us = started.elapsed().as_micros() as u64;
-        let from = group.iter().map(|b| b.window.0).min().unwrap_or_default();
-        let to = group.iter().map(|b| b.window.1).max().unwrap_or_default();
-        let (clinic_changes, mut held) = lock_then_held(&txn, (from, to)).await?;
+        let (clinic_changes, mut held) = lock_then_held(&txn, group_window(&group)).await?;
         let locked = std::time::Instant::now();
         let ours: std::collections::HashSet<i32> = views.iter().map(|v| v.id).collect();
         held.retain(|b| !ours.contains(&b.itinerary_id));
@@ -1251,6 +1248,13 @@ fn planning_setup<'a>(setup: &'a Arc<ClinicSetup>, req: &NewItinerary) -> Result
 fn window(parsed: &PlanRequest, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     let from = parsed.trips.iter().map(|t| t.outbound.departs.utc()).min().unwrap_or(now) - Duration::days(1);
     let to = parsed.trips.iter().map(|t| t.return_flight.arrives.utc()).max().unwrap_or(now) + Duration::days(1);
+    (from, to)
+}
+
+/// Where the bookings of a whole group can fall: what must be read to check them.
+fn group_window(group: &[crate::group::NewBooking]) -> (DateTime<Utc>, DateTime<Utc>) {
+    let from = group.iter().map(|b| b.window.0).min().unwrap_or_default();
+    let to = group.iter().map(|b| b.window.1).max().unwrap_or_default();
     (from, to)
 }
 
