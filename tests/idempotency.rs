@@ -157,6 +157,9 @@ const CUT_BEFORE: u8 = 2;
 
 /// A TCP proxy to PostgreSQL on 127.0.0.1:5432 that cuts one connection at its next COMMIT
 /// (a simple-protocol `Q` message, as sqlx sends it) as `mode` says, then passes all again.
+/// `CUT_AFTER` cuts once the database has answered that COMMIT (its `CommandComplete`), which it
+/// keeps from the client: a fixed wait was not enough when the suite kept the disk busy (the
+/// commit's WAL flush outlasted it, and the test read the table before the commit was visible).
 async fn proxy(mode: Arc<AtomicU8>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -167,7 +170,26 @@ async fn proxy(mode: Arc<AtomicU8>) -> u16 {
             tokio::spawn(async move {
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
-                let back = tokio::spawn(async move { tokio::io::copy(&mut sr, &mut cw).await });
+                // Set when the client's COMMIT is to be cut after the database answers it.
+                let cutting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (committed, answered) = tokio::sync::oneshot::channel::<()>();
+                let back = tokio::spawn({
+                    let cutting = cutting.clone();
+                    async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                            let chunk = &buf[..n];
+                            if cutting.load(Ordering::SeqCst) {
+                                if chunk.windows(12).any(|w| w == b"C\0\0\0\x0bCOMMIT\0") {
+                                    let _ = committed.send(());
+                                    return;
+                                }
+                            } else if cw.write_all(chunk).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
                 let mut buf = vec![0u8; 64 * 1024];
                 while let Ok(n @ 1..) = cr.read(&mut buf).await {
                     let chunk = &buf[..n];
@@ -176,13 +198,15 @@ async fn proxy(mode: Arc<AtomicU8>) -> u16 {
                     if cut == CUT_BEFORE {
                         break;
                     }
+                    if cut == CUT_AFTER {
+                        cutting.store(true, Ordering::SeqCst);
+                    }
                     if sw.write_all(chunk).await.is_err() {
                         break;
                     }
                     if cut == CUT_AFTER {
-                        // Long enough for the database to commit, not for the answer to return.
-                        back.abort();
-                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        // The database committed (or the connection ended); the client never hears.
+                        let _ = answered.await;
                         break;
                     }
                 }
