@@ -304,6 +304,21 @@ impl Scheduler<'_> {
         wake(&self.setup.rules, at)
     }
 
+    /// `wake` for the patient, whose zone is where they are: moved hours earlier, a message may
+    /// fall before a flight, in another zone (the evening before a dawn at a connecting airport
+    /// is still at home), where it is woken again. Each step goes earlier; a few suffice.
+    fn wake_patient(&self, at: Zoned) -> Zoned {
+        let mut at = self.wake(at);
+        for _ in 0..=self.wb.legs.len() {
+            let there = self.wb.at(at.utc());
+            if there.zone() == at.zone() {
+                break;
+            }
+            at = self.wake(there);
+        }
+        at
+    }
+
     /// `time` on the day `days` before `anchor`'s date, where the patient is then. If that moment
     /// is in the air, three hours before that flight departs.
     fn patient_local(&self, anchor: Zoned, days: i64, time: NaiveTime) -> Zoned {
@@ -339,7 +354,7 @@ impl Scheduler<'_> {
             Recipient::Patient => self.lang,
             _ => Language::En,
         };
-        let mut at = self.wake(at);
+        let mut at = if recipient == Recipient::Patient { self.wake_patient(at) } else { self.wake(at) };
         // Never while the patient is in the air: after landing if that is still in time and on
         // the ground, else three hours before take-off; with connections that may fall in an
         // earlier flight, and then the same again from there (each step goes earlier, and there
@@ -354,11 +369,11 @@ impl Scheduler<'_> {
                     break;
                 }
                 steps -= 1;
-                let after = self.wake(self.wb.at(land + Duration::hours(1)));
+                let after = self.wake_patient(self.wb.at(land + Duration::hours(1)));
                 at = if before.is_none_or(|b| after.utc() < b.utc()) && self.wb.leg_at(after.utc()).is_none() {
                     after
                 } else {
-                    self.wake(self.wb.at(dep - Duration::hours(3)))
+                    self.wake_patient(self.wb.at(dep - Duration::hours(3)))
                 };
             }
         }

@@ -394,3 +394,27 @@ proptest! {
         }
     }
 }
+
+/// Found by `multi_leg_journeys_are_checked_and_followed` (CI, 2026-12-01): Tokyo → Bangkok at
+/// 23:35, six hours at Bangkok from 02:25, landing in Kuala Lumpur at 19:01, the blood test the
+/// next morning. Its evening-before reminder (19:00, in the air) went to three hours before the
+/// Bangkok flight, 07:05 there, then out of the night to 20:00 the evening before, still in
+/// Bangkok's zone, when the patient was at home in Tokyo. Moved out of the night, a patient's
+/// message now takes the zone they are in at the new time.
+#[test]
+fn a_reminder_moved_out_of_a_layovers_night_is_in_the_zone_the_patient_is_in() {
+    let setup = setup();
+    let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+    let a = leg(&setup, "XX1", "CTS", t("2027-06-12T14:35:00Z"), "BKK", 290);
+    let b = leg(&setup, "MH2", "BKK", t("2027-06-13T03:05:00Z"), "KUL", 476);
+    let c = leg(&setup, "MH3", "KUL", t("2027-06-16T15:35:00Z"), "BKK", 300);
+    let d = leg(&setup, "XX4", "BKK", t("2027-06-16T21:50:00Z"), "CTS", 60);
+    let mut raw =
+        single(RawTrip { outbound: itinerary_core::request::Legs(vec![a, b]), return_flight: itinerary_core::request::Legs(vec![c, d]) });
+    raw.patient.home_zone = Some("Asia/Tokyo".into());
+    let req = PlanRequest::parse(&raw, &setup).unwrap();
+    let p = plan(&setup, &req, now(), &Ledger::new(30)).unwrap();
+    check(&setup, &raw, &req, &p);
+    let m = p.messages.iter().find(|m| m.key == "trip1.blood_test1.evening_before").unwrap();
+    assert_eq!(m.at.zone(), chrono_tz::Asia::Tokyo, "{:?}", m.at);
+}
